@@ -1,0 +1,299 @@
+//! The contract between the XDP program and userspace: map keys and values,
+//! drop reasons, limits. Everything here is `#[repr(C)]` plain data shared
+//! byte-for-byte with the kernel side; there is no logic.
+//!
+//! Byte order: IPv4 addresses are stored as the four bytes seen on the wire
+//! (`[u8; 4]`), so neither side converts them. Numeric ids are native-endian.
+#![no_std]
+
+/// Name under which the XDP program for VPC-facing interfaces is exported.
+pub const PROG_VPC: &str = "peering_vpc";
+
+/// Map names, shared so the loader cannot drift from the object.
+pub mod maps {
+    pub const IFACES: &str = "IFACES";
+    pub const VPC_CIDRS: &str = "VPC_CIDRS";
+    pub const ROUTES: &str = "ROUTES";
+    pub const SUBNETS: &str = "SUBNETS";
+    pub const NEIGHBOURS: &str = "NEIGHBOURS";
+    pub const EGRESS: &str = "EGRESS";
+    pub const XSKS: &str = "XSKS";
+    pub const STATS: &str = "STATS";
+    pub const ROUTE_STATS: &str = "ROUTE_STATS";
+}
+
+/// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
+/// allocated lazily (`BPF_F_NO_PREALLOC`), so large limits cost nothing idle.
+pub const MAX_IFACES: u32 = 4096;
+pub const MAX_VPC_CIDRS: u32 = 65536;
+pub const MAX_ROUTES: u32 = 262_144;
+pub const MAX_SUBNETS: u32 = 65536;
+pub const MAX_NEIGHBOURS: u32 = 262_144;
+pub const MAX_EGRESS: u32 = 4096;
+pub const MAX_XSKS: u32 = 64;
+/// Route counter slots; slot 0 is never handed out so "no slot" is explicit.
+pub const MAX_ROUTE_COUNTERS: u32 = 65536;
+
+/// AWS: inter-region VPC peering supports an MTU of 1500 bytes (no jumbo
+/// frames). This is the largest IPv4 total length the encrypted path takes.
+pub const INTER_REGION_MTU: u16 = 1500;
+
+/// The 802.1Q tag protocol identifier.
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_IPV4: u16 = 0x0800;
+
+/// Key of [`maps::IFACES`]: where a frame came in. `vlan` is the 12-bit VLAN
+/// id of the one 802.1Q tag we parse, 0 for untagged frames.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct IfaceKey {
+    pub ifindex: u32,
+    pub vlan: u16,
+    pub _pad: u16,
+}
+
+/// Value of [`maps::IFACES`]: the subnet an interface (and VLAN) is attached
+/// to, hence its VPC and route table.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct IfaceInfo {
+    pub vpc_id: u32,
+    pub route_table: u32,
+    /// The VPC router's address on this subnet; the source of the ICMP
+    /// errors the gateway generates.
+    pub gateway_ip: [u8; 4],
+}
+
+/// Data of an LPM key scoped by a 32-bit id (a VPC or route table id)
+/// followed by an IPv4 address. The id is stored big-endian so the trie's
+/// bit order sees it as one 32-bit prefix; the prefix length of a key is
+/// therefore `32 + ipv4 prefix length`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ScopedAddr {
+    pub scope_be: u32,
+    pub addr: [u8; 4],
+}
+
+impl ScopedAddr {
+    pub const fn new(scope: u32, addr: [u8; 4]) -> Self {
+        Self {
+            scope_be: scope.to_be(),
+            addr,
+        }
+    }
+}
+
+/// Prefix length of an LPM key over [`ScopedAddr`] for an IPv4 prefix length.
+pub const fn scoped_prefix_len(ipv4_prefix_len: u8) -> u32 {
+    32 + ipv4_prefix_len as u32
+}
+
+/// What a route does with a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Intra-region peer: rewrite and redirect in XDP.
+    LocalPeer = 1,
+    /// Inter-region peer: hand to the encapsulation path (AF_XDP).
+    RemotePeer = 2,
+    /// The peering is not active: drop and count.
+    Blackhole = 3,
+}
+
+impl RouteAction {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::LocalPeer),
+            2 => Some(Self::RemotePeer),
+            3 => Some(Self::Blackhole),
+            _ => None,
+        }
+    }
+}
+
+/// Value of [`maps::ROUTES`] (key: route table id + destination prefix).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RouteValue {
+    /// A [`RouteAction`] as u32.
+    pub action: u32,
+    /// LocalPeer: the peer VPC id (the destination must lie in its CIDRs).
+    /// RemotePeer: the peering connection's dataplane id.
+    pub target: u32,
+    /// Slot in [`maps::ROUTE_STATS`]; 0 = not counted per route.
+    pub counter: u32,
+    pub _pad: u32,
+}
+
+/// Value of [`maps::SUBNETS`] (key: VPC id + subnet prefix): where hosts of
+/// a subnet are reached from the gateway.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct EgressPort {
+    pub ifindex: u32,
+    /// VLAN id to tag egress frames with, 0 for untagged.
+    pub vlan: u16,
+    /// The gateway interface's MAC: the source of forwarded frames.
+    pub src_mac: [u8; 6],
+}
+
+/// Key of [`maps::NEIGHBOURS`]: a host on one of the gateway's ports.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct NeighKey {
+    pub ifindex: u32,
+    pub addr: [u8; 4],
+}
+
+/// Value of [`maps::NEIGHBOURS`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NeighValue {
+    pub mac: [u8; 6],
+    pub _pad: u16,
+}
+
+/// A packet and byte counter. Kept per CPU by the kernel side.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+macro_rules! stats {
+    ($( $(#[$doc:meta])* $name:ident = $idx:literal, $label:literal; )+) => {
+        /// Index into [`maps::STATS`]: every verdict the program returns is
+        /// counted under exactly one of these.
+        #[repr(u32)]
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Stat {
+            $( $(#[$doc])* $name = $idx, )+
+        }
+
+        impl Stat {
+            pub const ALL: &'static [Stat] = &[$(Stat::$name),+];
+
+            /// A stable, lower-case name for counters output.
+            pub const fn label(self) -> &'static str {
+                match self { $(Stat::$name => $label,)+ }
+            }
+
+            /// True when the packet was dropped (as opposed to passed,
+            /// forwarded or answered).
+            pub const fn is_drop(self) -> bool {
+                (self as u32) >= DROP_BASE
+            }
+        }
+    };
+}
+
+/// First [`Stat`] index that is a drop reason.
+pub const DROP_BASE: u32 = 16;
+
+stats! {
+    /// Not for us: non-IPv4, or an interface/VLAN that is not configured.
+    PassNotVpc = 0, "pass_not_vpc";
+    /// No route matched: traffic for the gateway itself.
+    PassNoRoute = 1, "pass_no_route";
+    /// Forwarded to an intra-region peer through the DEVMAP.
+    FwdLocal = 2, "fwd_local";
+    /// Handed to the encapsulation path through the XSKMAP.
+    FwdRemote = 3, "fwd_remote";
+    /// Answered with ICMP "fragmentation needed".
+    TxIcmpFragNeeded = 4, "tx_icmp_frag_needed";
+    /// A header was cut short or is inconsistent with the frame.
+    DropMalformed = 16, "drop_malformed";
+    /// The IPv4 header checksum does not verify.
+    DropBadChecksum = 17, "drop_bad_checksum";
+    /// The source is outside the ingress VPC's CIDR blocks (anti-spoofing).
+    DropSpoofedSource = 18, "drop_spoofed_source";
+    /// TTL would reach zero.
+    DropTtlExceeded = 19, "drop_ttl_exceeded";
+    /// The route points at a peering that is not active.
+    DropBlackhole = 20, "drop_blackhole";
+    /// The destination is outside the peer VPC's CIDR blocks.
+    DropDstOutsidePeer = 21, "drop_dst_outside_peer";
+    /// No subnet of the peer VPC contains the destination.
+    DropNoSubnet = 22, "drop_no_subnet";
+    /// The destination host's MAC is not known.
+    DropNoNeighbour = 23, "drop_no_neighbour";
+    /// The egress interface is missing from the DEVMAP.
+    DropRedirectFailed = 24, "drop_redirect_failed";
+    /// No AF_XDP socket is bound for this queue.
+    DropNoXsk = 25, "drop_no_xsk";
+    /// Larger than the inter-region MTU and DF not set.
+    DropMtuExceeded = 26, "drop_mtu_exceeded";
+    /// The route holds an action this program does not know.
+    DropBadRoute = 27, "drop_bad_route";
+    /// Growing or shrinking the frame failed.
+    DropAdjustFailed = 28, "drop_adjust_failed";
+}
+
+/// Size of [`maps::STATS`].
+pub const STATS_LEN: u32 = 32;
+
+#[cfg(feature = "user")]
+mod pod {
+    use super::*;
+    // SAFETY: all types are repr(C) plain data without implicit padding
+    // (explicit _pad fields fill every gap), valid for any bit pattern.
+    unsafe impl aya::Pod for IfaceKey {}
+    unsafe impl aya::Pod for IfaceInfo {}
+    unsafe impl aya::Pod for ScopedAddr {}
+    unsafe impl aya::Pod for RouteValue {}
+    unsafe impl aya::Pod for EgressPort {}
+    unsafe impl aya::Pod for NeighKey {}
+    unsafe impl aya::Pod for NeighValue {}
+    unsafe impl aya::Pod for Counter {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_hidden_padding() {
+        assert_eq!(size_of::<IfaceKey>(), 8);
+        assert_eq!(size_of::<IfaceInfo>(), 12);
+        assert_eq!(size_of::<ScopedAddr>(), 8);
+        assert_eq!(size_of::<RouteValue>(), 16);
+        assert_eq!(size_of::<EgressPort>(), 12);
+        assert_eq!(size_of::<NeighKey>(), 8);
+        assert_eq!(size_of::<NeighValue>(), 8);
+        assert_eq!(size_of::<Counter>(), 16);
+    }
+
+    #[test]
+    fn stats_fit_and_drops_are_classified() {
+        for s in Stat::ALL {
+            assert!((*s as u32) < STATS_LEN);
+        }
+        assert!(!Stat::FwdLocal.is_drop());
+        assert!(!Stat::TxIcmpFragNeeded.is_drop());
+        assert!(Stat::DropMalformed.is_drop());
+        assert!(Stat::DropAdjustFailed.is_drop());
+    }
+
+    #[test]
+    fn scoped_keys_put_the_scope_first_in_wire_order() {
+        let k = ScopedAddr::new(0x0102_0304, [10, 0, 0, 1]);
+        assert_eq!(k.scope_be.to_ne_bytes(), [1, 2, 3, 4]);
+        assert_eq!(scoped_prefix_len(16), 48);
+    }
+
+    #[test]
+    fn route_actions_round_trip() {
+        for a in [
+            RouteAction::LocalPeer,
+            RouteAction::RemotePeer,
+            RouteAction::Blackhole,
+        ] {
+            assert_eq!(RouteAction::from_u32(a as u32), Some(a));
+        }
+        assert_eq!(RouteAction::from_u32(0), None);
+        assert_eq!(RouteAction::from_u32(9), None);
+    }
+}

@@ -1,0 +1,85 @@
+//! XDP programs of the peering gateway. This file holds the entry points and
+//! the maps; each concern lives in its own module.
+#![cfg_attr(target_arch = "bpf", no_std)]
+#![cfg_attr(target_arch = "bpf", no_main)]
+
+#[cfg(target_arch = "bpf")]
+mod icmp;
+#[cfg(target_arch = "bpf")]
+mod packet;
+#[cfg(target_arch = "bpf")]
+mod pipeline;
+#[cfg(target_arch = "bpf")]
+mod rewrite;
+#[cfg(target_arch = "bpf")]
+mod stats;
+
+#[cfg(target_arch = "bpf")]
+pub use bpf::*;
+
+#[cfg(target_arch = "bpf")]
+mod bpf {
+    use crate::{pipeline, stats};
+
+    use aya_ebpf::{
+        bindings::xdp_action,
+        macros::{map, xdp},
+        maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, XskMap},
+        programs::XdpContext,
+    };
+    use peering_common::*;
+
+    /// Interface (+VLAN) → the subnet's VPC and route table.
+    #[map(name = "IFACES")]
+    pub static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
+    /// (VPC, address) → present when the address is in one of the VPC's blocks.
+    #[map(name = "VPC_CIDRS")]
+    pub static VPC_CIDRS: LpmTrie<ScopedAddr, u32> = LpmTrie::with_max_entries(MAX_VPC_CIDRS, 0);
+    /// (route table, destination) → what to do.
+    #[map(name = "ROUTES")]
+    pub static ROUTES: LpmTrie<ScopedAddr, RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
+    /// (VPC, address) → the port its subnet is reached through.
+    #[map(name = "SUBNETS")]
+    pub static SUBNETS: LpmTrie<ScopedAddr, EgressPort> = LpmTrie::with_max_entries(MAX_SUBNETS, 0);
+    /// (port, host address) → host MAC.
+    #[map(name = "NEIGHBOURS")]
+    pub static NEIGHBOURS: HashMap<NeighKey, NeighValue> =
+        HashMap::with_max_entries(MAX_NEIGHBOURS, 0);
+    /// ifindex → ifindex: the ports XDP may redirect to.
+    #[map(name = "EGRESS")]
+    pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS, 0);
+    /// RX queue → AF_XDP socket of the encapsulation path.
+    #[map(name = "XSKS")]
+    pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSKS, 0);
+    /// Verdict counters, indexed by [`Stat`].
+    #[map(name = "STATS")]
+    pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+    /// Per-route counters, indexed by [`RouteValue::counter`].
+    #[map(name = "ROUTE_STATS")]
+    pub static ROUTE_STATS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(MAX_ROUTE_COUNTERS, 0);
+
+    /// Entry point for VPC-facing interfaces.
+    #[xdp]
+    pub fn peering_vpc(ctx: XdpContext) -> u32 {
+        let len = (ctx.data_end() - ctx.data()) as u64;
+        let (verdict, stat) = pipeline::process(&ctx);
+        stats::count(stat, len);
+        verdict
+    }
+
+    /// Baseline for benchmarks: the cheapest possible program, measured the
+    /// same way as `peering_vpc`.
+    #[xdp]
+    pub fn peering_drop(_ctx: XdpContext) -> u32 {
+        xdp_action::XDP_DROP
+    }
+
+    #[panic_handler]
+    fn panic(_info: &core::panic::PanicInfo) -> ! {
+        loop {}
+    }
+}
+
+#[cfg(not(target_arch = "bpf"))]
+fn main() {}

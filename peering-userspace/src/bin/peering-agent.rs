@@ -1,0 +1,3 @@
+fn main() {
+    println!("{}", peering_userspace::EBPF_OBJECT.len());
+}

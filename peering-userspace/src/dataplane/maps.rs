@@ -1,0 +1,316 @@
+//! Typed access to the dataplane maps. Keys are built here and only here,
+//! so userspace and the XDP program cannot disagree on their layout.
+
+use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
+
+use anyhow::{anyhow, bail, Context as _, Result};
+use aya::{
+    maps::{
+        lpm_trie::Key, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        PerCpuValues, XskMap,
+    },
+    util::nr_cpus,
+    Ebpf,
+};
+use ipnet::Ipv4Net;
+use peering_common::{
+    maps as names, scoped_prefix_len, Counter, EgressPort, IfaceInfo, IfaceKey, NeighKey,
+    NeighValue, RouteAction, RouteValue, ScopedAddr, Stat, MAX_ROUTE_COUNTERS,
+};
+
+/// Every map of the object; all are pinned when running with a pin directory.
+pub const NAMES: &[&str] = &[
+    names::IFACES,
+    names::VPC_CIDRS,
+    names::ROUTES,
+    names::SUBNETS,
+    names::NEIGHBOURS,
+    names::EGRESS,
+    names::XSKS,
+    names::STATS,
+    names::ROUTE_STATS,
+];
+
+/// Where a route sends matching packets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteTarget {
+    /// An intra-region peer VPC (by dataplane id).
+    LocalPeer {
+        peer_vpc: u32,
+    },
+    /// An inter-region peering (by dataplane id).
+    RemotePeer {
+        pcx: u32,
+    },
+    Blackhole,
+}
+
+impl RouteTarget {
+    fn encode(self, counter: u32) -> RouteValue {
+        let (action, target) = match self {
+            Self::LocalPeer { peer_vpc } => (RouteAction::LocalPeer, peer_vpc),
+            Self::RemotePeer { pcx } => (RouteAction::RemotePeer, pcx),
+            Self::Blackhole => (RouteAction::Blackhole, 0),
+        };
+        RouteValue {
+            action: action as u32,
+            target,
+            counter,
+            _pad: 0,
+        }
+    }
+
+    fn decode(v: &RouteValue) -> Option<Self> {
+        Some(match RouteAction::from_u32(v.action)? {
+            RouteAction::LocalPeer => Self::LocalPeer { peer_vpc: v.target },
+            RouteAction::RemotePeer => Self::RemotePeer { pcx: v.target },
+            RouteAction::Blackhole => Self::Blackhole,
+        })
+    }
+}
+
+/// Everything programmed in the maps, for display and reconciliation.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    pub ifaces: Vec<(IfaceKey, IfaceInfo)>,
+    pub vpc_cidrs: Vec<(u32, Ipv4Net)>,
+    pub routes: Vec<(u32, Ipv4Net, RouteTarget, u32)>,
+    pub subnets: Vec<(u32, Ipv4Net, EgressPort)>,
+    pub neighbours: Vec<(u32, Ipv4Addr, [u8; 6])>,
+}
+
+pub struct Maps {
+    ifaces: HashMap<MapData, IfaceKey, IfaceInfo>,
+    vpc_cidrs: LpmTrie<MapData, ScopedAddr, u32>,
+    routes: LpmTrie<MapData, ScopedAddr, RouteValue>,
+    subnets: LpmTrie<MapData, ScopedAddr, EgressPort>,
+    neighbours: HashMap<MapData, NeighKey, NeighValue>,
+    egress: DevMapHash<MapData>,
+    xsks: XskMap<MapData>,
+    stats: PerCpuArray<MapData, Counter>,
+    route_stats: PerCpuArray<MapData, Counter>,
+}
+
+fn scoped_key(scope: u32, net: Ipv4Net) -> Key<ScopedAddr> {
+    let net = net.trunc();
+    Key::new(
+        scoped_prefix_len(net.prefix_len()),
+        ScopedAddr::new(scope, net.addr().octets()),
+    )
+}
+
+fn unscope(key: &Key<ScopedAddr>) -> Result<(u32, Ipv4Net)> {
+    let d = key.data();
+    let len = key.prefix_len().checked_sub(32).filter(|l| *l <= 32);
+    let len = len.ok_or_else(|| anyhow!("corrupt LPM key: prefix {}", key.prefix_len()))?;
+    let net = Ipv4Net::new(Ipv4Addr::from(d.addr), len as u8)?;
+    Ok((u32::from_be(d.scope_be), net))
+}
+
+fn typed<T>(map: Option<Map>, name: &str) -> Result<T>
+where
+    T: TryFrom<Map, Error = MapError>,
+{
+    let map = map.ok_or_else(|| anyhow!("the object has no map {name}"))?;
+    T::try_from(map).with_context(|| format!("map {name} has an unexpected type"))
+}
+
+impl Maps {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Self::build(|name| Ok(ebpf.take_map(name)))
+    }
+
+    pub(super) fn from_pins(dir: &Path) -> Result<Self> {
+        Self::build(|name| {
+            let path = dir.join(name);
+            let data = MapData::from_pin(&path).map_err(|e| {
+                anyhow!(
+                    "{} is not pinned ({e}): is the dataplane loaded (peering-agent attach)?",
+                    path.display()
+                )
+            })?;
+            Ok(Some(Map::from_map_data(data)?))
+        })
+    }
+
+    fn build(mut get: impl FnMut(&str) -> Result<Option<Map>>) -> Result<Self> {
+        Ok(Self {
+            ifaces: typed(get(names::IFACES)?, names::IFACES)?,
+            vpc_cidrs: typed(get(names::VPC_CIDRS)?, names::VPC_CIDRS)?,
+            routes: typed(get(names::ROUTES)?, names::ROUTES)?,
+            subnets: typed(get(names::SUBNETS)?, names::SUBNETS)?,
+            neighbours: typed(get(names::NEIGHBOURS)?, names::NEIGHBOURS)?,
+            egress: typed(get(names::EGRESS)?, names::EGRESS)?,
+            xsks: typed(get(names::XSKS)?, names::XSKS)?,
+            stats: typed(get(names::STATS)?, names::STATS)?,
+            route_stats: typed(get(names::ROUTE_STATS)?, names::ROUTE_STATS)?,
+        })
+    }
+
+    /// Binds an interface (and VLAN, 0 = untagged) to a subnet of `vpc`
+    /// routed by `route_table`. `gateway_ip` is the VPC router's address on
+    /// that subnet.
+    pub fn set_iface(&mut self, ifindex: u32, vlan: u16, info: IfaceInfo) -> Result<()> {
+        if vlan > 4094 {
+            bail!("VLAN id {vlan} is out of range (0 for untagged, 1-4094)");
+        }
+        let key = IfaceKey {
+            ifindex,
+            vlan,
+            _pad: 0,
+        };
+        Ok(self.ifaces.insert(key, info, 0)?)
+    }
+
+    pub fn remove_iface(&mut self, ifindex: u32, vlan: u16) -> Result<()> {
+        let key = IfaceKey {
+            ifindex,
+            vlan,
+            _pad: 0,
+        };
+        Ok(self.ifaces.remove(&key)?)
+    }
+
+    pub fn add_vpc_cidr(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
+        Ok(self.vpc_cidrs.insert(&scoped_key(vpc, cidr), 1, 0)?)
+    }
+
+    pub fn remove_vpc_cidr(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
+        Ok(self.vpc_cidrs.remove(&scoped_key(vpc, cidr))?)
+    }
+
+    /// Installs or replaces a route. A replaced route keeps its counters; a
+    /// new one gets a zeroed counter slot. Returns the slot.
+    pub fn set_route(&mut self, table: u32, dst: Ipv4Net, target: RouteTarget) -> Result<u32> {
+        let key = scoped_key(table, dst);
+        let slot = match self.routes.get(&key, 0) {
+            Ok(old) if old.counter != 0 => old.counter,
+            _ => self.fresh_counter_slot()?,
+        };
+        self.routes.insert(&key, target.encode(slot), 0)?;
+        Ok(slot)
+    }
+
+    pub fn remove_route(&mut self, table: u32, dst: Ipv4Net) -> Result<()> {
+        Ok(self.routes.remove(&scoped_key(table, dst))?)
+    }
+
+    fn fresh_counter_slot(&mut self) -> Result<u32> {
+        let used: BTreeSet<u32> = self
+            .routes
+            .iter()
+            .filter_map(|r| r.ok().map(|(_, v)| v.counter))
+            .collect();
+        let slot = (1..MAX_ROUTE_COUNTERS)
+            .find(|s| !used.contains(s))
+            .ok_or_else(|| anyhow!("all {MAX_ROUTE_COUNTERS} route counters are in use"))?;
+        let zeros = PerCpuValues::try_from(vec![Counter::default(); ncpus()?])?;
+        self.route_stats.set(slot, zeros, 0)?;
+        Ok(slot)
+    }
+
+    /// Makes the hosts of `cidr` in `vpc` reachable through `port`, and lets
+    /// XDP redirect to that port.
+    pub fn set_subnet(&mut self, vpc: u32, cidr: Ipv4Net, port: EgressPort) -> Result<()> {
+        self.egress.insert(port.ifindex, port.ifindex, None, 0)?;
+        Ok(self.subnets.insert(&scoped_key(vpc, cidr), port, 0)?)
+    }
+
+    pub fn remove_subnet(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
+        Ok(self.subnets.remove(&scoped_key(vpc, cidr))?)
+    }
+
+    /// Removes a port from the redirect map (once no subnet uses it).
+    pub fn remove_egress(&mut self, ifindex: u32) -> Result<()> {
+        Ok(self.egress.remove(ifindex)?)
+    }
+
+    pub fn set_neighbour(&mut self, ifindex: u32, addr: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        let key = NeighKey {
+            ifindex,
+            addr: addr.octets(),
+        };
+        Ok(self
+            .neighbours
+            .insert(key, NeighValue { mac, _pad: 0 }, 0)?)
+    }
+
+    pub fn remove_neighbour(&mut self, ifindex: u32, addr: Ipv4Addr) -> Result<()> {
+        let key = NeighKey {
+            ifindex,
+            addr: addr.octets(),
+        };
+        Ok(self.neighbours.remove(&key)?)
+    }
+
+    /// The AF_XDP socket map of the encapsulation path.
+    pub fn xsks_mut(&mut self) -> &mut XskMap<MapData> {
+        &mut self.xsks
+    }
+
+    /// Verdict counters summed over CPUs, in [`Stat`] order.
+    pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
+        Stat::ALL
+            .iter()
+            .map(|s| Ok((*s, sum(&self.stats.get(&(*s as u32), 0)?))))
+            .collect()
+    }
+
+    pub fn stat(&self, stat: Stat) -> Result<Counter> {
+        Ok(sum(&self.stats.get(&(stat as u32), 0)?))
+    }
+
+    /// Counters of the route for `dst` in `table`, summed over CPUs.
+    pub fn route_stats(&self, table: u32, dst: Ipv4Net) -> Result<Counter> {
+        let v = self
+            .routes
+            .get(&scoped_key(table, dst), 0)
+            .with_context(|| format!("no route {dst} in table {table}"))?;
+        Ok(sum(&self.route_stats.get(&v.counter, 0)?))
+    }
+
+    /// Reads every programmed entry.
+    pub fn snapshot(&self) -> Result<Snapshot> {
+        let mut s = Snapshot::default();
+        for r in self.ifaces.iter() {
+            s.ifaces.push(r?);
+        }
+        for r in self.vpc_cidrs.keys() {
+            s.vpc_cidrs.push(unscope(&r?)?);
+        }
+        for r in self.routes.iter() {
+            let (k, v) = r?;
+            let (table, dst) = unscope(&k)?;
+            let target = RouteTarget::decode(&v)
+                .ok_or_else(|| anyhow!("corrupt route action {}", v.action))?;
+            s.routes.push((table, dst, target, v.counter));
+        }
+        for r in self.subnets.iter() {
+            let (k, port) = r?;
+            let (vpc, net) = unscope(&k)?;
+            s.subnets.push((vpc, net, port));
+        }
+        for r in self.neighbours.iter() {
+            let (k, v) = r?;
+            s.neighbours
+                .push((k.ifindex, Ipv4Addr::from(k.addr), v.mac));
+        }
+        s.ifaces.sort_by_key(|(k, _)| (k.ifindex, k.vlan));
+        s.vpc_cidrs.sort();
+        s.routes.sort_by_key(|r| (r.0, r.1));
+        s.subnets.sort_by_key(|r| (r.0, r.1));
+        s.neighbours.sort();
+        Ok(s)
+    }
+}
+
+fn ncpus() -> Result<usize> {
+    nr_cpus().map_err(|(what, e)| anyhow!("{what}: {e}"))
+}
+
+fn sum(values: &PerCpuValues<Counter>) -> Counter {
+    values.iter().fold(Counter::default(), |a, c| Counter {
+        packets: a.packets + c.packets,
+        bytes: a.bytes + c.bytes,
+    })
+}

@@ -1,0 +1,248 @@
+//! The dataplane: loading the XDP object, attaching it, and the typed API
+//! over its maps. All writes to dataplane maps go through this module.
+//!
+//! With a pin directory, maps, the program and every attachment (a BPF
+//! link) are pinned on bpffs, so forwarding survives the agent: a restarted
+//! agent finds the pins and reuses them instead of replacing them.
+
+mod maps;
+
+pub use maps::{Maps, RouteTarget, Snapshot};
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{anyhow, Context as _, Result};
+use aya::{
+    programs::{
+        links::{FdLink, PinnedLink},
+        xdp::XdpLinkId,
+        Xdp, XdpMode,
+    },
+    Ebpf, EbpfLoader,
+};
+use log::{info, warn};
+use peering_common::PROG_VPC;
+
+use crate::{sys, EBPF_OBJECT};
+
+/// Where pins live unless told otherwise.
+pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/peering";
+
+/// How to attach to an interface.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttachMode {
+    /// Native (driver) mode, falling back to generic mode with a warning.
+    Auto,
+    Native,
+    Generic,
+}
+
+/// What `attach` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Attached {
+    Native,
+    Generic,
+    /// A pinned attachment already existed and was kept.
+    Existing,
+}
+
+pub struct Dataplane {
+    /// Kept for unpinned (test) use: owns the program and its links.
+    ebpf: Option<Ebpf>,
+    /// The pinned program, when running with a pin directory.
+    pinned: Option<Xdp>,
+    pin_dir: Option<PathBuf>,
+    pub maps: Maps,
+}
+
+impl Dataplane {
+    /// Loads the object. With `pin_dir`, maps are created and pinned there on
+    /// first use and reused afterwards, and the program is pinned under a
+    /// name derived from the object, so an agent built from the same object
+    /// reuses it.
+    pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
+        sys::require_root()?;
+        let Some(dir) = pin_dir else {
+            return Self::load_unpinned();
+        };
+        sys::require_bpffs(dir)?;
+        let map_dir = dir.join("maps");
+        fs::create_dir_all(&map_dir)
+            .with_context(|| format!("creating pin directory {}", map_dir.display()))?;
+        // Every map is pinned by name: an existing pin is reused, so state
+        // programmed by an earlier agent stays in force.
+        let pins: Vec<(&str, PathBuf)> =
+            maps::NAMES.iter().map(|n| (*n, map_dir.join(n))).collect();
+        let mut loader = EbpfLoader::new();
+        for (name, path) in &pins {
+            loader.map_pin_path(name, path.as_path());
+        }
+        let mut ebpf = loader.load(EBPF_OBJECT).context("loading the XDP object")?;
+        let prog_pin = dir.join(format!("prog-{}", object_tag()));
+        if !prog_pin.exists() {
+            let prog: &mut Xdp = program_mut(&mut ebpf, PROG_VPC)?;
+            prog.load().context("the kernel refused the XDP program")?;
+            prog.pin(&prog_pin)
+                .with_context(|| format!("pinning {}", prog_pin.display()))?;
+            info!("loaded and pinned {}", prog_pin.display());
+        }
+        let pinned = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
+            .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf: None,
+            pinned: Some(pinned),
+            pin_dir: Some(dir.to_path_buf()),
+            maps,
+        })
+    }
+
+    fn load_unpinned() -> Result<Self> {
+        let mut ebpf = EbpfLoader::new()
+            .load(EBPF_OBJECT)
+            .context("loading the XDP object")?;
+        for name in [PROG_VPC, "peering_drop"] {
+            program_mut(&mut ebpf, name)?
+                .load()
+                .with_context(|| format!("the kernel refused {name}"))?;
+        }
+        let maps = Maps::take(&mut ebpf)?;
+        Ok(Self {
+            ebpf: Some(ebpf),
+            pinned: None,
+            pin_dir: None,
+            maps,
+        })
+    }
+
+    /// Opens the pinned maps of a running dataplane without loading anything.
+    pub fn open_pinned(pin_dir: &Path) -> Result<Maps> {
+        sys::require_root()?;
+        sys::require_bpffs(pin_dir)?;
+        Maps::from_pins(&pin_dir.join("maps"))
+    }
+
+    /// The XDP program for VPC-facing interfaces.
+    pub fn program(&self) -> Result<&Xdp> {
+        self.program_named(PROG_VPC)
+    }
+
+    /// A program by name (`peering_drop` exists for benchmarks).
+    pub fn program_named(&self, name: &str) -> Result<&Xdp> {
+        if let (Some(p), PROG_VPC) = (&self.pinned, name) {
+            return Ok(p);
+        }
+        let ebpf = self
+            .ebpf
+            .as_ref()
+            .ok_or_else(|| anyhow!("{name} is not loaded"))?;
+        let prog = ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?;
+        prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+    }
+
+    /// Attaches the program to `iface`. With a pin directory the attachment
+    /// is a pinned BPF link that outlives this process; attaching an
+    /// interface that already has one keeps it.
+    pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        let ifindex = sys::ifindex(iface)?;
+        let link_pin = self.link_pin(ifindex);
+        if let Some(pin) = &link_pin {
+            if pin.exists() {
+                return Ok(Attached::Existing);
+            }
+        }
+        let prog = self.program_mut()?;
+        let (id, how) = attach_with_fallback(prog, iface, ifindex, mode)?;
+        if let Some(pin) = link_pin {
+            fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
+            let link = prog.take_link(id)?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| anyhow!("{iface}: attachment is not a BPF link: {e}"))?;
+            fd.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+        }
+        Ok(how)
+    }
+
+    /// Removes the pinned attachment of `iface`, which detaches the program.
+    pub fn detach(pin_dir: &Path, iface: &str) -> Result<()> {
+        sys::require_root()?;
+        let ifindex = sys::ifindex(iface)?;
+        let pin = link_pin_path(pin_dir, ifindex);
+        let link = PinnedLink::from_pin(&pin)
+            .map_err(|e| anyhow!("{iface} has no peering attachment ({e})"))?;
+        link.unpin().context("unpinning link")?;
+        Ok(())
+    }
+
+    fn link_pin(&self, ifindex: u32) -> Option<PathBuf> {
+        self.pin_dir.as_deref().map(|d| link_pin_path(d, ifindex))
+    }
+
+    fn program_mut(&mut self) -> Result<&mut Xdp> {
+        if let Some(p) = self.pinned.as_mut() {
+            return Ok(p);
+        }
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| anyhow!("program not loaded"))?;
+        program_mut(ebpf, PROG_VPC)
+    }
+}
+
+/// Links are pinned by ifindex: a deleted and recreated interface gets a new
+/// index, so a stale pin can never be mistaken for a live attachment.
+fn link_pin_path(pin_dir: &Path, ifindex: u32) -> PathBuf {
+    pin_dir.join("links").join(format!("if{ifindex}"))
+}
+
+fn attach_with_fallback(
+    prog: &mut Xdp,
+    iface: &str,
+    ifindex: u32,
+    mode: AttachMode,
+) -> Result<(XdpLinkId, Attached)> {
+    let generic = |prog: &mut Xdp| {
+        prog.attach_to_if_index(ifindex, XdpMode::Skb)
+            .with_context(|| format!("attaching to {iface} in generic mode"))
+    };
+    match mode {
+        AttachMode::Native => {
+            let id = prog
+                .attach_to_if_index(ifindex, XdpMode::Driver)
+                .with_context(|| format!("attaching to {iface} in native mode"))?;
+            Ok((id, Attached::Native))
+        }
+        AttachMode::Generic => Ok((generic(prog)?, Attached::Generic)),
+        AttachMode::Auto => match prog.attach_to_if_index(ifindex, XdpMode::Driver) {
+            Ok(id) => Ok((id, Attached::Native)),
+            Err(e) => {
+                warn!("{iface}: native XDP failed ({e}); falling back to generic mode");
+                Ok((generic(prog)?, Attached::Generic))
+            }
+        },
+    }
+}
+
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("the object has no program {name}"))?;
+    prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+}
+
+/// A short tag of the embedded object, so a rebuilt agent pins (and
+/// attaches) its own program rather than reusing an older one.
+fn object_tag() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    EBPF_OBJECT.hash(&mut h);
+    format!("{:016x}", h.finish())
+}

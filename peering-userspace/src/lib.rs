@@ -1,0 +1,8 @@
+//! The userspace side of peering: loader and dataplane API, agent, control
+//! plane, tunnel.
+
+/// The compiled XDP object, embedded at build time.
+pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/peering"));
+
+pub mod dataplane;
+pub mod sys;

@@ -1,0 +1,149 @@
+//! Thin wrappers over the few system facilities the loader needs: privilege
+//! and bpffs checks, network namespaces, interface lookups.
+
+use std::{
+    ffi::CString,
+    fs::File,
+    os::fd::AsRawFd,
+    path::{Path, PathBuf},
+};
+
+use anyhow::{bail, Context as _, Result};
+
+/// `BPF_FS_MAGIC` from linux/magic.h.
+const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+
+/// Fails with a clear message unless we run as root (or with CAP_BPF and
+/// CAP_NET_ADMIN, which euid 0 stands in for here).
+pub fn require_root() -> Result<()> {
+    if unsafe { libc::geteuid() } != 0 {
+        bail!("peering needs root to load XDP programs and edit BPF maps: run it with sudo");
+    }
+    Ok(())
+}
+
+/// Fails with a clear message unless `dir`'s bpffs mount exists: pinned
+/// maps and links can only live on a bpf filesystem.
+pub fn require_bpffs(dir: &Path) -> Result<()> {
+    let mount = dir
+        .ancestors()
+        .find(|p| p.exists())
+        .unwrap_or_else(|| Path::new("/"));
+    let c = CString::new(mount.as_os_str().as_encoded_bytes())?;
+    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
+        bail!(
+            "statfs {}: {}",
+            mount.display(),
+            std::io::Error::last_os_error()
+        );
+    }
+    if st.f_type as i64 != BPF_FS_MAGIC {
+        bail!(
+            "{} is not on a bpf filesystem; mount it with: mount -t bpf bpf /sys/fs/bpf",
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// Moves the calling thread into the named network namespace (as created by
+/// `ip netns add`). Call it before spawning threads: new threads inherit it.
+pub fn enter_netns(name: &str) -> Result<()> {
+    let path = PathBuf::from("/run/netns").join(name);
+    let f = File::open(&path).with_context(|| format!("network namespace {name} not found"))?;
+    if unsafe { libc::setns(f.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
+        bail!("setns({name}): {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Index of interface `name` in the current network namespace.
+pub fn ifindex(name: &str) -> Result<u32> {
+    let c = CString::new(name).context("interface name contains NUL")?;
+    match unsafe { libc::if_nametoindex(c.as_ptr()) } {
+        0 => bail!("interface {name} does not exist in this network namespace"),
+        i => Ok(i),
+    }
+}
+
+/// MAC address of interface `name`, read through SIOCGIFHWADDR on a socket
+/// of the current network namespace (sysfs may show another namespace).
+pub fn mac(name: &str) -> Result<[u8; 6]> {
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        bail!("interface name {name:?} is too long");
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(sock) };
+    if rc != 0 {
+        bail!("interface {name}: {err}");
+    }
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut out = [0u8; 6];
+    for (o, b) in out.iter_mut().zip(sa.sa_data.iter()) {
+        *o = *b as u8;
+    }
+    Ok(out)
+}
+
+/// Parses `aa:bb:cc:dd:ee:ff`.
+pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for o in out.iter_mut() {
+        let p = parts
+            .next()
+            .with_context(|| format!("bad MAC {s:?}: too short"))?;
+        if p.len() != 2 {
+            bail!("bad MAC {s:?}: each part is two hex digits");
+        }
+        *o = u8::from_str_radix(p, 16).with_context(|| format!("bad MAC {s:?}"))?;
+    }
+    if parts.next().is_some() {
+        bail!("bad MAC {s:?}: too long");
+    }
+    Ok(out)
+}
+
+pub fn format_mac(m: &[u8; 6]) -> String {
+    format!(
+        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+        m[0], m[1], m[2], m[3], m[4], m[5]
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_parse_and_format() {
+        let m = parse_mac("02:00:0a:01:00:ff").unwrap();
+        assert_eq!(m, [2, 0, 10, 1, 0, 255]);
+        assert_eq!(format_mac(&m), "02:00:0a:01:00:ff");
+        for bad in [
+            "",
+            "02:00",
+            "02:00:0a:01:00:ff:11",
+            "2:00:0a:01:00:ff",
+            "zz:00:0a:01:00:ff",
+        ] {
+            assert!(parse_mac(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn missing_interface_is_a_clear_error() {
+        let e = ifindex("peering-nope0").unwrap_err().to_string();
+        assert!(e.contains("does not exist"), "{e}");
+    }
+}

@@ -1,0 +1,6 @@
+//! Shared fixtures for the peering tests: frame crafting, the
+//! BPF_PROG_TEST_RUN harness, and network-namespace labs.
+
+pub mod frame;
+pub mod verdict;
+pub mod world;

@@ -1,0 +1,149 @@
+//! BPF_PROG_TEST_RUN verdicts for routing: hits, misses, blackholes,
+//! anti-spoofing, TTL, and the peer-CIDR fence. Each case checks the
+//! verdict, the rewritten bytes and the counter that names the outcome.
+
+use peering_common::Stat;
+use peering_tests::{
+    frame::{checksum_ok, parse, Frame, GW_B, HOST_B},
+    verdict::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    world::*,
+};
+
+fn harness() -> Harness {
+    let mut h = Harness::new();
+    program(&mut h.dp.maps);
+    h
+}
+
+#[test]
+fn route_hit_forwards_with_rewritten_macs_ttl_and_checksum() {
+    let h = harness();
+    let sent = Frame::udp(A_HOST, B_HOST, 100).ttl(64);
+    let out = h.run(LO, &sent.bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT);
+    let p = parse(&out.frame);
+    assert_eq!(p.dst_mac, HOST_B, "neighbour MAC");
+    assert_eq!(p.src_mac, GW_B, "egress port MAC");
+    assert_eq!(p.vlan, None);
+    assert_eq!(p.ip.time_to_live, 63);
+    assert!(
+        checksum_ok(&p.ip_bytes),
+        "incrementally patched checksum verifies"
+    );
+    assert_eq!(p.ip.source, A_HOST);
+    assert_eq!(p.ip.destination, B_HOST);
+    assert_eq!(p.payload, sent.payload, "payload untouched");
+    assert_eq!(h.packets(Stat::FwdLocal), 1);
+    let rs =
+        h.dp.maps
+            .route_stats(RTB_A, "10.2.0.0/16".parse().unwrap())
+            .unwrap();
+    assert_eq!((rs.packets, rs.bytes), (1, 114));
+}
+
+#[test]
+fn ttl_decrement_checksum_carries_around() {
+    let h = harness();
+    // Sweep TTLs and ids so the checksum passes through its carry cases.
+    for ttl in [2u8, 3, 17, 128, 255] {
+        for id in [0u16, 0x00ff, 0xfeff, 0xffff] {
+            let mut f = Frame::udp(A_HOST, B_HOST, 60).ttl(ttl);
+            f.ip.identification = id;
+            let out = h.run(LO, &f.bytes());
+            assert_eq!(out.verdict, XDP_REDIRECT);
+            let p = parse(&out.frame);
+            assert_eq!(p.ip.time_to_live, ttl - 1);
+            assert!(checksum_ok(&p.ip_bytes), "ttl {ttl} id {id:#x}");
+        }
+    }
+}
+
+#[test]
+fn longest_prefix_wins_blackhole_inside_active_route() {
+    let h = harness();
+    let out = h.run(LO, &Frame::udp(A_HOST, B_BLACKHOLED, 60).bytes());
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropBlackhole), 1);
+    assert_eq!(h.packets(Stat::FwdLocal), 0);
+}
+
+#[test]
+fn route_miss_passes_to_the_kernel() {
+    let h = harness();
+    let out = h.run(LO, &Frame::udp(A_HOST, GATEWAY_A, 60).bytes());
+    assert_eq!(out.verdict, XDP_PASS);
+    assert_eq!(h.packets(Stat::PassNoRoute), 1);
+}
+
+#[test]
+fn spoofed_source_is_dropped() {
+    let h = harness();
+    // A source in the peer VPC, and one in no VPC at all.
+    for src in [B_HOST, [192, 0, 2, 1]] {
+        let out = h.run(LO, &Frame::udp(src, B_HOST, 60).bytes());
+        assert_eq!(out.verdict, XDP_DROP);
+    }
+    assert_eq!(h.packets(Stat::DropSpoofedSource), 2);
+    assert_eq!(h.packets(Stat::FwdLocal), 0);
+}
+
+#[test]
+fn ttl_one_is_dropped_and_ttl_two_forwarded() {
+    let h = harness();
+    for ttl in [0u8, 1] {
+        let out = h.run(LO, &Frame::udp(A_HOST, B_HOST, 60).ttl(ttl).bytes());
+        assert_eq!(out.verdict, XDP_DROP, "ttl {ttl}");
+    }
+    assert_eq!(h.packets(Stat::DropTtlExceeded), 2);
+    let out = h.run(LO, &Frame::udp(A_HOST, B_HOST, 60).ttl(2).bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT);
+}
+
+#[test]
+fn destination_outside_the_peer_is_dropped_even_with_a_route() {
+    let h = harness();
+    let out = h.run(LO, &Frame::udp(A_HOST, OUTSIDE_PEER, 60).bytes());
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropDstOutsidePeer), 1);
+}
+
+#[test]
+fn secondary_cidr_of_the_peer_is_reachable() {
+    let h = harness();
+    let out = h.run(LO, &Frame::udp(A_HOST, B_SECONDARY, 60).bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT);
+    assert_eq!(parse(&out.frame).dst_mac, HOST_B);
+}
+
+#[test]
+fn unknown_neighbour_is_dropped_and_counted() {
+    let h = harness();
+    let out = h.run(LO, &Frame::udp(A_HOST, B_HOST_NO_NEIGH, 60).bytes());
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropNoNeighbour), 1);
+}
+
+#[test]
+fn return_traffic_routes_through_the_peer_table() {
+    let h = harness();
+    let f = Frame::udp(B_HOST, A_HOST, 80).vlan(VLAN_B);
+    let out = h.run(LO, &f.bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT);
+    let p = parse(&out.frame);
+    assert_eq!(p.vlan, None, "tag removed towards the untagged port");
+    assert_eq!(p.dst_mac, peering_tests::frame::HOST_A);
+    assert_eq!(p.ip.time_to_live, 63);
+    assert!(checksum_ok(&p.ip_bytes));
+    assert_eq!(p.payload, f.payload);
+}
+
+#[test]
+fn removing_a_route_stops_forwarding() {
+    let mut h = harness();
+    h.dp.maps
+        .remove_route(RTB_A, "10.2.0.0/16".parse().unwrap())
+        .unwrap();
+    let out = h.run(LO, &Frame::udp(A_HOST, B_HOST, 60).bytes());
+    assert_eq!(out.verdict, XDP_PASS);
+    assert_eq!(h.packets(Stat::PassNoRoute), 1);
+}
