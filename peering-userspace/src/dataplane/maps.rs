@@ -99,6 +99,10 @@ fn scoped_key(scope: u32, net: Ipv4Net) -> Key<ScopedAddr> {
     )
 }
 
+fn same_key(a: &Key<ScopedAddr>, b: &Key<ScopedAddr>) -> bool {
+    a.prefix_len() == b.prefix_len() && a.data() == b.data()
+}
+
 fn unscope(key: &Key<ScopedAddr>) -> Result<(u32, Ipv4Net)> {
     let d = key.data();
     let len = key.prefix_len().checked_sub(32).filter(|l| *l <= 32);
@@ -183,9 +187,20 @@ impl Maps {
     /// new one gets a zeroed counter slot. Returns the slot.
     pub fn set_route(&mut self, table: u32, dst: Ipv4Net, target: RouteTarget) -> Result<u32> {
         let key = scoped_key(table, dst);
-        let slot = match self.routes.get(&key, 0) {
-            Ok(old) if old.counter != 0 => old.counter,
-            _ => self.fresh_counter_slot()?,
+        // One pass over the table finds both the exact entry (an LPM lookup
+        // would return a covering route instead) and the slots in use.
+        let mut used = BTreeSet::new();
+        let mut existing = None;
+        for r in self.routes.iter() {
+            let (k, v) = r?;
+            if same_key(&k, &key) {
+                existing = Some(v.counter);
+            }
+            used.insert(v.counter);
+        }
+        let slot = match existing {
+            Some(slot) if slot != 0 => slot,
+            _ => self.fresh_counter_slot(&used)?,
         };
         self.routes.insert(&key, target.encode(slot), 0)?;
         Ok(slot)
@@ -195,18 +210,25 @@ impl Maps {
         Ok(self.routes.remove(&scoped_key(table, dst))?)
     }
 
-    fn fresh_counter_slot(&mut self) -> Result<u32> {
-        let used: BTreeSet<u32> = self
-            .routes
-            .iter()
-            .filter_map(|r| r.ok().map(|(_, v)| v.counter))
-            .collect();
+    fn fresh_counter_slot(&mut self, used: &BTreeSet<u32>) -> Result<u32> {
         let slot = (1..MAX_ROUTE_COUNTERS)
             .find(|s| !used.contains(s))
             .ok_or_else(|| anyhow!("all {MAX_ROUTE_COUNTERS} route counters are in use"))?;
         let zeros = PerCpuValues::try_from(vec![Counter::default(); ncpus()?])?;
         self.route_stats.set(slot, zeros, 0)?;
         Ok(slot)
+    }
+
+    /// The route installed for exactly `dst` in `table`.
+    fn exact_route(&self, table: u32, dst: Ipv4Net) -> Result<Option<RouteValue>> {
+        let key = scoped_key(table, dst);
+        for r in self.routes.iter() {
+            let (k, v) = r?;
+            if same_key(&k, &key) {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
     }
 
     /// Makes the hosts of `cidr` in `vpc` reachable through `port`, and lets
@@ -263,8 +285,7 @@ impl Maps {
     /// Counters of the route for `dst` in `table`, summed over CPUs.
     pub fn route_stats(&self, table: u32, dst: Ipv4Net) -> Result<Counter> {
         let v = self
-            .routes
-            .get(&scoped_key(table, dst), 0)
+            .exact_route(table, dst)?
             .with_context(|| format!("no route {dst} in table {table}"))?;
         Ok(sum(&self.route_stats.get(&v.counter, 0)?))
     }

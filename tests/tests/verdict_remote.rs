@@ -1,0 +1,126 @@
+//! BPF_PROG_TEST_RUN verdicts for inter-region routes: the 1500-byte MTU,
+//! ICMP "fragmentation needed" built in XDP, and the AF_XDP hand-off.
+
+use etherparse::IpNumber;
+use peering_common::{IfaceInfo, Stat, INTER_REGION_MTU};
+use peering_tests::{
+    frame::{checksum_ok, parse, Frame, GW_A, HOST_A},
+    verdict::{Harness, LO, XDP_DROP, XDP_TX},
+    world::*,
+};
+
+fn harness() -> Harness {
+    let mut h = Harness::new();
+    program(&mut h.dp.maps);
+    h
+}
+
+#[test]
+fn within_mtu_goes_to_the_encapsulation_path_with_the_peering_id() {
+    let h = harness();
+    let f = Frame::udp(A_HOST, REMOTE_HOST, INTER_REGION_MTU as usize).df(true);
+    let out = h.run(LO, &f.bytes());
+    // No AF_XDP socket is bound in this test: a counted drop.
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropNoXsk), 1);
+    assert_eq!(
+        out.meta,
+        PCX_REMOTE.to_ne_bytes(),
+        "peering id in XDP metadata"
+    );
+    assert_eq!(parse(&out.frame).ip.time_to_live, 63);
+    assert!(checksum_ok(&parse(&out.frame).ip_bytes));
+}
+
+#[test]
+fn oversized_without_df_is_dropped() {
+    let h = harness();
+    let f = Frame::udp(A_HOST, REMOTE_HOST, INTER_REGION_MTU as usize + 1).df(false);
+    assert_eq!(h.run(LO, &f.bytes()).verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropMtuExceeded), 1);
+    assert_eq!(h.packets(Stat::DropNoXsk), 0);
+}
+
+/// Checks an ICMP "fragmentation needed" reply to `sent`.
+fn assert_frag_needed(reply: &[u8], sent: &Frame, vlan: Option<u16>) {
+    let p = parse(reply);
+    assert_eq!(p.vlan, vlan);
+    assert_eq!((p.dst_mac, p.src_mac), (HOST_A, GW_A), "MACs swapped");
+    assert_eq!(p.ip.source, GATEWAY_A, "from the VPC router");
+    assert_eq!(p.ip.destination, A_HOST);
+    assert_eq!(p.ip.protocol, IpNumber::ICMP);
+    assert!(checksum_ok(&p.ip_bytes), "IPv4 checksum");
+    let icmp = &p.payload;
+    assert!(checksum_ok(icmp), "ICMP checksum");
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "type 3 code 4");
+    assert_eq!(u16::from_be_bytes([icmp[6], icmp[7]]), 1500, "next-hop MTU");
+    // The quote: the original header as received, then 8 bytes of data.
+    let orig = sent.bytes();
+    let l3 = if sent.vlan.is_some() { 18 } else { 14 };
+    let hl = sent.ip.header_len();
+    assert_eq!(&icmp[8..], &orig[l3..l3 + hl + 8]);
+    let l2 = if vlan.is_some() { 18 } else { 14 };
+    assert_eq!(reply.len(), l2 + 20 + 8 + hl + 8);
+}
+
+#[test]
+fn oversized_with_df_gets_fragmentation_needed() {
+    let h = harness();
+    let sent = Frame::udp(A_HOST, REMOTE_HOST, INTER_REGION_MTU as usize + 1).df(true);
+    let out = h.run(LO, &sent.bytes());
+    assert_eq!(out.verdict, XDP_TX);
+    assert_frag_needed(&out.frame, &sent, None);
+    assert_eq!(h.packets(Stat::TxIcmpFragNeeded), 1);
+}
+
+#[test]
+fn fragmentation_needed_quotes_options_and_keeps_the_vlan() {
+    let mut h = harness();
+    let a = IfaceInfo {
+        vpc_id: VPC_A,
+        route_table: RTB_A,
+        gateway_ip: GATEWAY_A,
+    };
+    h.dp.maps.set_iface(LO, 300, a).unwrap();
+    for opts in [&[][..], &[1u8, 1, 1, 1][..], &[1; 40][..]] {
+        let sent = Frame::udp(A_HOST, REMOTE_HOST, 2000)
+            .df(true)
+            .options(opts)
+            .vlan(300);
+        let out = h.run(LO, &sent.bytes());
+        assert_eq!(out.verdict, XDP_TX, "{} option bytes", opts.len());
+        assert_frag_needed(&out.frame, &sent, Some(300));
+    }
+}
+
+#[test]
+fn no_icmp_error_about_icmp_errors_or_later_fragments() {
+    let h = harness();
+    let mut icmp_err = Frame::udp(A_HOST, REMOTE_HOST, 1600)
+        .df(true)
+        .proto(IpNumber::ICMP);
+    icmp_err.payload[0] = 3; // destination unreachable
+    let later_fragment = Frame::udp(A_HOST, REMOTE_HOST, 1600)
+        .df(true)
+        .fragment(185, false);
+    for f in [icmp_err, later_fragment] {
+        assert_eq!(h.run(LO, &f.bytes()).verdict, XDP_DROP);
+    }
+    assert_eq!(h.packets(Stat::DropMtuExceeded), 2);
+    assert_eq!(h.packets(Stat::TxIcmpFragNeeded), 0);
+
+    // An oversized echo request is a query, not an error: it gets a reply.
+    let mut echo = Frame::udp(A_HOST, REMOTE_HOST, 1600)
+        .df(true)
+        .proto(IpNumber::ICMP);
+    echo.payload[0] = 8;
+    assert_eq!(h.run(LO, &echo.bytes()).verdict, XDP_TX);
+}
+
+#[test]
+fn ttl_expiry_applies_to_remote_routes_too() {
+    let h = harness();
+    let f = Frame::udp(A_HOST, REMOTE_HOST, 100).ttl(1);
+    assert_eq!(h.run(LO, &f.bytes()).verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropTtlExceeded), 1);
+}
