@@ -5,4 +5,5 @@
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/peering"));
 
 pub mod dataplane;
+pub mod report;
 pub mod sys;

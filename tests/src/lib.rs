@@ -2,5 +2,6 @@
 //! BPF_PROG_TEST_RUN harness, and network-namespace labs.
 
 pub mod frame;
+pub mod lab;
 pub mod verdict;
 pub mod world;

@@ -1,3 +1,286 @@
-fn main() {
-    println!("{}", peering_userspace::EBPF_OBJECT.len());
+//! `peering-agent`: the gateway's dataplane agent. These subcommands load,
+//! attach and program the XDP dataplane through its pinned maps; every
+//! invocation reuses what earlier ones pinned, so forwarding never depends
+//! on this process staying alive.
+
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Args, Parser, Subcommand};
+use ipnet::Ipv4Net;
+use peering_common::{EgressPort, IfaceInfo};
+use peering_userspace::{
+    dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
+    report, sys,
+};
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "peering gateway agent: load, attach and program the XDP dataplane"
+)]
+struct Cli {
+    /// bpffs directory holding this gateway's pinned maps, program and links.
+    #[arg(long, global = true, env = "PEERING_PIN_DIR", default_value = DEFAULT_PIN_DIR)]
+    pin_dir: PathBuf,
+    /// Run inside this network namespace (a name from `ip netns list`).
+    #[arg(long, global = true, env = "PEERING_NETNS")]
+    netns: Option<String>,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Load the XDP object and pin it (idempotent).
+    Load,
+    /// Attach the XDP program to a VPC-facing interface.
+    Attach {
+        #[arg(long)]
+        iface: String,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: AttachMode,
+    },
+    /// Detach the XDP program from an interface.
+    Detach {
+        #[arg(long)]
+        iface: String,
+    },
+    /// Bind an interface (and VLAN) to a VPC subnet and its route table.
+    #[command(subcommand)]
+    Iface(IfaceCmd),
+    /// The CIDR blocks of a VPC (sources are checked against them).
+    #[command(subcommand)]
+    VpcCidr(VpcCidrCmd),
+    /// Where a VPC's subnet is reached from the gateway.
+    #[command(subcommand)]
+    Subnet(SubnetCmd),
+    /// Routes of a route table.
+    #[command(subcommand)]
+    Route(RouteCmd),
+    /// Hosts' MAC addresses on the gateway's ports.
+    #[command(subcommand)]
+    Neigh(NeighCmd),
+    /// Show everything programmed.
+    Show {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show the verdict counters.
+    Stats {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args)]
+struct IfaceSel {
+    #[arg(long)]
+    iface: String,
+    /// VLAN id, 0 (the default) for untagged.
+    #[arg(long, default_value_t = 0)]
+    vlan: u16,
+}
+
+#[derive(Subcommand)]
+enum IfaceCmd {
+    Set {
+        #[command(flatten)]
+        sel: IfaceSel,
+        #[arg(long)]
+        vpc: u32,
+        #[arg(long)]
+        route_table: u32,
+        /// The VPC router's address on this subnet.
+        #[arg(long)]
+        gateway_ip: Ipv4Addr,
+    },
+    Del {
+        #[command(flatten)]
+        sel: IfaceSel,
+    },
+}
+
+#[derive(Subcommand)]
+enum VpcCidrCmd {
+    Add {
+        #[arg(long)]
+        vpc: u32,
+        #[arg(long)]
+        cidr: Ipv4Net,
+    },
+    Del {
+        #[arg(long)]
+        vpc: u32,
+        #[arg(long)]
+        cidr: Ipv4Net,
+    },
+}
+
+#[derive(Subcommand)]
+enum SubnetCmd {
+    Add {
+        #[arg(long)]
+        vpc: u32,
+        #[arg(long)]
+        cidr: Ipv4Net,
+        #[command(flatten)]
+        sel: IfaceSel,
+    },
+    Del {
+        #[arg(long)]
+        vpc: u32,
+        #[arg(long)]
+        cidr: Ipv4Net,
+    },
+}
+
+#[derive(Args)]
+#[group(required = true, multiple = false)]
+struct TargetArg {
+    /// Intra-region peer VPC id.
+    #[arg(long)]
+    local_peer: Option<u32>,
+    /// Inter-region peering id.
+    #[arg(long)]
+    remote_peer: Option<u32>,
+    /// Drop matching packets.
+    #[arg(long)]
+    blackhole: bool,
+}
+
+impl TargetArg {
+    fn target(&self) -> RouteTarget {
+        match (self.local_peer, self.remote_peer) {
+            (Some(peer_vpc), _) => RouteTarget::LocalPeer { peer_vpc },
+            (_, Some(pcx)) => RouteTarget::RemotePeer { pcx },
+            _ => RouteTarget::Blackhole,
+        }
+    }
+}
+
+#[derive(Subcommand)]
+enum RouteCmd {
+    /// Add or replace a route.
+    Set {
+        #[arg(long)]
+        table: u32,
+        #[arg(long)]
+        dst: Ipv4Net,
+        #[command(flatten)]
+        target: TargetArg,
+    },
+    Del {
+        #[arg(long)]
+        table: u32,
+        #[arg(long)]
+        dst: Ipv4Net,
+    },
+}
+
+#[derive(Subcommand)]
+enum NeighCmd {
+    Add {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+        #[arg(long, value_parser = parse_mac)]
+        mac: [u8; 6],
+    },
+    Del {
+        #[arg(long)]
+        iface: String,
+        #[arg(long)]
+        ip: Ipv4Addr,
+    },
+}
+
+fn parse_mac(s: &str) -> Result<[u8; 6]> {
+    sys::parse_mac(s)
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    if let Some(ns) = &cli.netns {
+        sys::enter_netns(ns)?;
+    }
+    let pins = cli.pin_dir.as_path();
+    match cli.cmd {
+        Cmd::Load => {
+            Dataplane::load(Some(pins))?;
+            println!("dataplane loaded, pinned under {}", pins.display());
+        }
+        Cmd::Attach { iface, mode } => {
+            let mut dp = Dataplane::load(Some(pins))?;
+            let how = match dp.attach(&iface, mode)? {
+                Attached::Native => "attached in native mode",
+                Attached::Generic => "attached in generic mode",
+                Attached::Existing => "already attached; kept",
+            };
+            println!("{iface}: {how}");
+        }
+        Cmd::Detach { iface } => {
+            Dataplane::detach(pins, &iface)?;
+            println!("{iface}: detached");
+        }
+        cmd => edit_maps(pins, cmd)?,
+    }
+    Ok(())
+}
+
+fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
+    let mut m = Dataplane::open_pinned(pins)?;
+    match cmd {
+        Cmd::Iface(IfaceCmd::Set {
+            sel,
+            vpc,
+            route_table,
+            gateway_ip,
+        }) => {
+            let info = IfaceInfo {
+                vpc_id: vpc,
+                route_table,
+                gateway_ip: gateway_ip.octets(),
+            };
+            m.set_iface(sys::ifindex(&sel.iface)?, sel.vlan, info)?
+        }
+        Cmd::Iface(IfaceCmd::Del { sel }) => m.remove_iface(sys::ifindex(&sel.iface)?, sel.vlan)?,
+        Cmd::VpcCidr(VpcCidrCmd::Add { vpc, cidr }) => m.add_vpc_cidr(vpc, cidr)?,
+        Cmd::VpcCidr(VpcCidrCmd::Del { vpc, cidr }) => m.remove_vpc_cidr(vpc, cidr)?,
+        Cmd::Subnet(SubnetCmd::Add { vpc, cidr, sel }) => {
+            let port = EgressPort {
+                ifindex: sys::ifindex(&sel.iface)?,
+                vlan: sel.vlan,
+                src_mac: sys::mac(&sel.iface)?,
+            };
+            m.set_subnet(vpc, cidr, port)?
+        }
+        Cmd::Subnet(SubnetCmd::Del { vpc, cidr }) => m.remove_subnet(vpc, cidr)?,
+        Cmd::Route(RouteCmd::Set { table, dst, target }) => {
+            m.set_route(table, dst, target.target())?;
+        }
+        Cmd::Route(RouteCmd::Del { table, dst }) => m
+            .remove_route(table, dst)
+            .with_context(|| format!("no route {dst} in table {table}"))?,
+        Cmd::Neigh(NeighCmd::Add { iface, ip, mac }) => {
+            m.set_neighbour(sys::ifindex(&iface)?, ip, mac)?
+        }
+        Cmd::Neigh(NeighCmd::Del { iface, ip }) => m.remove_neighbour(sys::ifindex(&iface)?, ip)?,
+        Cmd::Show { json } => print!("{}", report::snapshot(&m.snapshot()?, json)),
+        Cmd::Stats { json } => print!("{}", report::stats(&m.stats()?, json)),
+        Cmd::Load | Cmd::Attach { .. } | Cmd::Detach { .. } => unreachable!("handled by run"),
+    }
+    Ok(())
 }

@@ -1,0 +1,89 @@
+//! Human and JSON renderings of dataplane state and counters.
+
+use std::fmt::Write as _;
+
+use peering_common::{Counter, Stat};
+use serde_json::json;
+
+use crate::{
+    dataplane::{RouteTarget, Snapshot},
+    sys::format_mac,
+};
+
+pub fn stats(stats: &[(Stat, Counter)], as_json: bool) -> String {
+    if as_json {
+        let obj: serde_json::Map<String, serde_json::Value> = stats
+            .iter()
+            .map(|(s, c)| {
+                let v = json!({"packets": c.packets, "bytes": c.bytes});
+                (s.label().to_string(), v)
+            })
+            .collect();
+        return format!("{}\n", serde_json::Value::Object(obj));
+    }
+    let mut out = format!("{:<24} {:>14} {:>16}\n", "counter", "packets", "bytes");
+    for (s, c) in stats {
+        let _ = writeln!(out, "{:<24} {:>14} {:>16}", s.label(), c.packets, c.bytes);
+    }
+    out
+}
+
+fn target(t: &RouteTarget) -> String {
+    match t {
+        RouteTarget::LocalPeer { peer_vpc } => format!("local-peer vpc {peer_vpc}"),
+        RouteTarget::RemotePeer { pcx } => format!("remote-peer pcx {pcx}"),
+        RouteTarget::Blackhole => "blackhole".into(),
+    }
+}
+
+pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
+    if as_json {
+        let v = json!({
+            "ifaces": s.ifaces.iter().map(|(k, i)| json!({
+                "ifindex": k.ifindex, "vlan": k.vlan, "vpc": i.vpc_id,
+                "route_table": i.route_table,
+                "gateway_ip": std::net::Ipv4Addr::from(i.gateway_ip).to_string(),
+            })).collect::<Vec<_>>(),
+            "vpc_cidrs": s.vpc_cidrs.iter().map(|(v, n)| json!({"vpc": v, "cidr": n.to_string()})).collect::<Vec<_>>(),
+            "routes": s.routes.iter().map(|(t, d, tg, c)| json!({
+                "table": t, "dst": d.to_string(), "target": target(tg), "counter": c,
+            })).collect::<Vec<_>>(),
+            "subnets": s.subnets.iter().map(|(v, n, p)| json!({
+                "vpc": v, "cidr": n.to_string(), "ifindex": p.ifindex, "vlan": p.vlan,
+                "src_mac": format_mac(&p.src_mac),
+            })).collect::<Vec<_>>(),
+            "neighbours": s.neighbours.iter().map(|(i, a, m)| json!({
+                "ifindex": i, "ip": a.to_string(), "mac": format_mac(m),
+            })).collect::<Vec<_>>(),
+        });
+        return format!("{v}\n");
+    }
+    let mut out = String::new();
+    for (k, i) in &s.ifaces {
+        let gw = std::net::Ipv4Addr::from(i.gateway_ip);
+        let _ = writeln!(
+            out,
+            "iface   if{} vlan {} -> vpc {} table {} router {gw}",
+            k.ifindex, k.vlan, i.vpc_id, i.route_table
+        );
+    }
+    for (v, n) in &s.vpc_cidrs {
+        let _ = writeln!(out, "cidr    vpc {v} {n}");
+    }
+    for (v, n, p) in &s.subnets {
+        let _ = writeln!(
+            out,
+            "subnet  vpc {v} {n} via if{} vlan {} ({})",
+            p.ifindex,
+            p.vlan,
+            format_mac(&p.src_mac)
+        );
+    }
+    for (t, d, tg, _) in &s.routes {
+        let _ = writeln!(out, "route   table {t} {d} -> {}", target(tg));
+    }
+    for (i, a, m) in &s.neighbours {
+        let _ = writeln!(out, "neigh   if{i} {a} {}", format_mac(m));
+    }
+    out
+}
