@@ -7,3 +7,4 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 pub mod dataplane;
 pub mod report;
 pub mod sys;
+pub mod tunnel;

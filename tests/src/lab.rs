@@ -143,9 +143,14 @@ pub fn agent_bin() -> PathBuf {
     if let Some(p) = std::env::var_os("PEERING_AGENT") {
         return p.into();
     }
-    let exe = std::env::current_exe().expect("test binary path");
-    let dir = exe.parent().and_then(Path::parent).expect("target dir");
-    let bin = dir.join("peering-agent");
+    // Test binaries live in target/<profile>/deps, other binaries one up.
+    let exe = std::env::current_exe().expect("own binary path");
+    let dir = exe.parent().expect("binary directory");
+    let bin = [dir, dir.parent().unwrap_or(dir)]
+        .iter()
+        .map(|d| d.join("peering-agent"))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| dir.join("peering-agent"));
     assert!(
         bin.exists(),
         "{} not found: build the binaries first (cargo build --workspace --bins, or cargo xtask test)",
@@ -158,10 +163,15 @@ pub fn agent_bin() -> PathBuf {
 pub struct Agent<'a> {
     pub ns: &'a Netns,
     pub pins: &'a PinDir,
+    /// Print each command before running it (the demo narrates).
+    pub verbose: bool,
 }
 
 impl Agent<'_> {
     pub fn cmd(&self, args: &[&str]) -> Command {
+        if self.verbose {
+            println!("  $ peering-agent {}", args.join(" "));
+        }
         let mut c = Command::new(agent_bin());
         c.arg("--netns")
             .arg(&self.ns.name)
@@ -175,14 +185,152 @@ impl Agent<'_> {
         ok(&mut self.cmd(args))
     }
 
+    /// Packets counted under `label`, quietly.
+    fn stats_text(&self) -> String {
+        let quiet = Agent {
+            verbose: false,
+            ..*self
+        };
+        quiet.ok(&["stats"])
+    }
+
     /// Packets counted under `label` (a `Stat` label such as `fwd_local`).
     pub fn stat(&self, label: &str) -> u64 {
-        let out = self.ok(&["stats"]);
+        let out = self.stats_text();
         out.lines()
             .find_map(|l| {
                 let mut f = l.split_whitespace();
                 (f.next() == Some(label)).then(|| f.next().unwrap().parse().unwrap())
             })
             .unwrap_or_else(|| panic!("no counter {label} in:\n{out}"))
+    }
+}
+
+/// Removes namespaces and pin directories this process created, by name.
+/// For a signal handler: drops do not run when the process is interrupted.
+pub fn cleanup_own() {
+    let prefix = format!("pt{}-", std::process::id());
+    let list = run(Command::new("ip").args(["netns", "list"]));
+    for line in String::from_utf8_lossy(&list.stdout).lines() {
+        if let Some(name) = line.split_whitespace().next() {
+            if name.starts_with(&prefix) {
+                let _ = Command::new("ip").args(["netns", "del", name]).status();
+            }
+        }
+    }
+    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
+        for e in dir.flatten() {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+}
+
+/// One region's gateway with two VPCs, as in AWS: VPC A (10.1.0.0/16,
+/// dataplane id 1, route table 1) and VPC B (10.2.0.0/16, id 2, table 2),
+/// one /24 subnet of each on a gateway port, a host in each, no routes.
+/// The gateway's kernel does not forward: only XDP can.
+pub struct IntraRegionLab {
+    pub gw: Netns,
+    pub a: Netns,
+    pub b: Netns,
+    pub pins: PinDir,
+    pub verbose: bool,
+}
+
+impl IntraRegionLab {
+    pub fn new(verbose: bool) -> Self {
+        let r = Self {
+            gw: Netns::new("gw"),
+            a: Netns::new("a"),
+            b: Netns::new("b"),
+            pins: PinDir::new("pins"),
+            verbose,
+        };
+        veth(&r.gw, "vpc-a", &r.a, "eth0");
+        veth(&r.gw, "vpc-b", &r.b, "eth0");
+        r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
+        r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
+        host(&r.a, "10.1.0.10/24", "10.1.0.1");
+        host(&r.b, "10.2.0.10/24", "10.2.0.1");
+        let ag = r.agent();
+        for (port, vpc, cidr, subnet, router, host_ns, host_ip) in [
+            (
+                "vpc-a",
+                "1",
+                "10.1.0.0/16",
+                "10.1.0.0/24",
+                "10.1.0.1",
+                &r.a,
+                "10.1.0.10",
+            ),
+            (
+                "vpc-b",
+                "2",
+                "10.2.0.0/16",
+                "10.2.0.0/24",
+                "10.2.0.1",
+                &r.b,
+                "10.2.0.10",
+            ),
+        ] {
+            ag.ok(&["attach", "--iface", port]);
+            ag.ok(&[
+                "iface",
+                "set",
+                "--iface",
+                port,
+                "--vpc",
+                vpc,
+                "--route-table",
+                vpc,
+                "--gateway-ip",
+                router,
+            ]);
+            ag.ok(&["vpc-cidr", "add", "--vpc", vpc, "--cidr", cidr]);
+            ag.ok(&[
+                "subnet", "add", "--vpc", vpc, "--cidr", subnet, "--iface", port,
+            ]);
+            let mac = host_ns.mac("eth0");
+            ag.ok(&[
+                "neigh", "add", "--iface", port, "--ip", host_ip, "--mac", &mac,
+            ]);
+        }
+        r
+    }
+
+    pub fn agent(&self) -> Agent<'_> {
+        Agent {
+            ns: &self.gw,
+            pins: &self.pins,
+            verbose: self.verbose,
+        }
+    }
+
+    /// Routes each VPC's table to the other through the peering.
+    pub fn peer_routes(&self) {
+        let ag = self.agent();
+        ag.ok(&[
+            "route",
+            "set",
+            "--table",
+            "1",
+            "--dst",
+            "10.2.0.0/16",
+            "--local-peer",
+            "2",
+        ]);
+        ag.ok(&[
+            "route",
+            "set",
+            "--table",
+            "2",
+            "--dst",
+            "10.1.0.0/16",
+            "--local-peer",
+            "1",
+        ]);
     }
 }

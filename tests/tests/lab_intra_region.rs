@@ -2,107 +2,14 @@
 //! gateway namespace whose kernel does not forward. Whatever crosses was
 //! forwarded by XDP, and the counters say so.
 
-use peering_tests::lab::{host, veth, Agent, Netns, PinDir};
+use peering_tests::lab::IntraRegionLab;
 
-struct Region {
-    gw: Netns,
-    a: Netns,
-    b: Netns,
-    pins: PinDir,
+fn region() -> IntraRegionLab {
+    IntraRegionLab::new(false)
 }
 
-impl Region {
-    fn agent(&self) -> Agent<'_> {
-        Agent {
-            ns: &self.gw,
-            pins: &self.pins,
-        }
-    }
-}
-
-/// VPC A (10.1.0.0/16, id 1, table 1) and VPC B (10.2.0.0/16, id 2,
-/// table 2); one /24 subnet of each on a gateway port; no routes yet.
-fn region() -> Region {
-    let r = Region {
-        gw: Netns::new("gw"),
-        a: Netns::new("a"),
-        b: Netns::new("b"),
-        pins: PinDir::new("pins"),
-    };
-    veth(&r.gw, "vpc-a", &r.a, "eth0");
-    veth(&r.gw, "vpc-b", &r.b, "eth0");
-    r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-    r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
-    r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
-    host(&r.a, "10.1.0.10/24", "10.1.0.1");
-    host(&r.b, "10.2.0.10/24", "10.2.0.1");
-    let ag = r.agent();
-    for (port, vpc, cidr, subnet, router, host_ns, host_ip) in [
-        (
-            "vpc-a",
-            "1",
-            "10.1.0.0/16",
-            "10.1.0.0/24",
-            "10.1.0.1",
-            &r.a,
-            "10.1.0.10",
-        ),
-        (
-            "vpc-b",
-            "2",
-            "10.2.0.0/16",
-            "10.2.0.0/24",
-            "10.2.0.1",
-            &r.b,
-            "10.2.0.10",
-        ),
-    ] {
-        ag.ok(&["attach", "--iface", port]);
-        ag.ok(&[
-            "iface",
-            "set",
-            "--iface",
-            port,
-            "--vpc",
-            vpc,
-            "--route-table",
-            vpc,
-            "--gateway-ip",
-            router,
-        ]);
-        ag.ok(&["vpc-cidr", "add", "--vpc", vpc, "--cidr", cidr]);
-        ag.ok(&[
-            "subnet", "add", "--vpc", vpc, "--cidr", subnet, "--iface", port,
-        ]);
-        let mac = host_ns.mac("eth0");
-        ag.ok(&[
-            "neigh", "add", "--iface", port, "--ip", host_ip, "--mac", &mac,
-        ]);
-    }
-    r
-}
-
-fn peer_routes(ag: &Agent<'_>) {
-    ag.ok(&[
-        "route",
-        "set",
-        "--table",
-        "1",
-        "--dst",
-        "10.2.0.0/16",
-        "--local-peer",
-        "2",
-    ]);
-    ag.ok(&[
-        "route",
-        "set",
-        "--table",
-        "2",
-        "--dst",
-        "10.1.0.0/16",
-        "--local-peer",
-        "1",
-    ]);
+fn peer_routes(r: &IntraRegionLab) {
+    r.peer_routes();
 }
 
 #[test]
@@ -119,7 +26,7 @@ fn nothing_crosses_without_routes() {
 fn ping_and_tcp_cross_through_xdp_only() {
     let r = region();
     let ag = r.agent();
-    peer_routes(&ag);
+    peer_routes(&r);
     assert!(r.a.ping("10.2.0.10", 5), "A reaches B");
     assert!(r.b.ping("10.1.0.10", 5), "B reaches A");
     let fwd = ag.stat("fwd_local");
@@ -164,7 +71,7 @@ fn ping_and_tcp_cross_through_xdp_only() {
 fn removing_or_blackholing_a_route_stops_traffic() {
     let r = region();
     let ag = r.agent();
-    peer_routes(&ag);
+    peer_routes(&r);
     assert!(r.a.ping("10.2.0.10", 2));
 
     ag.ok(&[
@@ -182,7 +89,7 @@ fn removing_or_blackholing_a_route_stops_traffic() {
     ag.ok(&["route", "del", "--table", "1", "--dst", "10.2.0.0/16"]);
     assert!(!r.a.ping("10.2.0.10", 2), "no route");
 
-    peer_routes(&ag);
+    peer_routes(&r);
     assert!(r.a.ping("10.2.0.10", 2), "restored");
 }
 
@@ -190,7 +97,7 @@ fn removing_or_blackholing_a_route_stops_traffic() {
 fn a_source_outside_the_vpc_is_dropped() {
     let r = region();
     let ag = r.agent();
-    peer_routes(&ag);
+    peer_routes(&r);
     r.a.exec_ok(&["ip", "addr", "add", "10.9.9.9/32", "dev", "eth0"]);
     assert!(!r.a.ping_from(Some("10.9.9.9"), "10.2.0.10", 2));
     assert!(ag.stat("drop_spoofed_source") >= 2);
@@ -201,7 +108,7 @@ fn a_source_outside_the_vpc_is_dropped() {
 fn forwarding_survives_the_agent_and_a_restart_keeps_state() {
     let r = region();
     let ag = r.agent();
-    peer_routes(&ag);
+    peer_routes(&r);
     // No agent process runs between these commands: each one exited.
     assert!(r.a.ping("10.2.0.10", 2));
     let before = ag.stat("fwd_local");

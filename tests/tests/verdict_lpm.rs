@@ -67,7 +67,7 @@ fn xdp_lookup_matches_a_linear_scan() {
     let mut misses = 0;
     for _ in 0..2000 {
         // Half the probes aim inside a random route, half anywhere.
-        let dst = if rng.next() % 2 == 0 {
+        let dst = if rng.next().is_multiple_of(2) {
             let r = routes[(rng.next() as usize) % routes.len()];
             let host = (rng.next() as u32) & !u32::from(r.netmask());
             Ipv4Addr::from(u32::from(r.network()) | host)

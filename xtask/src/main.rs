@@ -1,1 +1,195 @@
-fn main() {}
+//! `cargo xtask`: one-command setup, build, test, benchmark and demo.
+//!
+//! This crate depends on nothing that needs the eBPF toolchain, so it
+//! builds on a fresh machine and can install that toolchain itself.
+
+mod setup;
+
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "peering development tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building, testing and the demo need (idempotent).
+    Setup,
+    /// Build every crate, the eBPF object included.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Set up if needed, then run every test, privileged ones included.
+    Test {
+        /// Skip the setup step.
+        #[arg(long)]
+        no_setup: bool,
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(last = true)]
+        args: Vec<String>,
+    },
+    /// Set up if needed, then report dataplane performance figures.
+    Bench {
+        #[arg(long)]
+        no_setup: bool,
+    },
+    /// Set up if needed, build, and run the lab demo.
+    Demo {
+        #[arg(long)]
+        no_setup: bool,
+        /// Keep the lab up until Ctrl-C.
+        #[arg(long)]
+        hold: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse().cmd) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cmd: Cmd) -> Result<()> {
+    match cmd {
+        Cmd::Setup => setup::run(),
+        Cmd::Build { release } => build(release),
+        Cmd::Test { no_setup, args } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            test(&args)
+        }
+        Cmd::Bench { no_setup } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            cargo(&[
+                "run",
+                "--release",
+                "-p",
+                "peering-tests",
+                "--bin",
+                "peering-bench",
+            ])
+        }
+        Cmd::Demo { no_setup, hold } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            build(false)?;
+            let mut args = vec!["run", "-q", "-p", "peering-tests", "--bin", "peering-demo"];
+            if hold {
+                args.extend(["--", "--hold"]);
+            }
+            cargo(&args)
+        }
+    }
+}
+
+fn build(release: bool) -> Result<()> {
+    let mut args = vec!["build", "--workspace", "--bins"];
+    if release {
+        args.push("--release");
+    }
+    cargo(&args)
+}
+
+fn cargo(args: &[&str]) -> Result<()> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(&cargo)
+        .args(args)
+        .status()
+        .with_context(|| format!("running {cargo}"))?;
+    if !status.success() {
+        bail!("cargo {} failed ({status})", args.join(" "));
+    }
+    Ok(())
+}
+
+/// Builds the binaries the end-to-end tests drive, runs the whole suite,
+/// and closes with one summary line over all test binaries.
+fn test(extra: &[String]) -> Result<()> {
+    build(false)?;
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let mut child = Command::new(&cargo)
+        .args(["test", "--workspace"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("running cargo test")?;
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut totals = Totals::default();
+    use std::io::BufRead as _;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        totals.add(&line);
+    }
+    let status = child.wait()?;
+    println!(
+        "\nall test binaries: {} passed, {} failed, {} ignored",
+        totals.passed, totals.failed, totals.ignored
+    );
+    println!("{} passed, {} failed", totals.passed, totals.failed);
+    if !status.success() || totals.failed > 0 {
+        bail!("tests failed");
+    }
+    if totals.passed == 0 {
+        bail!("no test ran");
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds a libtest summary: `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(n)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(n) = n.parse::<u64>() else { continue };
+            match what {
+                "passed" => self.passed += n,
+                "failed" => self.failed += n,
+                "ignored" => self.ignored += n,
+                _ => {}
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn summary_lines_are_summed() {
+        let mut t = Totals::default();
+        t.add("test result: ok. 11 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1.64s");
+        t.add("test result: FAILED. 2 passed; 1 failed; 3 ignored; 0 measured; 0 filtered out");
+        t.add("running 3 tests");
+        assert_eq!((t.passed, t.failed, t.ignored), (13, 1, 3));
+    }
+}

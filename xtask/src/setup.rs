@@ -1,0 +1,173 @@
+//! `cargo xtask setup`: each step checks first and only acts when needed,
+//! so running it again is cheap. A step that cannot be completed says what
+//! is missing and how to fix it.
+
+use std::process::{Command, Stdio};
+
+use anyhow::{bail, Context as _, Result};
+
+/// Debian packages: LLVM for bpf-linker, and the tools the tests and demo
+/// run (ip, ping, iperf3, tcpdump, ethtool).
+const PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "iproute2",
+    "iputils-ping",
+    "iperf3",
+    "tcpdump",
+    "ethtool",
+];
+const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
+/// The bpf-linker release known to work with LLVM 22 and aya 0.14.
+const BPF_LINKER_VERSION: &str = "0.13.0";
+
+pub fn run() -> Result<()> {
+    if euid() != 0 {
+        bail!(
+            "setup installs packages and the tests create network namespaces: run as root \
+             (e.g. sudo -E cargo xtask ...)"
+        );
+    }
+    apt_packages()?;
+    nightly_rust_src()?;
+    bpf_linker()?;
+    bpffs()?;
+    println!("setup: everything is in place");
+    Ok(())
+}
+
+fn euid() -> u32 {
+    // Reading our effective uid; `id -u` keeps this crate free of libc.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+fn quiet(cmd: &mut Command) -> bool {
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+fn installed(pkg: &str) -> bool {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Status}", pkg])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
+        .unwrap_or(false)
+}
+
+fn apt_packages() -> Result<()> {
+    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    if missing.is_empty() {
+        println!("setup: packages present");
+        return Ok(());
+    }
+    println!("setup: installing {}", missing.join(" "));
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false)
+    };
+    if !apt(&["update", "-q"]) {
+        bail!("apt-get update failed: check network access to the Debian mirrors");
+    }
+    let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
+    args.extend(&missing);
+    if !apt(&args) {
+        bail!("apt-get install {} failed", missing.join(" "));
+    }
+    Ok(())
+}
+
+fn nightly_rust_src() -> Result<()> {
+    let has_nightly = Command::new("rustup")
+        .args(["toolchain", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("nightly"))
+        .context("rustup not found: install Rust with rustup")?;
+    if !has_nightly {
+        println!("setup: installing the nightly toolchain (the eBPF crate needs -Z build-std)");
+        let ok = quiet(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+            "--no-self-update",
+        ]));
+        if !ok {
+            bail!("rustup toolchain install nightly failed");
+        }
+    }
+    let has_src = Command::new("rustup")
+        .args(["component", "list", "--installed", "--toolchain", "nightly"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).contains("rust-src"))
+        .unwrap_or(false);
+    if !has_src {
+        println!("setup: adding rust-src to nightly");
+        let ok = quiet(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]));
+        if !ok {
+            bail!("rustup component add rust-src --toolchain nightly failed");
+        }
+    } else {
+        println!("setup: nightly with rust-src present");
+    }
+    Ok(())
+}
+
+fn bpf_linker() -> Result<()> {
+    if quiet(Command::new("bpf-linker").arg("--version")) {
+        println!("setup: bpf-linker present");
+        return Ok(());
+    }
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM 22 (a few minutes)");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            BPF_LINKER_VERSION,
+            "--locked",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
+        .env("LLVM_PREFIX", LLVM_PREFIX)
+        .status()
+        .context("running cargo install")?;
+    if !status.success() {
+        bail!("cargo install bpf-linker failed; it needs llvm-22-dev (LLVM_PREFIX={LLVM_PREFIX})");
+    }
+    if !quiet(Command::new("bpf-linker").arg("--version")) {
+        bail!("bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn bpffs() -> Result<()> {
+    if quiet(Command::new("mountpoint").args(["-q", "/sys/fs/bpf"])) {
+        println!("setup: bpffs mounted");
+        return Ok(());
+    }
+    if !quiet(Command::new("mount").args(["-t", "bpf", "bpf", "/sys/fs/bpf"])) {
+        bail!("mounting bpffs failed: mount -t bpf bpf /sys/fs/bpf");
+    }
+    println!("setup: mounted bpffs on /sys/fs/bpf");
+    Ok(())
+}
