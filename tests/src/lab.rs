@@ -137,20 +137,25 @@ impl Drop for PinDir {
     }
 }
 
-/// The `peering-agent` binary built next to this test binary (the test
-/// runner builds the workspace's binaries first), or `$PEERING_AGENT`.
+/// The `peering-agent` binary.
 pub fn agent_bin() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEERING_AGENT") {
-        return p.into();
+    bin("peering-agent")
+}
+
+/// A workspace binary built next to this test binary (the test runner
+/// builds the workspace's binaries first). `$PEERING_BIN_DIR` overrides.
+pub fn bin(name: &str) -> PathBuf {
+    if let Some(dir) = std::env::var_os("PEERING_BIN_DIR") {
+        return Path::new(&dir).join(name);
     }
     // Test binaries live in target/<profile>/deps, other binaries one up.
     let exe = std::env::current_exe().expect("own binary path");
     let dir = exe.parent().expect("binary directory");
     let bin = [dir, dir.parent().unwrap_or(dir)]
         .iter()
-        .map(|d| d.join("peering-agent"))
+        .map(|d| d.join(name))
         .find(|p| p.exists())
-        .unwrap_or_else(|| dir.join("peering-agent"));
+        .unwrap_or_else(|| dir.join(name));
     assert!(
         bin.exists(),
         "{} not found: build the binaries first (cargo build --workspace --bins, or cargo xtask test)",

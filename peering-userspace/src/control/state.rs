@@ -1,0 +1,174 @@
+//! The whole control-plane state and the helpers every operation shares.
+//!
+//! Operations are methods on [`State`], spread over the noun modules
+//! (`vpc.rs`, `subnet.rs`, `route_table.rs`, `peering.rs`). Each one takes a
+//! [`Call`] (caller account, region, time) and either applies completely or
+//! returns an error leaving the state untouched: all validation happens first,
+//! and the only fallible step after it (`take_dp_ids`) fails before mutating.
+
+use crate::control::account::Call;
+use crate::control::config::Config;
+use crate::control::error::{ApiError, ErrorCode};
+use crate::control::ids::{self, IdSource, Kind};
+use crate::control::peering::Peering;
+use crate::control::route_table::RouteTable;
+use crate::control::subnet::Subnet;
+use crate::control::vpc::Vpc;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// How many fresh ids to draw before giving up. With 68 random bits a single
+/// collision is already unlikely; repeated ones mean a broken id source.
+const MAX_ID_ATTEMPTS: usize = 64;
+
+/// Everything the control plane knows. Serializable so a store can persist it
+/// as one document.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct State {
+    pub config: Config,
+    /// The store revision this state was committed at (0 before any commit).
+    /// Set by the store, never by operations.
+    pub revision: u64,
+    /// Next dataplane id. Monotonic and never reused, so the dataplane can key
+    /// maps by it without confusing a deleted object with a new one.
+    pub(crate) next_dp_id: u32,
+    pub(crate) vpcs: BTreeMap<String, Vpc>,
+    pub(crate) subnets: BTreeMap<String, Subnet>,
+    pub(crate) route_tables: BTreeMap<String, RouteTable>,
+    pub(crate) peerings: BTreeMap<String, Peering>,
+}
+
+impl Default for State {
+    fn default() -> Self {
+        State::new(Config::default())
+    }
+}
+
+impl State {
+    pub fn new(config: Config) -> Self {
+        State {
+            config,
+            revision: 0,
+            next_dp_id: 1,
+            vpcs: BTreeMap::new(),
+            subnets: BTreeMap::new(),
+            route_tables: BTreeMap::new(),
+            peerings: BTreeMap::new(),
+        }
+    }
+
+    // ----- unauthenticated read access (views, admin tools, tests) -----
+
+    pub fn vpc(&self, id: &str) -> Option<&Vpc> {
+        self.vpcs.get(id)
+    }
+
+    pub fn vpcs(&self) -> impl Iterator<Item = &Vpc> {
+        self.vpcs.values()
+    }
+
+    pub fn subnet(&self, id: &str) -> Option<&Subnet> {
+        self.subnets.get(id)
+    }
+
+    pub fn subnets(&self) -> impl Iterator<Item = &Subnet> {
+        self.subnets.values()
+    }
+
+    pub fn route_table(&self, id: &str) -> Option<&RouteTable> {
+        self.route_tables.get(id)
+    }
+
+    pub fn route_tables(&self) -> impl Iterator<Item = &RouteTable> {
+        self.route_tables.values()
+    }
+
+    pub fn peering(&self, id: &str) -> Option<&Peering> {
+        self.peerings.get(id)
+    }
+
+    pub fn peerings(&self) -> impl Iterator<Item = &Peering> {
+        self.peerings.values()
+    }
+
+    // ----- helpers shared by operations -----
+
+    /// Validates the call context itself.
+    pub(crate) fn check_call(&self, call: &Call) -> Result<(), ApiError> {
+        self.config.check_region(&call.region)
+    }
+
+    /// Draws an id of `kind` that no live object uses.
+    pub(crate) fn new_id(&self, kind: Kind, src: &mut dyn IdSource) -> Result<String, ApiError> {
+        for _ in 0..MAX_ID_ATTEMPTS {
+            let id = ids::format_id(kind, src.next_bits());
+            if !self.id_in_use(kind, &id) {
+                return Ok(id);
+            }
+        }
+        Err(ApiError::new(
+            ErrorCode::InternalError,
+            "could not allocate a unique resource id",
+        ))
+    }
+
+    fn id_in_use(&self, kind: Kind, id: &str) -> bool {
+        match kind {
+            Kind::Vpc => self.vpcs.contains_key(id),
+            Kind::Subnet => self.subnets.contains_key(id),
+            Kind::RouteTable => self.route_tables.contains_key(id),
+            Kind::Peering => self.peerings.contains_key(id),
+            Kind::RouteTableAssociation => self
+                .subnets
+                .values()
+                .any(|s| s.association.as_ref().is_some_and(|a| a.id == id)),
+        }
+    }
+
+    /// Reserves `n` consecutive dataplane ids and returns the first. Call it
+    /// after all validation: it is the last fallible step of an operation.
+    pub(crate) fn take_dp_ids(&mut self, n: u32) -> Result<u32, ApiError> {
+        let first = self.next_dp_id;
+        self.next_dp_id = first.checked_add(n).ok_or_else(|| {
+            ApiError::new(ErrorCode::InternalError, "dataplane id space exhausted")
+        })?;
+        Ok(first)
+    }
+
+    /// The VPC `id` if the caller owns it and it lives in the call's region.
+    /// Anything else is reported as not found: callers must not learn about
+    /// resources they cannot see.
+    pub(crate) fn owned_vpc(&self, call: &Call, id: &str) -> Result<&Vpc, ApiError> {
+        ids::check_id(Kind::Vpc, id)?;
+        self.vpcs
+            .get(id)
+            .filter(|v| v.owner == call.account && v.region == call.region)
+            .ok_or_else(|| ApiError::vpc_not_found(id))
+    }
+
+    pub(crate) fn owned_subnet(&self, call: &Call, id: &str) -> Result<&Subnet, ApiError> {
+        ids::check_id(Kind::Subnet, id)?;
+        self.subnets
+            .get(id)
+            .filter(|s| self.owned_vpc(call, &s.vpc_id).is_ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::SubnetNotFound,
+                    format!("The subnet ID '{id}' does not exist"),
+                )
+            })
+    }
+
+    pub(crate) fn owned_route_table(&self, call: &Call, id: &str) -> Result<&RouteTable, ApiError> {
+        ids::check_id(Kind::RouteTable, id)?;
+        self.route_tables
+            .get(id)
+            .filter(|t| self.owned_vpc(call, &t.vpc_id).is_ok())
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::RouteTableNotFound,
+                    format!("The routeTable ID '{id}' does not exist"),
+                )
+            })
+    }
+}

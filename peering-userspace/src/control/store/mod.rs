@@ -1,0 +1,136 @@
+//! Persistence: the only I/O edge of the control plane.
+//!
+//! The [`Store`] trait is shaped after what a distributed key-value store
+//! with watches (etcd) offers, so such a backend can replace SQLite without
+//! touching the model:
+//! - every change is one serializable transaction over the whole [`State`]
+//!   (etcd: a compare-and-swap on one key at a known mod revision);
+//! - a global, strictly increasing revision numbers the committed states;
+//! - a change log says which regions' dataplane views each revision touched,
+//!   so an agent holding revision N asks "what changed since N" and re-reads
+//!   its [`crate::control::view::RegionView`] if its region is listed
+//!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
+
+pub mod memory;
+pub mod sqlite;
+
+use crate::control::account::AccountId;
+use crate::control::error::ApiError;
+use crate::control::state::State;
+use crate::control::view::region_view;
+use rand::RngCore;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+pub use memory::MemoryStore;
+pub use sqlite::SqliteStore;
+
+/// Tokens carry 32 random bytes (256 bits), hex encoded.
+pub const TOKEN_BYTES: usize = 32;
+/// How many change-log entries are kept; older ones are compacted.
+pub const CHANGE_LOG_LEN: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The model refused the operation; nothing was written.
+    #[error(transparent)]
+    Api(#[from] ApiError),
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("stored state cannot be decoded: {0}")]
+    Codec(#[from] serde_json::Error),
+    #[error("database schema version {0} is newer than this program supports")]
+    SchemaTooNew(i64),
+    /// The change log no longer reaches back to the requested revision:
+    /// re-read the full view.
+    #[error("changes before revision {oldest} have been compacted")]
+    Compacted { oldest: u64 },
+}
+
+/// One committed revision and the regions whose dataplane view it changed
+/// (possibly none, e.g. for a pending peering request).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Change {
+    pub revision: u64,
+    pub regions: Vec<String>,
+}
+
+pub trait Store {
+    /// The latest committed state; `state.revision` is its revision.
+    fn load(&self) -> Result<State, StoreError>;
+
+    /// The latest committed revision (0 before the first change).
+    fn revision(&self) -> Result<u64, StoreError>;
+
+    /// Runs `f` on the latest state inside one write transaction. If `f`
+    /// fails, nothing is written and the error is `StoreError::Api`. If it
+    /// succeeds and changed the state, the state is committed at the next
+    /// revision; if it changed nothing, no revision is created. Returns
+    /// `f`'s result and the revision the state is at afterwards.
+    fn transact<T, F>(&self, f: F) -> Result<(T, u64), StoreError>
+    where
+        F: FnOnce(&mut State) -> Result<T, ApiError>;
+
+    /// The changes committed after `revision`, oldest first.
+    fn changes_since(&self, revision: u64) -> Result<Vec<Change>, StoreError>;
+
+    /// Issues a new API token for `account`. Only its SHA-256 is stored; the
+    /// plaintext is returned once.
+    fn create_token(&self, account: &AccountId) -> Result<String, StoreError>;
+
+    /// The account a token belongs to, if any.
+    fn authenticate(&self, token: &str) -> Result<Option<AccountId>, StoreError>;
+
+    /// Revokes every token of `account`; returns how many there were.
+    fn revoke_tokens(&self, account: &AccountId) -> Result<usize, StoreError>;
+}
+
+pub(crate) fn new_token() -> String {
+    let mut bytes = [0u8; TOKEN_BYTES];
+    // ThreadRng is a CSPRNG seeded (and periodically reseeded) from the OS.
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes)
+}
+
+/// Tokens are high-entropy, so a plain (unsalted, fast) hash is enough: it
+/// cannot be brute-forced, and it lets us look tokens up by hash.
+pub(crate) fn hash_token(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+/// The regions whose dataplane view differs between two states. Active
+/// status does not depend on time (only pending requests expire), so the
+/// views are compared at time 0.
+pub(crate) fn touched_regions(before: &State, after: &State) -> Vec<String> {
+    let mut regions: Vec<String> = before.config.regions.clone();
+    for r in &after.config.regions {
+        if !regions.contains(r) {
+            regions.push(r.clone());
+        }
+    }
+    regions.retain(|r| {
+        let mut a = region_view(before, r, 0);
+        let mut b = region_view(after, r, 0);
+        a.revision = 0;
+        b.revision = 0;
+        a != b
+    });
+    regions
+}
+
+/// Checks a change log that starts at `oldest` (None: empty) against a
+/// request for changes after `since`, when the store is at `current`.
+pub(crate) fn check_compaction(
+    since: u64,
+    current: u64,
+    oldest: Option<u64>,
+) -> Result<(), StoreError> {
+    if since >= current {
+        return Ok(());
+    }
+    let oldest = oldest.unwrap_or(current + 1);
+    if since + 1 < oldest {
+        return Err(StoreError::Compacted { oldest });
+    }
+    Ok(())
+}

@@ -1,0 +1,10 @@
+//! Cross-module tests of the model and the stores.
+
+mod lpm;
+mod peering_auth;
+mod peering_lifecycle;
+mod routes;
+mod store;
+mod support;
+mod view;
+mod vpc;
