@@ -4,6 +4,7 @@
 /// The compiled XDP object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/peering"));
 
+pub mod agent;
 pub mod api;
 pub mod cli;
 pub mod control;

@@ -190,6 +190,14 @@ impl Agent<'_> {
         ok(&mut self.cmd(args))
     }
 
+    /// Output of a command that may fail (e.g. before the agent loaded).
+    pub fn try_ok(&self, args: &[&str]) -> Option<String> {
+        let out = run(&mut self.cmd(args));
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Packets counted under `label`, quietly.
     fn stats_text(&self) -> String {
         let quiet = Agent {
@@ -245,21 +253,9 @@ pub struct IntraRegionLab {
 }
 
 impl IntraRegionLab {
+    /// The lab, programmed by hand with `peering-agent` subcommands.
     pub fn new(verbose: bool) -> Self {
-        let r = Self {
-            gw: Netns::new("gw"),
-            a: Netns::new("a"),
-            b: Netns::new("b"),
-            pins: PinDir::new("pins"),
-            verbose,
-        };
-        veth(&r.gw, "vpc-a", &r.a, "eth0");
-        veth(&r.gw, "vpc-b", &r.b, "eth0");
-        r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-        r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
-        r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
-        host(&r.a, "10.1.0.10/24", "10.1.0.1");
-        host(&r.b, "10.2.0.10/24", "10.2.0.1");
+        let r = Self::network(verbose);
         let ag = r.agent();
         for (port, vpc, cidr, subnet, router, host_ns, host_ip) in [
             (
@@ -304,6 +300,34 @@ impl IntraRegionLab {
             ]);
         }
         r
+    }
+
+    /// Namespaces, links, addresses and hosts only: nothing programmed.
+    /// The gateway ports carry the VPC routers' addresses (10.1.0.1,
+    /// 10.2.0.1) so hosts can resolve their gateway.
+    pub fn network(verbose: bool) -> Self {
+        let r = Self {
+            gw: Netns::new("gw"),
+            a: Netns::new("a"),
+            b: Netns::new("b"),
+            pins: PinDir::new("pins"),
+            verbose,
+        };
+        veth(&r.gw, "vpc-a", &r.a, "eth0");
+        veth(&r.gw, "vpc-b", &r.b, "eth0");
+        r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
+        r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
+        host(&r.a, "10.1.0.10/24", "10.1.0.1");
+        host(&r.b, "10.2.0.10/24", "10.2.0.1");
+        r
+    }
+
+    /// Hosts resolve their gateway, as they do when they boot, so the
+    /// gateway's kernel learns their MACs (the agent reads them there).
+    pub fn hosts_announce(&self) {
+        self.a.ping("10.1.0.1", 1);
+        self.b.ping("10.2.0.1", 1);
     }
 
     pub fn agent(&self) -> Agent<'_> {

@@ -1,6 +1,7 @@
 //! Shared fixtures for the peering tests: frame crafting, the
 //! BPF_PROG_TEST_RUN harness, and network-namespace labs.
 
+pub mod control_lab;
 pub mod frame;
 pub mod lab;
 pub mod verdict;

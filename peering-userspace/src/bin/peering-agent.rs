@@ -10,6 +10,7 @@ use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
 use peering_common::{EgressPort, IfaceInfo};
 use peering_userspace::{
+    agent,
     dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
     report, sys,
 };
@@ -32,6 +33,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// Run as this region's agent: keep the dataplane in line with the
+    /// control store, within a second of each change.
+    Run {
+        /// The region this gateway serves.
+        #[arg(long)]
+        region: String,
+        /// The control store (SQLite) shared with peering-controld.
+        #[arg(long, env = "PEERING_DB")]
+        db: PathBuf,
+        /// Poll interval in milliseconds.
+        #[arg(long, default_value_t = 200)]
+        interval_ms: u64,
+        #[arg(long, value_enum, default_value = "auto")]
+        mode: AttachMode,
+        /// Reconcile once and exit.
+        #[arg(long)]
+        once: bool,
+    },
     /// Load the XDP object and pin it (idempotent).
     Load,
     /// Attach the XDP program to a VPC-facing interface.
@@ -218,6 +237,23 @@ fn run(cli: Cli) -> Result<()> {
     }
     let pins = cli.pin_dir.as_path();
     match cli.cmd {
+        Cmd::Run {
+            region,
+            db,
+            interval_ms,
+            mode,
+            once,
+        } => {
+            let cfg = agent::AgentConfig {
+                region,
+                db,
+                pin_dir: pins.to_path_buf(),
+                interval: std::time::Duration::from_millis(interval_ms),
+                attach_mode: mode,
+                once,
+            };
+            agent::run(&cfg)?;
+        }
         Cmd::Load => {
             Dataplane::load(Some(pins))?;
             println!("dataplane loaded, pinned under {}", pins.display());
@@ -280,7 +316,9 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
         Cmd::Neigh(NeighCmd::Del { iface, ip }) => m.remove_neighbour(sys::ifindex(&iface)?, ip)?,
         Cmd::Show { json } => print!("{}", report::snapshot(&m.snapshot()?, json)),
         Cmd::Stats { json } => print!("{}", report::stats(&m.stats()?, json)),
-        Cmd::Load | Cmd::Attach { .. } | Cmd::Detach { .. } => unreachable!("handled by run"),
+        Cmd::Run { .. } | Cmd::Load | Cmd::Attach { .. } | Cmd::Detach { .. } => {
+            unreachable!("handled by run")
+        }
     }
     Ok(())
 }

@@ -6,6 +6,7 @@
 //! agent finds the pins and reuses them instead of replacing them.
 
 mod maps;
+pub mod reconcile;
 
 pub use maps::{Maps, RouteTarget, Snapshot};
 

@@ -1,20 +1,36 @@
-//! The lab demo (`cargo xtask demo`): one region's gateway, two VPCs, the
-//! XDP fast path between them. Everything is created in network namespaces
-//! of this process and torn down on exit or Ctrl-C.
+//! The lab demo (`cargo xtask demo`): one region, two accounts, two VPCs.
+//! Everything is driven through `peerctl` against `peering-controld`; the
+//! region's `peering-agent` programs the XDP dataplane of the gateway.
+//! All of it lives in network namespaces and temporary files of this
+//! process, torn down on exit or Ctrl-C.
 
-use peering_tests::lab::{cleanup_own, IntraRegionLab};
+use std::time::Duration;
+
+use peering_tests::{
+    control_lab::{eventually, field, ControlPlane},
+    lab::{cleanup_own, Agent, IntraRegionLab},
+};
+
+const REGION: &str = "us-east-1";
+const OWNER_A: &str = "111111111111";
+const OWNER_B: &str = "222222222222";
 
 fn step(title: &str) {
     println!("\n== {title}");
 }
 
-fn ping(lab: &IntraRegionLab, from_a: bool, dst: &str) {
-    let (ns, who) = if from_a { (&lab.a, "A") } else { (&lab.b, "B") };
-    let ok = ns.ping(dst, 3);
+fn ping(lab: &IntraRegionLab, from_a: bool) -> bool {
+    let (ns, who, dst) = if from_a {
+        (&lab.a, "A", "10.2.0.10")
+    } else {
+        (&lab.b, "B", "10.1.0.10")
+    };
+    let ok = ns.ping(dst, 2);
     println!(
         "  ping from VPC {who} to {dst}: {}",
         if ok { "replies" } else { "no reply" }
     );
+    ok
 }
 
 fn main() {
@@ -26,19 +42,105 @@ fn main() {
     })
     .expect("install Ctrl-C handler");
 
-    step("Lab: gateway namespace (kernel forwarding off), VPC A 10.1.0.0/16, VPC B 10.2.0.0/16");
-    let lab = IntraRegionLab::new(true);
-    let ag = lab.agent();
+    step("Lab: a gateway namespace (kernel forwarding off) with two VPC ports, a host behind each");
+    let lab = IntraRegionLab::network(false);
+    let cp = ControlPlane::start(true);
+    println!(
+        "  peering-controld on {} (SQLite store {})",
+        cp.endpoint,
+        cp.db.display()
+    );
+    let a = cp.account(OWNER_A);
+    let b = cp.account(OWNER_B);
+    println!("  accounts {OWNER_A} and {OWNER_B} have tokens");
+    let _agent = cp.agent(&lab.gw, &lab.pins, REGION);
+    println!("  peering-agent run --region {REGION} programs the gateway");
+    let gw = Agent {
+        ns: &lab.gw,
+        pins: &lab.pins,
+        verbose: true,
+    };
 
-    step("Before any route: VPC A cannot reach VPC B");
-    ping(&lab, true, "10.2.0.10");
+    step("Each account creates a VPC and a subnet on a gateway port");
+    let v = cp.peerctl(&a, REGION, &["create-vpc", "--cidr-block", "10.1.0.0/16"]);
+    let vpc_a = field(&v, &["Vpc", "VpcId"]);
+    let v = cp.peerctl(&b, REGION, &["create-vpc", "--cidr-block", "10.2.0.0/16"]);
+    let vpc_b = field(&v, &["Vpc", "VpcId"]);
+    let subnet = |who, vpc: &str, cidr, port| {
+        let args = [
+            "create-subnet",
+            "--vpc-id",
+            vpc,
+            "--cidr-block",
+            cidr,
+            "--interface",
+            port,
+        ];
+        cp.peerctl(who, REGION, &args);
+    };
+    subnet(&a, &vpc_a, "10.1.0.0/24", "vpc-a");
+    subnet(&b, &vpc_b, "10.2.0.0/24", "vpc-b");
+    lab.hosts_announce();
+    ping(&lab, true);
 
-    step("Routes to the peering in both route tables");
-    lab.peer_routes();
-    ping(&lab, true, "10.2.0.10");
-    ping(&lab, false, "10.1.0.10");
+    step("Account A requests a peering with B's VPC");
+    let args = [
+        "create-vpc-peering-connection",
+        "--vpc-id",
+        &vpc_a,
+        "--peer-vpc-id",
+        &vpc_b,
+        "--peer-owner-id",
+        OWNER_B,
+        "--peer-region",
+        REGION,
+    ];
+    let p = cp.peerctl(&a, REGION, &args);
+    let pcx = field(&p, &["VpcPeeringConnection", "VpcPeeringConnectionId"]);
+    let status = field(&p, &["VpcPeeringConnection", "Status", "Code"]);
+    println!("  {pcx}: {status}");
 
-    step("A host in VPC A sending from an address outside A is dropped");
+    step("Account B accepts it");
+    let p = cp.peerctl(
+        &b,
+        REGION,
+        &[
+            "accept-vpc-peering-connection",
+            "--vpc-peering-connection-id",
+            &pcx,
+        ],
+    );
+    println!(
+        "  {pcx}: {}",
+        field(&p, &["VpcPeeringConnection", "Status", "Code"])
+    );
+    ping(&lab, true);
+    println!("  (no routes yet)");
+
+    step("Both sides add a route to the peering in their main route table");
+    for (who, vpc, dst) in [(&a, &vpc_a, "10.2.0.0/16"), (&b, &vpc_b, "10.1.0.0/16")] {
+        let f = format!("Name=vpc-id,Values={vpc}");
+        let t = cp.peerctl(who, REGION, &["describe-route-tables", "--filters", &f]);
+        let rtb = field(&t, &["RouteTables", "0", "RouteTableId"]);
+        cp.peerctl(
+            who,
+            REGION,
+            &[
+                "create-route",
+                "--route-table-id",
+                &rtb,
+                "--destination-cidr-block",
+                dst,
+                "--vpc-peering-connection-id",
+                &pcx,
+            ],
+        );
+    }
+    eventually(Duration::from_secs(2), || lab.a.ping("10.2.0.10", 1));
+    ping(&lab, true);
+    ping(&lab, false);
+
+    step("A host in VPC A sending from an address outside A is dropped (anti-spoofing)");
     lab.a
         .exec_ok(&["ip", "addr", "add", "10.9.9.9/32", "dev", "eth0"]);
     let spoofed = lab.a.ping_from(Some("10.9.9.9"), "10.2.0.10", 2);
@@ -47,22 +149,9 @@ fn main() {
         if spoofed { "replies (!)" } else { "dropped" }
     );
 
-    step("The route becomes a blackhole: traffic stops");
-    ag.ok(&[
-        "route",
-        "set",
-        "--table",
-        "1",
-        "--dst",
-        "10.2.0.0/16",
-        "--blackhole",
-    ]);
-    ping(&lab, true, "10.2.0.10");
-    lab.peer_routes();
-
-    step("Dataplane state and counters (every packet is counted under one reason)");
-    print!("{}", ag.ok(&["show"]));
-    print!("{}", ag.ok(&["stats"]));
+    step("Dataplane state and counters on the gateway (every packet counted under one reason)");
+    print!("{}", gw.ok(&["show"]));
+    print!("{}", gw.ok(&["stats"]));
 
     if hold {
         println!(
@@ -73,5 +162,20 @@ fn main() {
             std::thread::park();
         }
     }
+
+    step("Account A deletes the peering: its routes become blackholes");
+    cp.peerctl(
+        &a,
+        REGION,
+        &[
+            "delete-vpc-peering-connection",
+            "--vpc-peering-connection-id",
+            &pcx,
+        ],
+    );
+    eventually(Duration::from_secs(2), || !lab.a.ping("10.2.0.10", 1));
+    ping(&lab, true);
+    println!("  drop_blackhole: {}", gw.stat("drop_blackhole"));
+
     step("Tearing the lab down");
 }

@@ -1,0 +1,173 @@
+//! A control plane for labs: `peering-controld` on loopback with a
+//! temporary SQLite store and accounts, `peerctl` calls as those accounts,
+//! and `peering-agent run` processes for region gateways. Everything is
+//! stopped and removed on drop.
+
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use serde_json::Value;
+
+use crate::lab::{bin, unique, Netns, PinDir};
+
+/// Kills and reaps a child process on drop.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct ControlPlane {
+    pub dir: PathBuf,
+    pub db: PathBuf,
+    pub endpoint: String,
+    pub verbose: bool,
+    _daemon: Proc,
+}
+
+/// An account's credentials for `peerctl`.
+#[derive(Clone)]
+pub struct Account {
+    pub id: String,
+    pub token: String,
+}
+
+impl ControlPlane {
+    pub fn start(verbose: bool) -> Self {
+        let dir = std::env::temp_dir().join(unique("ctl"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let db = dir.join("peering.db");
+        // Bind-and-release finds a free loopback port for the daemon.
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+            .port();
+        let listen = format!("127.0.0.1:{port}");
+        let child = Command::new(bin("peering-controld"))
+            .args(["serve", "--listen", &listen, "--db"])
+            .arg(&db)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start peering-controld");
+        let daemon = Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(&listen).is_err() {
+            assert!(Instant::now() < deadline, "peering-controld did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Self {
+            dir,
+            db,
+            endpoint: format!("http://{listen}"),
+            verbose,
+            _daemon: daemon,
+        }
+    }
+
+    /// Creates an account and its token with the admin command.
+    pub fn account(&self, id: &str) -> Account {
+        let out = Command::new(bin("peering-controld"))
+            .args(["create-account", "--account", id, "--db"])
+            .arg(&self.db)
+            .output()
+            .expect("peering-controld create-account");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let token = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        Account {
+            id: id.into(),
+            token,
+        }
+    }
+
+    pub fn peerctl_cmd(&self, who: &Account, region: &str, args: &[&str]) -> Command {
+        if self.verbose {
+            println!("  [{} @ {region}] $ peerctl {}", who.id, args.join(" "));
+        }
+        let mut c = Command::new(bin("peerctl"));
+        c.args(args)
+            .env("PEERING_ENDPOINT", &self.endpoint)
+            .env("PEERING_REGION", region)
+            .env("PEERING_TOKEN", &who.token)
+            .env("PEERING_CONFIG_FILE", self.dir.join("no-config"));
+        c
+    }
+
+    /// Runs `peerctl` as `who` in `region`; it must succeed.
+    pub fn peerctl(&self, who: &Account, region: &str, args: &[&str]) -> Value {
+        let out = self
+            .peerctl_cmd(who, region, args)
+            .output()
+            .expect("run peerctl");
+        assert!(
+            out.status.success(),
+            "peerctl {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("peerctl prints JSON")
+    }
+
+    /// Starts `peering-agent run` for `region` in gateway namespace `gw`.
+    pub fn agent(&self, gw: &Netns, pins: &PinDir, region: &str) -> Proc {
+        let child = Command::new(bin("peering-agent"))
+            .arg("--netns")
+            .arg(&gw.name)
+            .arg("--pin-dir")
+            .arg(&pins.path)
+            .args(["run", "--region", region, "--db"])
+            .arg(&self.db)
+            .stdout(Stdio::null())
+            .stderr(if self.verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
+            .spawn()
+            .expect("start peering-agent run");
+        Proc(child)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A string field of a JSON value, by path.
+pub fn field(v: &Value, path: &[&str]) -> String {
+    let mut cur = v;
+    for p in path {
+        cur = match p.parse::<usize>() {
+            Ok(i) => &cur[i],
+            Err(_) => &cur[*p],
+        };
+    }
+    cur.as_str()
+        .unwrap_or_else(|| panic!("no string at {path:?} in {v}"))
+        .to_string()
+}
+
+/// Waits up to `within` for `f` to hold, polling.
+pub fn eventually(within: Duration, mut f: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if f() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
