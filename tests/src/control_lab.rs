@@ -117,6 +117,93 @@ impl ControlPlane {
         serde_json::from_slice(&out.stdout).expect("peerctl prints JSON")
     }
 
+    /// `create-vpc`; returns the VPC id.
+    pub fn create_vpc(&self, who: &Account, region: &str, cidr: &str) -> String {
+        let v = self.peerctl(who, region, &["create-vpc", "--cidr-block", cidr]);
+        field(&v, &["Vpc", "VpcId"])
+    }
+
+    /// `create-subnet` bound to gateway interface `port`; returns its id.
+    pub fn create_subnet(
+        &self,
+        who: &Account,
+        region: &str,
+        vpc: &str,
+        cidr: &str,
+        port: &str,
+    ) -> String {
+        let args = [
+            "create-subnet",
+            "--vpc-id",
+            vpc,
+            "--cidr-block",
+            cidr,
+            "--interface",
+            port,
+        ];
+        field(&self.peerctl(who, region, &args), &["Subnet", "SubnetId"])
+    }
+
+    /// The id of `vpc`'s main route table.
+    pub fn main_route_table(&self, who: &Account, region: &str, vpc: &str) -> String {
+        let f = format!("Name=vpc-id,Values={vpc}");
+        let args = [
+            "describe-route-tables",
+            "--filters",
+            &f,
+            "Name=association.main,Values=true",
+        ];
+        field(
+            &self.peerctl(who, region, &args),
+            &["RouteTables", "0", "RouteTableId"],
+        )
+    }
+
+    /// `create-vpc-peering-connection`; returns the peering id.
+    pub fn request_peering(
+        &self,
+        who: &Account,
+        region: &str,
+        vpc: &str,
+        peer_vpc: &str,
+        peer_owner: &str,
+        peer_region: &str,
+    ) -> String {
+        let args = [
+            "create-vpc-peering-connection",
+            "--vpc-id",
+            vpc,
+            "--peer-vpc-id",
+            peer_vpc,
+            "--peer-owner-id",
+            peer_owner,
+            "--peer-region",
+            peer_region,
+        ];
+        let v = self.peerctl(who, region, &args);
+        field(&v, &["VpcPeeringConnection", "VpcPeeringConnectionId"])
+    }
+
+    /// A peering action (`accept-…`, `reject-…`, `delete-…`) on `pcx`.
+    pub fn peering_action(&self, who: &Account, region: &str, verb: &str, pcx: &str) -> Value {
+        let args = [verb, "--vpc-peering-connection-id", pcx];
+        self.peerctl(who, region, &args)
+    }
+
+    /// `create-route` from `rtb` to `pcx`.
+    pub fn create_route(&self, who: &Account, region: &str, rtb: &str, dst: &str, pcx: &str) {
+        let args = [
+            "create-route",
+            "--route-table-id",
+            rtb,
+            "--destination-cidr-block",
+            dst,
+            "--vpc-peering-connection-id",
+            pcx,
+        ];
+        self.peerctl(who, region, &args);
+    }
+
     /// Starts `peering-agent run` for `region` in gateway namespace `gw`.
     pub fn agent(&self, gw: &Netns, pins: &PinDir, region: &str) -> Proc {
         let child = Command::new(bin("peering-agent"))

@@ -9,7 +9,7 @@ use peering_userspace::dataplane::{Maps, RouteTarget};
 
 use crate::{
     frame::{GW_A, GW_B, HOST_A, HOST_B},
-    verdict::LO,
+    verdict::{Harness, LO},
 };
 
 pub const VPC_A: u32 = 1;
@@ -86,4 +86,11 @@ pub fn program(m: &mut Maps) {
         .unwrap();
     m.set_neighbour(LO, Ipv4Addr::from(B_SECONDARY), HOST_B)
         .unwrap();
+}
+
+/// A verdict harness with this world programmed into fresh maps.
+pub fn harness() -> Harness {
+    let mut h = Harness::new();
+    program(&mut h.dp.maps);
+    h
 }

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 use peering_tests::{
-    control_lab::{eventually, field, ControlPlane},
+    control_lab::{eventually, ControlPlane},
     lab::{Agent, IntraRegionLab},
 };
 
@@ -30,70 +30,17 @@ fn peering_lifecycle_drives_forwarding() {
         verbose: false,
     };
 
-    let vpc_a = field(
-        &cp.peerctl(&a, REGION, &["create-vpc", "--cidr-block", "10.1.0.0/16"]),
-        &["Vpc", "VpcId"],
-    );
-    let vpc_b = field(
-        &cp.peerctl(&b, REGION, &["create-vpc", "--cidr-block", "10.2.0.0/16"]),
-        &["Vpc", "VpcId"],
-    );
-    for (who, vpc, cidr, port) in [
-        (&a, &vpc_a, "10.1.0.0/24", "vpc-a"),
-        (&b, &vpc_b, "10.2.0.0/24", "vpc-b"),
-    ] {
-        cp.peerctl(
-            who,
-            REGION,
-            &[
-                "create-subnet",
-                "--vpc-id",
-                vpc,
-                "--cidr-block",
-                cidr,
-                "--interface",
-                port,
-            ],
-        );
-    }
+    let vpc_a = cp.create_vpc(&a, REGION, "10.1.0.0/16");
+    let vpc_b = cp.create_vpc(&b, REGION, "10.2.0.0/16");
+    cp.create_subnet(&a, REGION, &vpc_a, "10.1.0.0/24", "vpc-a");
+    cp.create_subnet(&b, REGION, &vpc_b, "10.2.0.0/24", "vpc-b");
     lab.hosts_announce();
-    let main_rtb = |who, vpc: &str| {
-        let f = format!("Name=vpc-id,Values={vpc}");
-        let v = cp.peerctl(who, REGION, &["describe-route-tables", "--filters", &f]);
-        field(&v, &["RouteTables", "0", "RouteTableId"])
-    };
-    let (rtb_a, rtb_b) = (main_rtb(&a, &vpc_a), main_rtb(&b, &vpc_b));
+    let rtb_a = cp.main_route_table(&a, REGION, &vpc_a);
+    let rtb_b = cp.main_route_table(&b, REGION, &vpc_b);
 
-    let req = cp.peerctl(
-        &a,
-        REGION,
-        &[
-            "create-vpc-peering-connection",
-            "--vpc-id",
-            &vpc_a,
-            "--peer-vpc-id",
-            &vpc_b,
-            "--peer-owner-id",
-            OWNER_B,
-            "--peer-region",
-            REGION,
-        ],
-    );
-    let pcx = field(&req, &["VpcPeeringConnection", "VpcPeeringConnectionId"]);
+    let pcx = cp.request_peering(&a, REGION, &vpc_a, &vpc_b, OWNER_B, REGION);
     // Pending: a route may already point at it, but it is a blackhole.
-    cp.peerctl(
-        &a,
-        REGION,
-        &[
-            "create-route",
-            "--route-table-id",
-            &rtb_a,
-            "--destination-cidr-block",
-            "10.2.0.0/16",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
+    cp.create_route(&a, REGION, &rtb_a, "10.2.0.0/16", &pcx);
     let blackholed = || {
         stats
             .try_ok(&["show"])
@@ -102,31 +49,11 @@ fn peering_lifecycle_drives_forwarding() {
     assert!(eventually(Duration::from_secs(3), blackholed));
     assert!(!crosses(&lab), "nothing crosses before accept");
 
-    cp.peerctl(
-        &b,
-        REGION,
-        &[
-            "accept-vpc-peering-connection",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
+    cp.peering_action(&b, REGION, "accept-vpc-peering-connection", &pcx);
     std::thread::sleep(Duration::from_millis(1200));
     assert!(!crosses(&lab), "B has no route back yet");
 
-    cp.peerctl(
-        &b,
-        REGION,
-        &[
-            "create-route",
-            "--route-table-id",
-            &rtb_b,
-            "--destination-cidr-block",
-            "10.1.0.0/16",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
+    cp.create_route(&b, REGION, &rtb_b, "10.1.0.0/16", &pcx);
     // The agent polls every 200 ms: the change is live within a second.
     assert!(
         eventually(Duration::from_secs(2), || crosses(&lab)),
@@ -149,15 +76,7 @@ fn peering_lifecycle_drives_forwarding() {
         "the restarted agent changed nothing"
     );
 
-    cp.peerctl(
-        &a,
-        REGION,
-        &[
-            "delete-vpc-peering-connection",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
+    cp.peering_action(&a, REGION, "delete-vpc-peering-connection", &pcx);
     let routes = cp.peerctl(
         &a,
         REGION,

@@ -4,15 +4,9 @@
 use peering_common::Stat;
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_B, HOST_B},
-    verdict::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    verdict::{LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     world::*,
 };
-
-fn harness() -> Harness {
-    let mut h = Harness::new();
-    program(&mut h.dp.maps);
-    h
-}
 
 /// The kernel hands XDP no frame shorter than an Ethernet header (and
 /// BPF_PROG_TEST_RUN refuses one), so cuts start at 14 bytes: inside the

@@ -5,15 +5,9 @@ use etherparse::IpNumber;
 use peering_common::{IfaceInfo, Stat, INTER_REGION_MTU};
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_A, HOST_A},
-    verdict::{Harness, LO, XDP_DROP, XDP_TX},
+    verdict::{LO, XDP_DROP, XDP_TX},
     world::*,
 };
-
-fn harness() -> Harness {
-    let mut h = Harness::new();
-    program(&mut h.dp.maps);
-    h
-}
 
 #[test]
 fn within_mtu_goes_to_the_encapsulation_path_with_the_peering_id() {

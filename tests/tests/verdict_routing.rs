@@ -5,15 +5,9 @@
 use peering_common::Stat;
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_B, HOST_B},
-    verdict::{Harness, LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    verdict::{LO, XDP_DROP, XDP_PASS, XDP_REDIRECT},
     world::*,
 };
-
-fn harness() -> Harness {
-    let mut h = Harness::new();
-    program(&mut h.dp.maps);
-    h
-}
 
 #[test]
 fn route_hit_forwards_with_rewritten_macs_ttl_and_checksum() {

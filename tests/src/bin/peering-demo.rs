@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use peering_tests::{
-    control_lab::{eventually, field, ControlPlane},
+    control_lab::{eventually, field, Account, ControlPlane},
     lab::{cleanup_own, Agent, IntraRegionLab},
 };
 
@@ -31,6 +31,17 @@ fn ping(lab: &IntraRegionLab, from_a: bool) -> bool {
         if ok { "replies" } else { "no reply" }
     );
     ok
+}
+
+/// The peering's status code as `who` sees it.
+fn status(cp: &ControlPlane, who: &Account, pcx: &str) -> String {
+    let args = [
+        "describe-vpc-peering-connections",
+        "--vpc-peering-connection-ids",
+        pcx,
+    ];
+    let v = cp.peerctl(who, REGION, &args);
+    field(&v, &["VpcPeeringConnections", "0", "Status", "Code"])
 }
 
 fn main() {
@@ -62,80 +73,28 @@ fn main() {
     };
 
     step("Each account creates a VPC and a subnet on a gateway port");
-    let v = cp.peerctl(&a, REGION, &["create-vpc", "--cidr-block", "10.1.0.0/16"]);
-    let vpc_a = field(&v, &["Vpc", "VpcId"]);
-    let v = cp.peerctl(&b, REGION, &["create-vpc", "--cidr-block", "10.2.0.0/16"]);
-    let vpc_b = field(&v, &["Vpc", "VpcId"]);
-    let subnet = |who, vpc: &str, cidr, port| {
-        let args = [
-            "create-subnet",
-            "--vpc-id",
-            vpc,
-            "--cidr-block",
-            cidr,
-            "--interface",
-            port,
-        ];
-        cp.peerctl(who, REGION, &args);
-    };
-    subnet(&a, &vpc_a, "10.1.0.0/24", "vpc-a");
-    subnet(&b, &vpc_b, "10.2.0.0/24", "vpc-b");
+    let vpc_a = cp.create_vpc(&a, REGION, "10.1.0.0/16");
+    let vpc_b = cp.create_vpc(&b, REGION, "10.2.0.0/16");
+    cp.create_subnet(&a, REGION, &vpc_a, "10.1.0.0/24", "vpc-a");
+    cp.create_subnet(&b, REGION, &vpc_b, "10.2.0.0/24", "vpc-b");
     lab.hosts_announce();
     ping(&lab, true);
 
     step("Account A requests a peering with B's VPC");
-    let args = [
-        "create-vpc-peering-connection",
-        "--vpc-id",
-        &vpc_a,
-        "--peer-vpc-id",
-        &vpc_b,
-        "--peer-owner-id",
-        OWNER_B,
-        "--peer-region",
-        REGION,
-    ];
-    let p = cp.peerctl(&a, REGION, &args);
-    let pcx = field(&p, &["VpcPeeringConnection", "VpcPeeringConnectionId"]);
-    let status = field(&p, &["VpcPeeringConnection", "Status", "Code"]);
-    println!("  {pcx}: {status}");
+    let pcx = cp.request_peering(&a, REGION, &vpc_a, &vpc_b, OWNER_B, REGION);
+    println!("  {pcx}: {}", status(&cp, &a, &pcx));
 
     step("Account B accepts it");
-    let p = cp.peerctl(
-        &b,
-        REGION,
-        &[
-            "accept-vpc-peering-connection",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
-    println!(
-        "  {pcx}: {}",
-        field(&p, &["VpcPeeringConnection", "Status", "Code"])
-    );
+    cp.peering_action(&b, REGION, "accept-vpc-peering-connection", &pcx);
+    println!("  {pcx}: {}", status(&cp, &b, &pcx));
     ping(&lab, true);
     println!("  (no routes yet)");
 
     step("Both sides add a route to the peering in their main route table");
-    for (who, vpc, dst) in [(&a, &vpc_a, "10.2.0.0/16"), (&b, &vpc_b, "10.1.0.0/16")] {
-        let f = format!("Name=vpc-id,Values={vpc}");
-        let t = cp.peerctl(who, REGION, &["describe-route-tables", "--filters", &f]);
-        let rtb = field(&t, &["RouteTables", "0", "RouteTableId"]);
-        cp.peerctl(
-            who,
-            REGION,
-            &[
-                "create-route",
-                "--route-table-id",
-                &rtb,
-                "--destination-cidr-block",
-                dst,
-                "--vpc-peering-connection-id",
-                &pcx,
-            ],
-        );
-    }
+    let rtb_a = cp.main_route_table(&a, REGION, &vpc_a);
+    cp.create_route(&a, REGION, &rtb_a, "10.2.0.0/16", &pcx);
+    let rtb_b = cp.main_route_table(&b, REGION, &vpc_b);
+    cp.create_route(&b, REGION, &rtb_b, "10.1.0.0/16", &pcx);
     eventually(Duration::from_secs(2), || lab.a.ping("10.2.0.10", 1));
     ping(&lab, true);
     ping(&lab, false);
@@ -164,15 +123,7 @@ fn main() {
     }
 
     step("Account A deletes the peering: its routes become blackholes");
-    cp.peerctl(
-        &a,
-        REGION,
-        &[
-            "delete-vpc-peering-connection",
-            "--vpc-peering-connection-id",
-            &pcx,
-        ],
-    );
+    cp.peering_action(&a, REGION, "delete-vpc-peering-connection", &pcx);
     eventually(Duration::from_secs(2), || !lab.a.ping("10.2.0.10", 1));
     ping(&lab, true);
     println!("  drop_blackhole: {}", gw.stat("drop_blackhole"));
