@@ -328,6 +328,16 @@ mod tests {
                         pcx_id: "pcx-2".into(),
                     },
                 },
+                RouteView {
+                    route_table_dp_id: 11,
+                    destination: net("10.20.0.0/16"),
+                    target: view::RouteTarget::RemotePeer {
+                        pcx_id: "pcx-3".into(),
+                        pcx_dp_id: 33,
+                        remote_region: "eu-west-1".into(),
+                        peer_vpc_cidrs: vec![net("10.20.0.0/16")],
+                    },
+                },
             ],
             peerings: vec![],
         }
@@ -360,6 +370,11 @@ mod tests {
             RouteTarget::LocalPeer { peer_vpc: 2 }
         );
         assert_eq!(d.routes[&(11, net("10.9.0.0/16"))], RouteTarget::Blackhole);
+        assert_eq!(
+            d.routes[&(11, net("10.20.0.0/16"))],
+            RouteTarget::RemotePeer { pcx: 33 },
+            "inter-region peerings program the encapsulation path"
+        );
         assert_eq!(d.neighbours.len(), 1);
         assert_eq!(d.ports.iter().collect::<Vec<_>>(), ["vpc-a"]);
     }
@@ -384,7 +399,7 @@ mod tests {
     fn plan_converges_and_is_empty_once_applied() {
         let (d, _) = desired(&view(), &port, &[], &Snapshot::default());
         let p = plan(&d, &Snapshot::default());
-        assert_eq!(p.set_routes.len(), 2);
+        assert_eq!(p.set_routes.len(), 3);
         assert_eq!(p.add_cidrs.len(), 3);
         assert!(p.del_routes.is_empty() && p.del_cidrs.is_empty());
         // A snapshot that holds exactly the desired state needs nothing.
