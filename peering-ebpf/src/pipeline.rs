@@ -74,13 +74,20 @@ fn lookup_route(table: u32, dst: [u8; 4]) -> Option<RouteValue> {
 
 /// Intra-region peer: the destination must be inside the peer VPC (a route
 /// never carries traffic beyond the peer), then route it like a router does.
+///
+/// Userspace only installs subnets inside their VPC's blocks, so a subnet
+/// hit proves the destination is in the peer VPC; the block lookup runs
+/// only on a miss, to name the drop.
 #[inline(always)]
 fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, peer_vpc: u32) -> Result<Outcome, Stat> {
-    if !in_vpc(peer_vpc, ip.dst) {
-        return Err(Stat::DropDstOutsidePeer);
-    }
     let key = Key::new(scoped_prefix_len(32), ScopedAddr::new(peer_vpc, ip.dst));
-    let port = *SUBNETS.get(&key).ok_or(Stat::DropNoSubnet)?;
+    let Some(port) = SUBNETS.get(&key).copied() else {
+        return Err(if in_vpc(peer_vpc, ip.dst) {
+            Stat::DropNoSubnet
+        } else {
+            Stat::DropDstOutsidePeer
+        });
+    };
     let neigh = NeighKey {
         ifindex: port.ifindex,
         addr: ip.dst,

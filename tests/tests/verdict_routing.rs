@@ -141,3 +141,30 @@ fn removing_a_route_stops_forwarding() {
     assert_eq!(out.verdict, XDP_PASS);
     assert_eq!(h.packets(Stat::PassNoRoute), 1);
 }
+
+#[test]
+fn subnets_must_lie_inside_their_vpc_and_blocks_outlive_them() {
+    let mut h = harness();
+    let port = peering_common::EgressPort {
+        ifindex: LO,
+        vlan: 0,
+        src_mac: GW_B,
+    };
+    let outside = "10.50.0.0/24".parse().unwrap();
+    let e = h.dp.maps.set_subnet(VPC_B, outside, port).unwrap_err();
+    assert!(e.to_string().contains("not inside"), "{e}");
+    let straddling = "10.2.0.0/15".parse().unwrap();
+    assert!(h.dp.maps.set_subnet(VPC_B, straddling, port).is_err());
+    let e =
+        h.dp.maps
+            .remove_vpc_cidr(VPC_B, "10.2.0.0/16".parse().unwrap())
+            .unwrap_err();
+    assert!(e.to_string().contains("still holds subnet"), "{e}");
+    // Without the subnet, the destination is inside the peer but unroutable.
+    h.dp.maps
+        .remove_subnet(VPC_B, "10.2.0.0/24".parse().unwrap())
+        .unwrap();
+    let out = h.run(LO, &Frame::udp(A_HOST, B_HOST, 60).bytes());
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropNoSubnet), 1);
+}

@@ -179,8 +179,23 @@ impl Maps {
         Ok(self.vpc_cidrs.insert(&scoped_key(vpc, cidr), 1, 0)?)
     }
 
+    /// Removes a VPC block; refused while a subnet of the VPC lies in it,
+    /// since the XDP program trusts subnets to be inside their VPC.
     pub fn remove_vpc_cidr(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
+        for r in self.subnets.keys() {
+            let (v, net) = unscope(&r?)?;
+            if v == vpc && cidr.contains(&net) {
+                bail!("VPC {vpc} block {cidr} still holds subnet {net}");
+            }
+        }
         Ok(self.vpc_cidrs.remove(&scoped_key(vpc, cidr))?)
+    }
+
+    /// True when `net` lies entirely inside one of `vpc`'s blocks: an LPM
+    /// lookup with the subnet's own prefix length only matches blocks of
+    /// that length or shorter that contain it.
+    fn vpc_contains(&self, vpc: u32, net: Ipv4Net) -> bool {
+        self.vpc_cidrs.get(&scoped_key(vpc, net), 0).is_ok()
     }
 
     /// Installs or replaces a route. A replaced route keeps its counters; a
@@ -232,8 +247,12 @@ impl Maps {
     }
 
     /// Makes the hosts of `cidr` in `vpc` reachable through `port`, and lets
-    /// XDP redirect to that port.
+    /// XDP redirect to that port. The subnet must lie inside one of the
+    /// VPC's blocks (add the block first): the XDP program relies on it.
     pub fn set_subnet(&mut self, vpc: u32, cidr: Ipv4Net, port: EgressPort) -> Result<()> {
+        if !self.vpc_contains(vpc, cidr) {
+            bail!("subnet {cidr} is not inside a block of VPC {vpc}");
+        }
         self.egress.insert(port.ifindex, port.ifindex, None, 0)?;
         Ok(self.subnets.insert(&scoped_key(vpc, cidr), port, 0)?)
     }
