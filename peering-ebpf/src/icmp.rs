@@ -38,7 +38,7 @@ pub fn frag_needed(
         return Err(Stat::DropMtuExceeded);
     }
     let l3 = l2.l3;
-    let orig_len = ctx.data_end() - ctx.data();
+    let orig_len = packet::frame_len(ctx);
     rewrite::adjust_head(ctx, -(NEW_HDRS as i32))?;
     write_l2(ctx, l2)?;
     let quoted = ip.ihl + QUOTED_DATA;

@@ -19,7 +19,7 @@ pub use bpf::*;
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
-    use crate::{pipeline, stats};
+    use crate::{packet, pipeline, stats};
 
     use aya_ebpf::{
         bindings::xdp_action,
@@ -59,10 +59,11 @@ mod bpf {
     pub static ROUTE_STATS: PerCpuArray<Counter> =
         PerCpuArray::with_max_entries(MAX_ROUTE_COUNTERS, 0);
 
-    /// Entry point for VPC-facing interfaces.
-    #[xdp]
+    /// Entry point for VPC-facing interfaces. Multi-buffer aware (`frags`),
+    /// so ports may run jumbo MTUs: headers are always in the first buffer.
+    #[xdp(frags)]
     pub fn peering_vpc(ctx: XdpContext) -> u32 {
-        let len = (ctx.data_end() - ctx.data()) as u64;
+        let len = packet::frame_len(&ctx) as u64;
         let (verdict, stat) = pipeline::process(&ctx);
         stats::count(stat, len);
         verdict

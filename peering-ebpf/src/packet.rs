@@ -3,7 +3,7 @@
 //! Every access goes through [`ptr_at`] / [`ptr_at_mut`], which compare the
 //! end of the access with `data_end` in a form the verifier tracks.
 
-use aya_ebpf::programs::XdpContext;
+use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use core::mem::size_of;
 use peering_common::{Stat, ETH_P_8021Q, ETH_P_IPV4};
 
@@ -15,6 +15,13 @@ pub const IPV4_MAX_LEN: usize = 60;
 /// IPv4 "don't fragment" flag in the flags/offset word (RFC 791).
 pub const IP_DF: u16 = 0x4000;
 pub const IP_OFFSET_MASK: u16 = 0x1fff;
+
+/// Length of the whole frame, fragments of a multi-buffer frame included
+/// (`data_end` only bounds the first buffer).
+#[inline(always)]
+pub fn frame_len(ctx: &XdpContext) -> usize {
+    unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
+}
 
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Stat> {
@@ -125,7 +132,7 @@ pub fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Ipv4, Stat> {
         return Err(Stat::DropMalformed);
     }
     // The frame may carry link-layer padding beyond total_len, never less.
-    if ctx.data() + l3 + total_len as usize > ctx.data_end() {
+    if l3 + total_len as usize > frame_len(ctx) {
         return Err(Stat::DropMalformed);
     }
     if header_sum(ctx, l3, ihl)? != 0xffff {

@@ -40,7 +40,7 @@ fn try_process(ctx: &XdpContext) -> Result<Outcome, Stat> {
     let Some(route) = lookup_route(iface.route_table, ip.dst) else {
         return Ok((xdp_action::XDP_PASS, Stat::PassNoRoute));
     };
-    stats::count_route(route.counter, (ctx.data_end() - ctx.data()) as u64);
+    stats::count_route(route.counter, packet::frame_len(ctx) as u64);
     match RouteAction::from_u32(route.action) {
         Some(RouteAction::LocalPeer) => forward_local(ctx, &l2, &ip, route.target),
         Some(RouteAction::RemotePeer) => forward_remote(ctx, &l2, &ip, &iface, route.target),

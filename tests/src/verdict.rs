@@ -54,12 +54,15 @@ impl Harness {
         };
         let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
         let word = |i: usize| u32::from_ne_bytes(ctx_out[i * 4..i * 4 + 4].try_into().unwrap());
+        // data_end bounds the first buffer; a multi-buffer frame's
+        // fragments follow it in the output, up to data_size_out.
         let (data, data_end, meta) = (word(0) as usize, word(1) as usize, word(2) as usize);
-        assert!(meta <= data && data <= data_end && data_end <= r.data_size_out as usize);
+        let end = r.data_size_out as usize;
+        assert!(meta <= data && data <= data_end && data_end <= end);
         let outcome = Outcome {
             verdict: r.return_value,
             meta: out[meta..data].to_vec(),
-            frame: out[data..data_end].to_vec(),
+            frame: out[data..end].to_vec(),
         };
         (outcome, r.duration.as_nanos() as u64)
     }

@@ -125,3 +125,39 @@ fn forwarding_survives_the_agent_and_a_restart_keeps_state() {
     ag.ok(&["detach", "--iface", "vpc-a"]);
     assert!(!r.a.ping("10.2.0.10", 2));
 }
+
+/// Jumbo frames within a region: with MTU 9000 on every link, an 8972-byte
+/// ping (9000-byte packets, DF set) crosses through XDP (multi-buffer).
+#[test]
+fn jumbo_frames_cross_intra_region() {
+    let r = region();
+    peer_routes(&r);
+    for (ns, dev) in [
+        (&r.gw, "vpc-a"),
+        (&r.gw, "vpc-b"),
+        (&r.a, "eth0"),
+        (&r.b, "eth0"),
+    ] {
+        ns.exec_ok(&["ip", "link", "set", dev, "mtu", "9000"]);
+    }
+    let before = r.agent().stat("fwd_local");
+    let ping = r.a.exec_ok(&[
+        "ping",
+        "-n",
+        "-q",
+        "-c",
+        "3",
+        "-i",
+        "0.2",
+        "-W",
+        "2",
+        "-M",
+        "do",
+        "-s",
+        "8972",
+        "10.2.0.10",
+    ]);
+    assert!(ping.contains(" 0% packet loss"), "{ping}");
+    let fwd = r.agent().stat("fwd_local") - before;
+    assert!(fwd >= 6, "requests and replies forwarded by XDP: {fwd}");
+}

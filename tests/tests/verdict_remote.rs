@@ -33,6 +33,10 @@ fn oversized_without_df_is_dropped() {
     assert_eq!(h.run(LO, &f.bytes()).verdict, XDP_DROP);
     assert_eq!(h.packets(Stat::DropMtuExceeded), 1);
     assert_eq!(h.packets(Stat::DropNoXsk), 0);
+    // A jumbo frame (multi-buffer) likewise.
+    let f = Frame::udp(A_HOST, REMOTE_HOST, 9000).df(false);
+    assert_eq!(h.run(LO, &f.bytes()).verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropMtuExceeded), 2);
 }
 
 /// Checks an ICMP "fragmentation needed" reply to `sent`.
@@ -77,7 +81,7 @@ fn fragmentation_needed_quotes_options_and_keeps_the_vlan() {
     };
     h.dp.maps.set_iface(LO, 300, a).unwrap();
     for opts in [&[][..], &[1u8, 1, 1, 1][..], &[1; 40][..]] {
-        let sent = Frame::udp(A_HOST, REMOTE_HOST, 2000)
+        let sent = Frame::udp(A_HOST, REMOTE_HOST, 9000)
             .df(true)
             .options(opts)
             .vlan(300);

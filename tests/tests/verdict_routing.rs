@@ -168,3 +168,19 @@ fn subnets_must_lie_inside_their_vpc_and_blocks_outlive_them() {
     assert_eq!(out.verdict, XDP_DROP);
     assert_eq!(h.packets(Stat::DropNoSubnet), 1);
 }
+
+/// Jumbo frames (multi-buffer XDP): forwarded intra-region with the same
+/// rewrites, counted at their full length.
+#[test]
+fn jumbo_frames_are_forwarded_whole() {
+    let h = harness();
+    let sent = Frame::udp(A_HOST, B_HOST, 9000);
+    let out = h.run(LO, &sent.bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT);
+    assert_eq!(out.frame.len(), 14 + 9000);
+    let p = parse(&out.frame);
+    assert_eq!(p.ip.time_to_live, 63);
+    assert!(checksum_ok(&p.ip_bytes));
+    assert_eq!(p.payload, sent.payload);
+    assert_eq!(h.stat(Stat::FwdLocal).bytes, 14 + 9000);
+}
