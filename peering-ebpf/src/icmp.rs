@@ -31,6 +31,7 @@ pub fn frag_needed(
     ip: &Ipv4,
     gateway_ip: [u8; 4],
     mtu: u16,
+    orig_len: usize,
 ) -> Result<(), Stat> {
     // RFC 1812 §4.3.2.7: no ICMP error about a non-first fragment or about
     // another ICMP error.
@@ -38,7 +39,6 @@ pub fn frag_needed(
         return Err(Stat::DropMtuExceeded);
     }
     let l3 = l2.l3;
-    let orig_len = packet::frame_len(ctx);
     rewrite::adjust_head(ctx, -(NEW_HDRS as i32))?;
     write_l2(ctx, l2)?;
     let quoted = ip.ihl + QUOTED_DATA;

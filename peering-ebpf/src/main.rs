@@ -63,9 +63,10 @@ mod bpf {
     /// so ports may run jumbo MTUs: headers are always in the first buffer.
     #[xdp(frags)]
     pub fn peering_vpc(ctx: XdpContext) -> u32 {
-        let len = packet::frame_len(&ctx) as u64;
-        let (verdict, stat) = pipeline::process(&ctx);
-        stats::count(stat, len);
+        // One helper call per packet: the length is passed down from here.
+        let len = packet::frame_len(&ctx);
+        let (verdict, stat) = pipeline::process(&ctx, len);
+        stats::count(stat, len as u64);
         verdict
     }
 

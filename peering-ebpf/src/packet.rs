@@ -120,7 +120,7 @@ impl Ipv4 {
 /// total length against the frame, and the header checksum (a router must
 /// not forward a corrupted header, RFC 1812 §5.2.2).
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Ipv4, Stat> {
+pub fn parse_ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
     let h: *const [u8; IPV4_MIN_LEN] = ptr_at(ctx, l3)?;
     let h = unsafe { &*h };
     if h[0] >> 4 != 4 {
@@ -132,7 +132,7 @@ pub fn parse_ipv4(ctx: &XdpContext, l3: usize) -> Result<Ipv4, Stat> {
         return Err(Stat::DropMalformed);
     }
     // The frame may carry link-layer padding beyond total_len, never less.
-    if l3 + total_len as usize > frame_len(ctx) {
+    if l3 + total_len as usize > frame_len {
         return Err(Stat::DropMalformed);
     }
     if header_sum(ctx, l3, ihl)? != 0xffff {

@@ -18,32 +18,32 @@ use crate::{
 type Outcome = (u32, Stat);
 
 #[inline(always)]
-pub fn process(ctx: &XdpContext) -> Outcome {
-    match try_process(ctx) {
+pub fn process(ctx: &XdpContext, len: usize) -> Outcome {
+    match try_process(ctx, len) {
         Ok(outcome) => outcome,
         Err(stat) => (xdp_action::XDP_DROP, stat),
     }
 }
 
 #[inline(always)]
-fn try_process(ctx: &XdpContext) -> Result<Outcome, Stat> {
+fn try_process(ctx: &XdpContext, len: usize) -> Result<Outcome, Stat> {
     let Some(l2) = packet::parse_l2(ctx)? else {
         return Ok((xdp_action::XDP_PASS, Stat::PassNotVpc));
     };
     let Some(iface) = ingress_subnet(ctx, &l2) else {
         return Ok((xdp_action::XDP_PASS, Stat::PassNotVpc));
     };
-    let ip = packet::parse_ipv4(ctx, l2.l3)?;
+    let ip = packet::parse_ipv4(ctx, l2.l3, len)?;
     if !in_vpc(iface.vpc_id, ip.src) {
         return Err(Stat::DropSpoofedSource);
     }
     let Some(route) = lookup_route(iface.route_table, ip.dst) else {
         return Ok((xdp_action::XDP_PASS, Stat::PassNoRoute));
     };
-    stats::count_route(route.counter, packet::frame_len(ctx) as u64);
+    stats::count_route(route.counter, len as u64);
     match RouteAction::from_u32(route.action) {
         Some(RouteAction::LocalPeer) => forward_local(ctx, &l2, &ip, route.target),
-        Some(RouteAction::RemotePeer) => forward_remote(ctx, &l2, &ip, &iface, route.target),
+        Some(RouteAction::RemotePeer) => forward_remote(ctx, &l2, &ip, &iface, route.target, len),
         Some(RouteAction::Blackhole) => Err(Stat::DropBlackhole),
         None => Err(Stat::DropBadRoute),
     }
@@ -112,12 +112,13 @@ fn forward_remote(
     ip: &Ipv4,
     iface: &IfaceInfo,
     pcx: u32,
+    len: usize,
 ) -> Result<Outcome, Stat> {
     if ip.total_len > INTER_REGION_MTU {
         if !ip.dont_fragment() {
             return Err(Stat::DropMtuExceeded);
         }
-        icmp::frag_needed(ctx, l2, ip, iface.gateway_ip, INTER_REGION_MTU)?;
+        icmp::frag_needed(ctx, l2, ip, iface.gateway_ip, INTER_REGION_MTU, len)?;
         return Ok((xdp_action::XDP_TX, Stat::TxIcmpFragNeeded));
     }
     rewrite::decrement_ttl(ctx, l2.l3, ip.ttl)?;

@@ -121,6 +121,7 @@ fn cargo(args: &[&str]) -> Result<()> {
 /// and closes with one summary line over all test binaries.
 fn test(extra: &[String]) -> Result<()> {
     build(false)?;
+    sweep_stale_labs();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut child = Command::new(&cargo)
         .args(["test", "--workspace"])
@@ -149,6 +150,32 @@ fn test(extra: &[String]) -> Result<()> {
         bail!("no test ran");
     }
     Ok(())
+}
+
+/// Removes lab namespaces left by test processes that no longer exist (a
+/// killed run cannot clean up after itself). Lab names are `pt<pid>-…`.
+fn sweep_stale_labs() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let Some(name) = line.split_whitespace().next() else {
+            continue;
+        };
+        let Some(pid) = lab_pid(name) else { continue };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            println!("xtask: removing stale lab namespace {name}");
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
+}
+
+/// The owning process of a lab namespace name `pt<pid>-<n>-<role>`.
+fn lab_pid(name: &str) -> Option<u32> {
+    let rest = name.strip_prefix("pt")?;
+    let (pid, tail) = rest.split_once('-')?;
+    tail.contains('-').then_some(())?;
+    pid.parse().ok()
 }
 
 #[derive(Default)]
@@ -183,6 +210,14 @@ impl Totals {
 #[cfg(test)]
 mod tests {
     use super::Totals;
+
+    #[test]
+    fn lab_names_carry_their_pid() {
+        assert_eq!(super::lab_pid("pt1234-0-gw"), Some(1234));
+        assert_eq!(super::lab_pid("pt1234-gw"), None);
+        assert_eq!(super::lab_pid("prod-ns"), None);
+        assert_eq!(super::lab_pid("ptx-0-gw"), None);
+    }
 
     #[test]
     fn summary_lines_are_summed() {
