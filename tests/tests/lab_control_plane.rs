@@ -54,7 +54,17 @@ fn peering_lifecycle_drives_forwarding() {
     assert!(!crosses(&lab), "B has no route back yet");
 
     cp.create_route(&b, REGION, &rtb_b, "10.1.0.0/16", &pcx);
-    // The agent polls every 200 ms: the change is live within a second.
+    // The agent polls every 200 ms: the route is in the dataplane within a
+    // second of the API call.
+    let programmed = || {
+        stats
+            .try_ok(&["show"])
+            .is_some_and(|s| s.lines().filter(|l| l.contains("-> local-peer")).count() == 2)
+    };
+    assert!(
+        eventually(Duration::from_secs(1), programmed),
+        "programmed within 1 s"
+    );
     assert!(
         eventually(Duration::from_secs(2), || crosses(&lab)),
         "traffic crosses after accept and routes"
