@@ -5,11 +5,12 @@
 
 use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
 use core::mem::size_of;
+use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use peering_common::{Stat, ETH_P_8021Q, ETH_P_IPV4};
 
-pub const ETH_LEN: usize = 14;
+pub const ETH_LEN: usize = EthHdr::LEN;
 pub const VLAN_LEN: usize = 4;
-pub const IPV4_MIN_LEN: usize = 20;
+pub const IPV4_MIN_LEN: usize = Ipv4Hdr::LEN;
 pub const IPV4_MAX_LEN: usize = 60;
 
 /// IPv4 "don't fragment" flag in the flags/offset word (RFC 791).
@@ -71,7 +72,8 @@ impl L2 {
 /// that is not IPv4 (ARP, IPv6, …): the kernel handles those.
 #[inline(always)]
 pub fn parse_l2(ctx: &XdpContext) -> Result<Option<L2>, Stat> {
-    let ethertype = read_u16(ctx, 12)?;
+    let eth: *const EthHdr = ptr_at(ctx, 0)?;
+    let ethertype = u16::from_be(unsafe { (*eth).ether_type });
     if ethertype == ETH_P_IPV4 {
         return Ok(Some(L2 {
             l3: ETH_LEN,
@@ -121,13 +123,13 @@ impl Ipv4 {
 /// not forward a corrupted header, RFC 1812 §5.2.2).
 #[inline(always)]
 pub fn parse_ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
-    let h: *const [u8; IPV4_MIN_LEN] = ptr_at(ctx, l3)?;
+    let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     let h = unsafe { &*h };
-    if h[0] >> 4 != 4 {
+    if h.version() != 4 {
         return Err(Stat::DropMalformed);
     }
-    let ihl = ((h[0] & 0x0f) as usize) * 4;
-    let total_len = u16::from_be_bytes([h[2], h[3]]);
+    let ihl = h.ihl() as usize;
+    let total_len = h.tot_len();
     if ihl < IPV4_MIN_LEN || (total_len as usize) < ihl {
         return Err(Stat::DropMalformed);
     }
@@ -141,11 +143,11 @@ pub fn parse_ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Result<Ipv4,
     Ok(Ipv4 {
         ihl,
         total_len,
-        frag: u16::from_be_bytes([h[6], h[7]]),
-        ttl: h[8],
-        proto: h[9],
-        src: [h[12], h[13], h[14], h[15]],
-        dst: [h[16], h[17], h[18], h[19]],
+        frag: u16::from_be_bytes(h.frags),
+        ttl: h.ttl,
+        proto: h.proto,
+        src: h.src_addr,
+        dst: h.dst_addr,
     })
 }
 
