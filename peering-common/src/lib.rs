@@ -52,6 +52,16 @@ pub struct IfaceKey {
     pub _pad: u16,
 }
 
+impl IfaceKey {
+    pub const fn new(ifindex: u32, vlan: u16) -> Self {
+        Self {
+            ifindex,
+            vlan,
+            _pad: 0,
+        }
+    }
+}
+
 /// Value of [`maps::IFACES`]: the subnet an interface (and VLAN) is attached
 /// to, hence its VPC and route table.
 #[repr(C)]

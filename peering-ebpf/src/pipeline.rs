@@ -51,11 +51,7 @@ fn try_process(ctx: &XdpContext, len: usize) -> Result<Outcome, Stat> {
 
 #[inline(always)]
 fn ingress_subnet(ctx: &XdpContext, l2: &L2) -> Option<IfaceInfo> {
-    let key = IfaceKey {
-        ifindex: ctx.ingress_ifindex() as u32,
-        vlan: l2.vlan,
-        _pad: 0,
-    };
+    let key = IfaceKey::new(ctx.ingress_ifindex() as u32, l2.vlan);
     unsafe { IFACES.get(&key) }.copied()
 }
 

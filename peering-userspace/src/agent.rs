@@ -17,10 +17,10 @@ use crate::{
         config::Config,
         state::State,
         store::{SqliteStore, Store},
-        view::region_view,
+        view::{region_view, RegionView},
     },
     dataplane::{
-        reconcile::{self, Port},
+        reconcile::{self, Neighbour, Port},
         AttachMode, Dataplane,
     },
     sys,
@@ -54,6 +54,7 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
     let mut dp = Dataplane::load(Some(&cfg.pin_dir))?;
     let mut attached = BTreeSet::new();
     let mut state: Option<(State, Instant)> = None;
+    let mut applied: Option<Applied> = None;
     info!(
         "agent for {} reconciling from {}",
         cfg.region,
@@ -67,13 +68,45 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             state = Some((store.load()?, Instant::now()));
         }
         let (s, _) = state.as_ref().expect("loaded above");
-        if let Err(e) = reconcile_once(cfg, &mut dp, s, &mut attached) {
-            warn!("reconcile: {e:#}");
+        let input = Applied::observe(s, &cfg.region);
+        // Dumping the maps costs a syscall per entry: skip it while neither
+        // the view nor the kernel's neighbours moved, but still re-check
+        // every RELOAD_EVERY to repair drift.
+        let unchanged = applied
+            .as_ref()
+            .is_some_and(|a| a.same_input(&input) && a.at.elapsed() < RELOAD_EVERY);
+        if !unchanged {
+            match reconcile_once(cfg, &mut dp, &input, &mut attached) {
+                Ok(()) => applied = Some(input),
+                Err(e) => warn!("reconcile: {e:#}"),
+            }
         }
         if cfg.once {
             return Ok(());
         }
         std::thread::sleep(cfg.interval);
+    }
+}
+
+/// What a reconciliation was computed from.
+struct Applied {
+    view: RegionView,
+    kernel: Vec<Neighbour>,
+    at: Instant,
+}
+
+impl Applied {
+    fn observe(state: &State, region: &str) -> Self {
+        let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
+        Self {
+            view: region_view(state, region, SystemClock.now()),
+            kernel: reconcile::parse_arp(&arp, &|dev| sys::ifindex(dev).ok()),
+            at: Instant::now(),
+        }
+    }
+
+    fn same_input(&self, other: &Applied) -> bool {
+        self.view == other.view && self.kernel == other.kernel
     }
 }
 
@@ -86,14 +119,12 @@ fn port(name: &str) -> Option<Port> {
 fn reconcile_once(
     cfg: &AgentConfig,
     dp: &mut Dataplane,
-    state: &State,
+    input: &Applied,
     attached: &mut BTreeSet<String>,
 ) -> Result<()> {
-    let view = region_view(state, &cfg.region, SystemClock.now());
-    let arp = std::fs::read_to_string("/proc/net/arp").unwrap_or_default();
-    let kernel = reconcile::parse_arp(&arp, &|dev| sys::ifindex(dev).ok());
+    let view = &input.view;
     let actual = dp.maps.snapshot()?;
-    let (desired, warnings) = reconcile::desired(&view, &port, &kernel, &actual);
+    let (desired, warnings) = reconcile::desired(view, &port, &input.kernel, &actual);
     for w in warnings {
         warn!("{w}");
     }

@@ -158,20 +158,12 @@ impl Maps {
         if vlan > 4094 {
             bail!("VLAN id {vlan} is out of range (0 for untagged, 1-4094)");
         }
-        let key = IfaceKey {
-            ifindex,
-            vlan,
-            _pad: 0,
-        };
+        let key = IfaceKey::new(ifindex, vlan);
         Ok(self.ifaces.insert(key, info, 0)?)
     }
 
     pub fn remove_iface(&mut self, ifindex: u32, vlan: u16) -> Result<()> {
-        let key = IfaceKey {
-            ifindex,
-            vlan,
-            _pad: 0,
-        };
+        let key = IfaceKey::new(ifindex, vlan);
         Ok(self.ifaces.remove(&key)?)
     }
 

@@ -428,11 +428,7 @@ mod tests {
                 .ifaces
                 .iter()
                 .map(|((i, v), info)| {
-                    let key = peering_common::IfaceKey {
-                        ifindex: *i,
-                        vlan: *v,
-                        _pad: 0,
-                    };
+                    let key = peering_common::IfaceKey::new(*i, *v);
                     (key, *info)
                 })
                 .collect(),
