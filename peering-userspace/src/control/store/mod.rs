@@ -13,6 +13,7 @@
 
 pub mod memory;
 pub mod sqlite;
+pub mod tunnel;
 
 use crate::control::account::AccountId;
 use crate::control::error::ApiError;
@@ -24,6 +25,7 @@ use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
 pub use sqlite::SqliteStore;
+pub use tunnel::{GatewayRecord, TunnelSettings};
 
 /// Tokens carry 32 random bytes (256 bits), hex encoded.
 pub const TOKEN_BYTES: usize = 32;
@@ -45,6 +47,28 @@ pub enum StoreError {
     /// re-read the full view.
     #[error("changes before revision {oldest} have been compacted")]
     Compacted { oldest: u64 },
+    /// A stored tunnel row (gateway, settings or key) does not parse. The
+    /// message never contains key material.
+    #[error("stored tunnel data is invalid: {0}")]
+    Corrupt(String),
+    /// A value cannot be stored (e.g. a time beyond SQLite's integer range).
+    #[error("{0} is out of range for the store")]
+    OutOfRange(&'static str),
+    /// [`SqliteStore::publish_key`] refuses a key that is not newer (in
+    /// epoch and in activation time) than the newest stored one.
+    #[error(
+        "key epoch {epoch} (activating at {activate_at}) is not newer than stored \
+         epoch {latest} (activating at {latest_activate_at})"
+    )]
+    KeyNotNewer {
+        epoch: u32,
+        activate_at: u64,
+        latest: u32,
+        latest_activate_at: u64,
+    },
+    /// No gateway id is left (ids are never reused).
+    #[error("gateway ids exhausted")]
+    GatewayIdsExhausted,
 }
 
 /// One committed revision and the regions whose dataplane view it changed

@@ -18,6 +18,7 @@ use crate::control::account::AccountId;
 use crate::control::config::Config;
 use crate::control::error::ApiError;
 use crate::control::state::State;
+use crate::control::store::tunnel::TUNNEL_SCHEMA;
 use crate::control::store::{
     check_compaction, hash_token, new_token, touched_regions, Change, Store, StoreError,
     CHANGE_LOG_LEN,
@@ -30,7 +31,11 @@ use std::time::Duration;
 /// How long a writer waits for another process's write lock.
 pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Bumped when the schema changes incompatibly.
+/// Bumped when the schema changes incompatibly. Additive changes (new
+/// tables created with `IF NOT EXISTS`, such as the tunnel tables of
+/// [`super::tunnel`]) keep the version: older databases gain the tables when
+/// opened, and older programs, which ignore them, can still open newer
+/// databases.
 const SCHEMA_VERSION: i64 = 1;
 
 const SCHEMA: &str = "
@@ -64,12 +69,18 @@ impl SqliteStore {
         let mode: String =
             conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
         debug_assert!(mode.eq_ignore_ascii_case("wal") || mode == "memory");
+        // Deleted content (erased tunnel keys) is overwritten with zeros
+        // instead of lingering in free space. In WAL mode the zeroed pages
+        // are new WAL frames; they overwrite the database file's pages at
+        // checkpoint (see `tunnel::checkpoint_truncate`). Per connection.
+        conn.pragma_update(None, "secure_delete", true)?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let version: i64 = tx.pragma_query_value(None, "user_version", |row| row.get(0))?;
         if version > SCHEMA_VERSION {
             return Err(StoreError::SchemaTooNew(version));
         }
         tx.execute_batch(SCHEMA)?;
+        tx.execute_batch(TUNNEL_SCHEMA)?;
         tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
         let body = serde_json::to_string(&State::new(config))?;
         tx.execute(
@@ -82,7 +93,7 @@ impl SqliteStore {
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
+    pub(super) fn lock(&self) -> MutexGuard<'_, Connection> {
         // An unwinding panic drops any open transaction, rolling it back, so
         // the connection is still usable.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)

@@ -6,5 +6,6 @@ mod peering_lifecycle;
 mod routes;
 mod store;
 mod support;
+mod tunnel_store;
 mod view;
 mod vpc;

@@ -10,7 +10,7 @@ use crate::control::store::{check_compaction, MemoryStore, SqliteStore, Store, S
 use std::path::PathBuf;
 
 /// Removes the test's directory when dropped.
-struct TempDir(PathBuf);
+pub(super) struct TempDir(PathBuf);
 
 impl Drop for TempDir {
     fn drop(&mut self) {
@@ -19,7 +19,7 @@ impl Drop for TempDir {
 }
 
 /// A fresh database path under the system temp dir, unique per test.
-fn temp_db(name: &str) -> (TempDir, PathBuf) {
+pub(super) fn temp_db(name: &str) -> (TempDir, PathBuf) {
     let dir = std::env::temp_dir().join(format!(
         "peering-control-test-{}-{name}",
         std::process::id()
