@@ -3,6 +3,7 @@
 //! ```text
 //! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
 //!                        [--regions us-east-1,us-west-2] [--agent-token-file PATH]
+//!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
 //! peering-controld create-account --db PATH --account 123456789012   (alias: create-token)
 //! peering-controld revoke-tokens --db PATH --account 123456789012
 //! ```
@@ -11,14 +12,17 @@ use crate::api::{router, serve, App};
 use crate::control::account::AccountId;
 use crate::control::clock::{Clock, SystemClock, HOUR};
 use crate::control::config::Config;
-use crate::control::store::{SqliteStore, Store};
+use crate::control::store::{SqliteStore, Store, TunnelSettings};
+use crate::tunnel::key::{Algorithm, KeySource, SystemKeySource};
+use crate::tunnel::schedule::{KeySchedule, PolicyError, RotationPolicy};
+use crate::tunnel::Millis;
 use anyhow::{bail, Context};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Default listen address: loopback only. Exposing the API on other
 /// addresses is an explicit choice (and should sit behind TLS).
@@ -26,6 +30,32 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
 
 /// How often terminal peerings past their retention are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(HOUR);
+
+/// Longest sleep of the key-rotation loop between steps, so that key
+/// erasure and early-rotation requests are handled within a second even
+/// when the next planned rotation is minutes away. Also the retry delay
+/// after a store error.
+pub const MAX_ROTATION_SLEEP: Millis = 1000;
+
+/// AEAD of newly generated tunnel keys (`--cipher`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Cipher {
+    /// AES-256-GCM (hardware-accelerated on most servers).
+    #[value(name = "aes-256-gcm")]
+    Aes256Gcm,
+    /// ChaCha20-Poly1305 (for CPUs without AES instructions).
+    #[value(name = "chacha20-poly1305")]
+    ChaCha20Poly1305,
+}
+
+impl From<Cipher> for Algorithm {
+    fn from(cipher: Cipher) -> Self {
+        match cipher {
+            Cipher::Aes256Gcm => Algorithm::Aes256Gcm,
+            Cipher::ChaCha20Poly1305 => Algorithm::ChaCha20Poly1305,
+        }
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -57,6 +87,13 @@ pub enum Command {
         /// (GET /v1/regions/{region}/view). Without it that endpoint is off.
         #[arg(long)]
         agent_token_file: Option<PathBuf>,
+        /// How often the deployment-wide tunnel key is rotated: a number
+        /// with a unit (ms, s, m or h), e.g. 600s, 10m, 1500ms; at least 1s.
+        #[arg(long, default_value = "10m", value_parser = parse_key_rotation)]
+        key_rotation: RotationPolicy,
+        /// AEAD of newly generated tunnel keys.
+        #[arg(long, value_enum, default_value_t = Cipher::Aes256Gcm)]
+        cipher: Cipher,
         /// Log more (debug level).
         #[arg(long, short)]
         verbose: bool,
@@ -91,16 +128,25 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             listen,
             regions,
             agent_token_file,
+            key_rotation,
+            cipher,
             verbose,
         } => {
             init_logging(verbose);
             let store = open_store(&db, &regions)?;
             let agent_token = agent_token_file.map(|p| read_agent_token(&p)).transpose()?;
+            let tunnel = TunnelSettings {
+                policy: key_rotation,
+                algorithm: cipher.into(),
+            };
+            store
+                .set_tunnel_settings(&tunnel)
+                .context("storing the tunnel settings")?;
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_forever(store, listen, agent_token))
+            runtime.block_on(serve_forever(store, listen, agent_token, tunnel))
         }
         Command::CreateAccount { db, account } => {
             let account = AccountId::parse(&account).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -180,6 +226,7 @@ async fn serve_forever(
     store: SqliteStore,
     listen: SocketAddr,
     agent_token: Option<String>,
+    tunnel: TunnelSettings,
 ) -> anyhow::Result<()> {
     let store = Arc::new(store);
     let listener = tokio::net::TcpListener::bind(listen)
@@ -190,9 +237,11 @@ async fn serve_forever(
         listen = %listener.local_addr()?,
         regions = %regions.join(","),
         agent_views = agent_token.is_some(),
+        key_rotation_ms = tunnel.policy.interval(),
         "peering-controld listening"
     );
     tokio::spawn(purge_loop(store.clone()));
+    tokio::spawn(key_rotation_loop(store.clone(), tunnel));
     let mut app = App::new(store);
     app.agent_token = agent_token;
     serve(listener, router(app), shutdown_signal()).await?;
@@ -220,6 +269,186 @@ async fn purge_loop<S: Store + Send + Sync + 'static>(store: Arc<S>) {
     }
 }
 
+/// Parses a duration such as `1500ms`, `2s`, `10m` or `1h` into
+/// milliseconds. A unit is required; only whole numbers are accepted.
+pub fn parse_duration_ms(text: &str) -> Result<Millis, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (digits, unit) = text.split_at(split);
+    if digits.is_empty() {
+        return Err(format!(
+            "invalid duration {text:?}: expected a whole number and a unit (ms, s, m or h), e.g. 10m"
+        ));
+    }
+    let scale: Millis = match unit {
+        "ms" => 1,
+        "s" => 1000,
+        "m" => 60 * 1000,
+        "h" => 60 * 60 * 1000,
+        "" => return Err(format!("duration {text:?} needs a unit: ms, s, m or h")),
+        _ => {
+            return Err(format!(
+                "duration {text:?} has an unknown unit {unit:?}: use ms, s, m or h"
+            ))
+        }
+    };
+    digits
+        .parse::<Millis>()
+        .ok()
+        .and_then(|n| n.checked_mul(scale))
+        .ok_or_else(|| format!("duration {text:?} is too large"))
+}
+
+/// `--key-rotation`: a duration of at least one second, turned into a
+/// policy by [`RotationPolicy::with_interval`].
+pub fn parse_key_rotation(text: &str) -> Result<RotationPolicy, String> {
+    let interval = parse_duration_ms(text)?;
+    RotationPolicy::with_interval(interval).map_err(|e| match e {
+        PolicyError::IntervalTooShort => format!(
+            "key rotation interval {} is below the minimum of 1s",
+            text.trim()
+        ),
+        other => format!("key rotation interval {}: {other}", text.trim()),
+    })
+}
+
+/// Wall-clock time in Unix milliseconds, the unit of tunnel key times.
+fn unix_ms() -> Millis {
+    // As in `SystemClock`: a clock before 1970 is treated as the epoch.
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
+        .unwrap_or(0)
+}
+
+/// How long the rotation loop sleeps after a step at `now` that asked to be
+/// woken at `wake_at`: until then, but at most [`MAX_ROTATION_SLEEP`] (and
+/// at least 1 ms, so a planner bug cannot make it spin).
+pub fn rotation_sleep(now: Millis, wake_at: Millis) -> Millis {
+    wake_at.saturating_sub(now).clamp(1, MAX_ROTATION_SLEEP)
+}
+
+/// One pass of the key-rotation loop at time `now`: erases expired keys,
+/// takes a pending early-rotation request, and publishes the next key if
+/// the schedule says so. Returns when the schedule wants to run next.
+///
+/// The store is the source of truth: `schedule` is re-initialised from
+/// [`SqliteStore::latest_epoch`] whenever they disagree (after a failed
+/// publication, which `poll` already counted, or when another controld on
+/// the same database published), so an error never leaves it out of step.
+pub fn rotation_step(
+    store: &SqliteStore,
+    schedule: &mut KeySchedule,
+    now: Millis,
+    source: &mut dyn KeySource,
+) -> anyhow::Result<Millis> {
+    let stored = store
+        .latest_epoch()
+        .context("reading the latest key epoch")?;
+    if schedule.latest() != stored {
+        *schedule = KeySchedule::new(schedule.policy, schedule.algorithm, stored);
+    }
+    // Erase before publishing: when lead + overlap equals the interval, key
+    // N is erased at the very time key N + 2 is published, and erasing
+    // first keeps at most three keys held.
+    let erased = store
+        .erase_expired_keys(now)
+        .context("erasing expired tunnel keys")?;
+    if erased > 0 {
+        tracing::info!(erased, "erased expired tunnel keys");
+    }
+    let urgent = store
+        .take_rotation_request()
+        .context("reading rotation requests")?;
+    if urgent {
+        tracing::debug!("early key rotation requested");
+    }
+    let mut published = false;
+    let result = match schedule.poll(now, urgent, source) {
+        Ok((Some(key), wake_at)) => match store.publish_key(&key) {
+            Ok(()) => {
+                published = true;
+                // Epoch and activation time only: never the key.
+                tracing::info!(
+                    epoch = key.epoch,
+                    activate_at = key.activate_at,
+                    early = urgent,
+                    "published tunnel key"
+                );
+                Ok(wake_at)
+            }
+            Err(e) => {
+                Err(anyhow::Error::new(e).context(format!("publishing key epoch {}", key.epoch)))
+            }
+        },
+        Ok((None, wake_at)) => Ok(wake_at),
+        Err(e) => Err(anyhow::Error::new(e).context("planning the next tunnel key")),
+    };
+    // An early rotation may have to wait until the previous key is erased
+    // (three-key limit): put the request back so it survives until a key is
+    // published for it, even across a restart. If a newer key is already
+    // published but not yet active, that key supersedes the one whose
+    // limit was reached, and the request is satisfied.
+    let pending = stored.is_some_and(|latest| latest.activate_at > now);
+    if urgent && !published && !pending {
+        store
+            .request_rotation()
+            .context("keeping the rotation request")?;
+    }
+    result
+}
+
+/// Publishes and erases tunnel keys on the schedule of `tunnel.policy`.
+/// Store errors are logged and retried after [`MAX_ROTATION_SLEEP`]; they
+/// never stop the loop.
+///
+/// Each step runs on the blocking pool (`spawn_blocking`), like the API
+/// handlers and [`purge_loop`]: its SQLite calls are short, but each takes
+/// the store's connection mutex, a write may wait up to the busy timeout
+/// for another process's write lock, and the checkpoint after erasure waits
+/// for readers. None of that may stall an async worker serving the API.
+async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
+    let fresh = || KeySchedule::new(tunnel.policy, tunnel.algorithm, None);
+    // `rotation_step` loads the latest epoch from the store on first use.
+    let mut state = Some((fresh(), SystemKeySource::new()));
+    loop {
+        let (mut schedule, mut source) = state
+            .take()
+            .unwrap_or_else(|| (fresh(), SystemKeySource::new()));
+        let now = unix_ms();
+        let task_store = store.clone();
+        let res = tokio::task::spawn_blocking(move || {
+            let res = rotation_step(&task_store, &mut schedule, now, &mut source);
+            (schedule, source, res)
+        })
+        .await;
+        let sleep = match res {
+            Ok((schedule, source, res)) => {
+                state = Some((schedule, source));
+                match res {
+                    Ok(wake_at) => rotation_sleep(now, wake_at),
+                    Err(e) => {
+                        tracing::warn!(
+                            error = format!("{e:#}"),
+                            "tunnel key rotation failed; retrying"
+                        );
+                        MAX_ROTATION_SLEEP
+                    }
+                }
+            }
+            // A panicked step lost its schedule; the next one rebuilds it
+            // from the store.
+            Err(e) => {
+                tracing::warn!(error = %e, "tunnel key rotation task failed; retrying");
+                MAX_ROTATION_SLEEP
+            }
+        };
+        tokio::time::sleep(Duration::from_millis(sleep)).await;
+    }
+}
+
 async fn shutdown_signal() {
     let ctrl_c = async {
         let _ = tokio::signal::ctrl_c().await;
@@ -240,4 +469,293 @@ async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tunnel::error::KeyGenError;
+    use crate::tunnel::key::{KeyMaterial, KEY_LEN};
+    use crate::tunnel::schedule::PublishedEpoch;
+    use std::collections::BTreeMap;
+
+    /// Deterministic keys: every byte is the generation count.
+    struct CountingSource(u8);
+
+    impl KeySource for CountingSource {
+        fn generate(&mut self) -> Result<KeyMaterial, KeyGenError> {
+            self.0 = self.0.wrapping_add(1);
+            Ok(KeyMaterial::from_bytes([self.0; KEY_LEN]))
+        }
+    }
+
+    /// A store in a fresh directory under the temp dir, removed on drop.
+    struct TempStore {
+        dir: PathBuf,
+        store: SqliteStore,
+    }
+
+    impl TempStore {
+        fn new(name: &str, settings: &TunnelSettings) -> Self {
+            let dir = std::env::temp_dir().join(format!(
+                "peering-controld-test-{}-{name}",
+                std::process::id()
+            ));
+            let _ = std::fs::remove_dir_all(&dir);
+            std::fs::create_dir_all(&dir).unwrap();
+            let store = SqliteStore::open(dir.join("state.db"), Config::default()).unwrap();
+            store.set_tunnel_settings(settings).unwrap();
+            TempStore { dir, store }
+        }
+    }
+
+    impl Drop for TempStore {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn two_second_settings() -> TunnelSettings {
+        TunnelSettings {
+            policy: RotationPolicy::with_interval(2000).unwrap(),
+            algorithm: Algorithm::ChaCha20Poly1305,
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration_ms("600s"), Ok(600_000));
+        assert_eq!(parse_duration_ms("10m"), Ok(600_000));
+        assert_eq!(parse_duration_ms("2s"), Ok(2000));
+        assert_eq!(parse_duration_ms("1500ms"), Ok(1500));
+        assert_eq!(parse_duration_ms("1h"), Ok(3_600_000));
+        assert_eq!(parse_duration_ms(" 0s "), Ok(0));
+        for bad in [
+            "",
+            "10",
+            "s",
+            "1.5s",
+            "-1s",
+            "10 m",
+            "10min",
+            "ten",
+            "99999999999999999999ms",
+        ] {
+            assert!(parse_duration_ms(bad).is_err(), "{bad:?}");
+        }
+        assert!(parse_duration_ms("18446744073709551615s")
+            .unwrap_err()
+            .contains("too large"));
+    }
+
+    #[test]
+    fn key_rotation_flag_refuses_below_one_second() {
+        assert_eq!(
+            parse_key_rotation("1s"),
+            RotationPolicy::with_interval(1000).map_err(|_| String::new())
+        );
+        assert_eq!(parse_key_rotation("10m"), Ok(RotationPolicy::default()));
+        let err = parse_key_rotation("999ms").unwrap_err();
+        assert!(err.contains("minimum of 1s"), "{err}");
+        assert!(parse_key_rotation("0s").is_err());
+    }
+
+    #[test]
+    fn serve_flags_default_and_parse() {
+        let args = Args::try_parse_from(["peering-controld", "serve", "--db", "x.db"]).unwrap();
+        let Command::Serve {
+            key_rotation,
+            cipher,
+            ..
+        } = args.command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(key_rotation, RotationPolicy::default());
+        assert_eq!(Algorithm::from(cipher), Algorithm::Aes256Gcm);
+        let args = Args::try_parse_from([
+            "peering-controld",
+            "serve",
+            "--db",
+            "x.db",
+            "--key-rotation",
+            "1500ms",
+            "--cipher",
+            "chacha20-poly1305",
+        ])
+        .unwrap();
+        let Command::Serve {
+            key_rotation,
+            cipher,
+            ..
+        } = args.command
+        else {
+            panic!("not serve");
+        };
+        assert_eq!(key_rotation.interval(), 1500);
+        assert_eq!(cipher, Cipher::ChaCha20Poly1305);
+        let err = Args::try_parse_from([
+            "peering-controld",
+            "serve",
+            "--db",
+            "x.db",
+            "--key-rotation",
+            "500ms",
+        ])
+        .unwrap_err();
+        assert!(err.to_string().contains("minimum of 1s"), "{err}");
+        assert!(Args::try_parse_from([
+            "peering-controld",
+            "serve",
+            "--db",
+            "x.db",
+            "--cipher",
+            "des"
+        ])
+        .is_err());
+    }
+
+    #[test]
+    fn rotation_loop_with_fake_clock() {
+        let settings = two_second_settings();
+        let policy = settings.policy;
+        assert_eq!((policy.lead(), policy.overlap()), (500, 500));
+        let tmp = TempStore::new("rotation-loop", &settings);
+        let store = &tmp.store;
+        let mut schedule = KeySchedule::new(policy, settings.algorithm, None);
+        let mut source = CountingSource(0);
+        let start: Millis = 1_700_000_000_000;
+        let mut now = start;
+        let mut previous_step = None;
+        // epoch -> (published at, activate_at)
+        let mut seen: BTreeMap<u32, (Millis, Millis)> = BTreeMap::new();
+        let mut erased = Vec::new();
+        let mut held_before: Vec<u32> = Vec::new();
+        while now <= start + 10_000 {
+            let wake_at = rotation_step(store, &mut schedule, now, &mut source).unwrap();
+            assert!(wake_at > now);
+            let keys = store.tunnel_keys().unwrap();
+            assert!(keys.len() <= 3, "{} keys held at {now}", keys.len());
+            let held: Vec<u32> = keys.iter().map(|k| k.epoch).collect();
+            for key in &keys {
+                assert_eq!(key.algorithm, Algorithm::ChaCha20Poly1305);
+                seen.entry(key.epoch).or_insert_with(|| {
+                    // Published at least `lead` before use.
+                    assert!(
+                        key.activate_at >= now + policy.lead(),
+                        "epoch {}",
+                        key.epoch
+                    );
+                    (now, key.activate_at)
+                });
+            }
+            for gone in held_before.iter().filter(|e| !held.contains(e)) {
+                let (_, successor_activate_at) = seen[&(gone + 1)];
+                let erase_at = policy.erase_at(successor_activate_at);
+                // Erased no earlier than its erase time, and at the first
+                // step after it.
+                assert!(now >= erase_at, "epoch {gone} erased at {now}");
+                assert!(previous_step.is_some_and(|p| p < erase_at));
+                erased.push(*gone);
+            }
+            held_before = held;
+            previous_step = Some(now);
+            now += rotation_sleep(now, wake_at);
+        }
+        let epochs: Vec<u32> = seen.keys().copied().collect();
+        assert_eq!(epochs, (1..=epochs.len() as u32).collect::<Vec<_>>());
+        assert!(epochs.len() >= 5, "{epochs:?}");
+        let activations: Vec<Millis> = seen.values().map(|&(_, a)| a).collect();
+        assert!(activations.windows(2).all(|w| w[1] > w[0]));
+        assert!(erased.len() >= 3, "{erased:?}");
+        // A restarted controld picks up where the store is.
+        let mut restarted = KeySchedule::new(policy, settings.algorithm, None);
+        rotation_step(store, &mut restarted, now, &mut source).unwrap();
+        let latest = store.latest_epoch().unwrap().unwrap();
+        assert_eq!(latest.epoch as usize, epochs.len());
+        assert_eq!(restarted.latest(), Some(latest));
+    }
+
+    #[test]
+    fn early_rotation_request_is_kept_until_served() {
+        let settings = two_second_settings();
+        let tmp = TempStore::new("rotation-early", &settings);
+        let store = &tmp.store;
+        let mut schedule = KeySchedule::new(settings.policy, settings.algorithm, None);
+        let mut source = CountingSource(0);
+        let t: Millis = 1_000_000;
+        let step = |schedule: &mut KeySchedule, source: &mut CountingSource, now| {
+            rotation_step(store, schedule, now, source).unwrap()
+        };
+        step(&mut schedule, &mut source, t);
+        let first = PublishedEpoch {
+            epoch: 1,
+            activate_at: t + 500,
+        };
+        assert_eq!(store.latest_epoch().unwrap(), Some(first));
+
+        // Requested while epoch 1 is still pending: epoch 1 supersedes the
+        // exhausted key, so the request is dropped.
+        store.request_rotation().unwrap();
+        step(&mut schedule, &mut source, t + 100);
+        assert!(!store.take_rotation_request().unwrap());
+        assert_eq!(store.latest_epoch().unwrap(), Some(first));
+
+        // Epoch 1 active; publish epoch 2 to have a predecessor to wait for.
+        step(&mut schedule, &mut source, t + 2000);
+        assert_eq!(store.latest_epoch().unwrap().unwrap().activate_at, t + 2500);
+        // Requested while epoch 1 is not erased yet (t + 3000): kept.
+        store.request_rotation().unwrap();
+        step(&mut schedule, &mut source, t + 2600);
+        assert_eq!(store.latest_epoch().unwrap().unwrap().epoch, 2);
+        step(&mut schedule, &mut source, t + 2900);
+        assert_eq!(store.latest_epoch().unwrap().unwrap().epoch, 2);
+        // At t + 3000 epoch 1 is erased and epoch 3 published early (the
+        // regular activation would be t + 4500).
+        step(&mut schedule, &mut source, t + 3000);
+        assert_eq!(
+            store.latest_epoch().unwrap(),
+            Some(PublishedEpoch {
+                epoch: 3,
+                activate_at: t + 3500
+            })
+        );
+        let held: Vec<u32> = store
+            .tunnel_keys()
+            .unwrap()
+            .iter()
+            .map(|k| k.epoch)
+            .collect();
+        assert_eq!(held, vec![2, 3]);
+        assert!(!store.take_rotation_request().unwrap());
+    }
+
+    #[test]
+    fn rotation_step_resyncs_after_another_publisher() {
+        let settings = two_second_settings();
+        let tmp = TempStore::new("rotation-resync", &settings);
+        let store = &tmp.store;
+        let mut schedule = KeySchedule::new(settings.policy, settings.algorithm, None);
+        let mut source = CountingSource(0);
+        rotation_step(store, &mut schedule, 10_000, &mut source).unwrap();
+        // Another controld published epoch 2 meanwhile.
+        let mut other = KeySchedule::new(
+            settings.policy,
+            settings.algorithm,
+            store.latest_epoch().unwrap(),
+        );
+        rotation_step(store, &mut other, 12_000, &mut CountingSource(100)).unwrap();
+        assert_eq!(store.latest_epoch().unwrap().unwrap().epoch, 2);
+        // Our schedule still believes epoch 1 is the latest; the step must
+        // not fail nor publish a second epoch 2.
+        rotation_step(store, &mut schedule, 12_100, &mut source).unwrap();
+        assert_eq!(schedule.latest(), store.latest_epoch().unwrap());
+        let epochs: Vec<u32> = store
+            .tunnel_keys()
+            .unwrap()
+            .iter()
+            .map(|k| k.epoch)
+            .collect();
+        assert_eq!(epochs, vec![1, 2]);
+    }
 }
