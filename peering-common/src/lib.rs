@@ -30,7 +30,9 @@ pub const MAX_ROUTES: u32 = 262_144;
 pub const MAX_SUBNETS: u32 = 65536;
 pub const MAX_NEIGHBOURS: u32 = 262_144;
 pub const MAX_EGRESS: u32 = 4096;
-pub const MAX_XSKS: u32 = 64;
+/// AF_XDP socket slots: each VPC-facing interface owns a run of slots, one
+/// per receive queue, starting at its [`IfaceInfo::xsk_base`].
+pub const MAX_XSKS: u32 = 1024;
 /// Route counter slots; slot 0 is never handed out so "no slot" is explicit.
 pub const MAX_ROUTE_COUNTERS: u32 = 65536;
 
@@ -72,6 +74,11 @@ pub struct IfaceInfo {
     /// The VPC router's address on this subnet; the source of the ICMP
     /// errors the gateway generates.
     pub gateway_ip: [u8; 4],
+    /// First [`maps::XSKS`] slot of this interface; a packet for a remote
+    /// region goes to slot `xsk_base + rx queue`. The kernel refuses a
+    /// redirect to a socket bound to another device or queue, so a wrong
+    /// slot is a counted drop, never a leak between interfaces.
+    pub xsk_base: u32,
 }
 
 /// Data of an LPM key scoped by a 32-bit id (a VPC or route table id)

@@ -119,7 +119,8 @@ fn forward_remote(
     }
     rewrite::decrement_ttl(ctx, l2.l3, ip.ttl)?;
     rewrite::set_meta(ctx, pcx)?;
-    match XSKS.redirect(ctx.rx_queue_index(), 0) {
+    let slot = iface.xsk_base.wrapping_add(ctx.rx_queue_index());
+    match XSKS.redirect(slot, 0) {
         Ok(verdict) => Ok((verdict, Stat::FwdRemote)),
         Err(_) => Err(Stat::DropNoXsk),
     }

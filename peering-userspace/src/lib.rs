@@ -9,6 +9,7 @@ pub mod api;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+pub mod gateway;
 pub mod report;
 pub mod sys;
 pub mod tunnel;

@@ -87,3 +87,48 @@ pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
     }
     out
 }
+
+/// The tunnel's counters: one line per peering and per remote gateway, then
+/// drops by reason.
+pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
+    if as_json {
+        return format!("{}\n", serde_json::to_string_pretty(s).unwrap_or_default());
+    }
+    let epochs: Vec<String> = s.held_epochs.iter().map(|e| e.to_string()).collect();
+    let mut out = format!(
+        "gateway {}  current epoch {}  held epochs [{}]\n",
+        s.gateway_id,
+        s.current_epoch
+            .map_or_else(|| "none".to_string(), |e| e.to_string()),
+        epochs.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "{:<28} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+        "", "sealed", "opened", "auth", "replay", "epoch", "malformed", "mtu", "policy"
+    );
+    let rows = s
+        .peerings
+        .iter()
+        .map(|(k, v)| (format!("peering {k}"), v))
+        .chain(s.gateways.iter().map(|(k, v)| (format!("gateway {k}"), v)));
+    for (name, c) in rows {
+        let _ = writeln!(
+            out,
+            "{:<28} {:>10} {:>10} {:>8} {:>8} {:>8} {:>9} {:>8} {:>8}",
+            name,
+            c.sealed,
+            c.opened,
+            c.auth_failures,
+            c.replays,
+            c.unknown_epoch,
+            c.malformed,
+            c.mtu_drops,
+            c.policy_drops
+        );
+    }
+    for (reason, n) in &s.drops {
+        let _ = writeln!(out, "drop {reason:<23} {n:>10}");
+    }
+    out
+}

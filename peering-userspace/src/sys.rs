@@ -96,6 +96,21 @@ pub fn mac(name: &str) -> Result<[u8; 6]> {
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
+/// Receive queues of an interface, from sysfs (1 if it cannot be read:
+/// every device has at least one).
+pub fn rx_queues(name: &str) -> u32 {
+    let dir = Path::new("/sys/class/net").join(name).join("queues");
+    let count = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+                .count()
+        })
+        .unwrap_or(0);
+    u32::try_from(count).unwrap_or(1).max(1)
+}
+
 pub fn parse_mac(s: &str) -> Result<[u8; 6]> {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');

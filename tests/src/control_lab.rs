@@ -40,6 +40,11 @@ pub struct Account {
 
 impl ControlPlane {
     pub fn start(verbose: bool) -> Self {
+        Self::start_with(verbose, &[])
+    }
+
+    /// Starts peering-controld with extra `serve` arguments.
+    pub fn start_with(verbose: bool, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("ctl"));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let db = dir.join("peering.db");
@@ -52,8 +57,13 @@ impl ControlPlane {
         let child = Command::new(bin("peering-controld"))
             .args(["serve", "--listen", &listen, "--db"])
             .arg(&db)
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(if verbose {
+                Stdio::inherit()
+            } else {
+                Stdio::null()
+            })
             .spawn()
             .expect("start peering-controld");
         let daemon = Proc(child);
@@ -206,6 +216,25 @@ impl ControlPlane {
 
     /// Starts `peering-agent run` for `region` in gateway namespace `gw`.
     pub fn agent(&self, gw: &Netns, pins: &PinDir, region: &str) -> Proc {
+        self.spawn_agent(gw, pins, region, &[])
+    }
+
+    /// Starts an agent with the inter-region tunnel on `underlay`, writing
+    /// its counters under `state`.
+    pub fn tunnel_agent(
+        &self,
+        gw: &Netns,
+        pins: &PinDir,
+        region: &str,
+        underlay: &str,
+        state: &std::path::Path,
+    ) -> Proc {
+        let state = state.to_string_lossy();
+        let args = ["--underlay", underlay, "--state-dir", &state];
+        self.spawn_agent(gw, pins, region, &args)
+    }
+
+    fn spawn_agent(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> Proc {
         let child = Command::new(bin("peering-agent"))
             .arg("--netns")
             .arg(&gw.name)
@@ -213,6 +242,7 @@ impl ControlPlane {
             .arg(&pins.path)
             .args(["run", "--region", region, "--db"])
             .arg(&self.db)
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(if self.verbose {
                 Stdio::inherit()

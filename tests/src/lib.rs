@@ -3,6 +3,7 @@
 
 pub mod control_lab;
 pub mod frame;
+pub mod inter_region;
 pub mod lab;
 pub mod verdict;
 pub mod world;

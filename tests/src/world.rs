@@ -44,11 +44,13 @@ pub fn program(m: &mut Maps) {
         vpc_id: VPC_A,
         route_table: RTB_A,
         gateway_ip: GATEWAY_A,
+        xsk_base: 0,
     };
     let b = IfaceInfo {
         vpc_id: VPC_B,
         route_table: RTB_B,
         gateway_ip: [10, 2, 0, 1],
+        xsk_base: 0,
     };
     m.set_iface(LO, 0, a).unwrap();
     m.set_iface(LO, VLAN_B, b).unwrap();

@@ -49,6 +49,7 @@ fn xdp_lookup_matches_a_linear_scan() {
         vpc_id: VPC_A,
         route_table: table,
         gateway_ip: GATEWAY_A,
+        xsk_base: 0,
     };
     h.dp.maps.set_iface(LO, 0, info).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);

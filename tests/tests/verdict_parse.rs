@@ -94,6 +94,7 @@ fn tagged_to_tagged_rewrites_the_vlan_id_and_keeps_priority() {
         vpc_id: VPC_A,
         route_table: RTB_A,
         gateway_ip: GATEWAY_A,
+        xsk_base: 0,
     };
     h.dp.maps.set_iface(LO, 300, a).unwrap();
     let mut bytes = Frame::udp(A_HOST, B_HOST_TAGGED, 80).vlan(300).bytes();

@@ -78,6 +78,7 @@ fn fragmentation_needed_quotes_options_and_keeps_the_vlan() {
         vpc_id: VPC_A,
         route_table: RTB_A,
         gateway_ip: GATEWAY_A,
+        xsk_base: 0,
     };
     h.dp.maps.set_iface(LO, 300, a).unwrap();
     for opts in [&[][..], &[1u8, 1, 1, 1][..], &[1; 40][..]] {

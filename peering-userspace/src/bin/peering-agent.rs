@@ -3,7 +3,11 @@
 //! invocation reuses what earlier ones pinned, so forwarding never depends
 //! on this process staying alive.
 
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    process::ExitCode,
+};
 
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
@@ -12,6 +16,7 @@ use peering_common::{EgressPort, IfaceInfo};
 use peering_userspace::{
     agent,
     dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
+    gateway::TunnelStats,
     report, sys,
 };
 
@@ -50,6 +55,22 @@ enum Cmd {
         /// Reconcile once and exit.
         #[arg(long)]
         once: bool,
+        /// This gateway's underlay address (a.b.c.d or a.b.c.d:port; the
+        /// port defaults to 51900). Enables the inter-region tunnel: it
+        /// listens there and registers the address with the control store.
+        #[arg(long, value_parser = parse_endpoint)]
+        underlay: Option<SocketAddrV4>,
+        /// Directory for the agent's state (tunnel counters).
+        #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+    },
+    /// Show the inter-region tunnel's counters (per peering, per remote
+    /// gateway, drops by reason) from a running agent's state directory.
+    TunnelStats {
+        #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Load the XDP object and pin it (idempotent).
     Load,
@@ -243,6 +264,8 @@ fn run(cli: Cli) -> Result<()> {
             interval_ms,
             mode,
             once,
+            underlay,
+            state_dir,
         } => {
             let cfg = agent::AgentConfig {
                 region,
@@ -251,8 +274,14 @@ fn run(cli: Cli) -> Result<()> {
                 interval: std::time::Duration::from_millis(interval_ms),
                 attach_mode: mode,
                 once,
+                underlay,
+                state_dir,
             };
             agent::run(&cfg)?;
+        }
+        Cmd::TunnelStats { state_dir, json } => {
+            let stats = TunnelStats::read(&state_dir.join(agent::TUNNEL_STATS_FILE))?;
+            print!("{}", report::tunnel_stats(&stats, json));
         }
         Cmd::Load => {
             Dataplane::load(Some(pins))?;
@@ -276,6 +305,13 @@ fn run(cli: Cli) -> Result<()> {
     Ok(())
 }
 
+/// Default state directory of the agent.
+const DEFAULT_STATE_DIR: &str = "/run/peering";
+
+fn parse_endpoint(s: &str) -> Result<SocketAddrV4> {
+    peering_userspace::gateway::parse_endpoint(s)
+}
+
 fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
     let mut m = Dataplane::open_pinned(pins)?;
     match cmd {
@@ -289,6 +325,7 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
                 vpc_id: vpc,
                 route_table,
                 gateway_ip: gateway_ip.octets(),
+                xsk_base: 0,
             };
             m.set_iface(sys::ifindex(&sel.iface)?, sel.vlan, info)?
         }
@@ -316,7 +353,11 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
         Cmd::Neigh(NeighCmd::Del { iface, ip }) => m.remove_neighbour(sys::ifindex(&iface)?, ip)?,
         Cmd::Show { json } => print!("{}", report::snapshot(&m.snapshot()?, json)),
         Cmd::Stats { json } => print!("{}", report::stats(&m.stats()?, json)),
-        Cmd::Run { .. } | Cmd::Load | Cmd::Attach { .. } | Cmd::Detach { .. } => {
+        Cmd::Run { .. }
+        | Cmd::TunnelStats { .. }
+        | Cmd::Load
+        | Cmd::Attach { .. }
+        | Cmd::Detach { .. } => {
             unreachable!("handled by run")
         }
     }

@@ -281,6 +281,15 @@ impl Maps {
         &mut self.xsks
     }
 
+    /// A second handle on the pinned AF_XDP socket map, for the tunnel
+    /// thread (which owns the sockets the map points at).
+    pub fn pinned_xsks(dir: &Path) -> Result<XskMap<MapData>> {
+        let path = dir.join(names::XSKS);
+        let data = MapData::from_pin(&path)
+            .with_context(|| format!("opening pinned map {}", path.display()))?;
+        typed(Some(Map::from_map_data(data)?), names::XSKS)
+    }
+
     /// Verdict counters summed over CPUs, in [`Stat`] order.
     pub fn stats(&self) -> Result<Vec<(Stat, Counter)>> {
         Stat::ALL

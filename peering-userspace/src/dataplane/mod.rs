@@ -64,6 +64,16 @@ impl Dataplane {
     /// first use and reused afterwards, and the program is pinned under a
     /// name derived from the object, so an agent built from the same object
     /// reuses it.
+    /// A handle on the AF_XDP socket map for the tunnel thread; needs a
+    /// pin directory (the agent always has one).
+    pub fn xsk_map(&self) -> Result<aya::maps::XskMap<aya::maps::MapData>> {
+        let dir = self
+            .pin_dir
+            .as_ref()
+            .ok_or_else(|| anyhow::anyhow!("the tunnel needs a pinned dataplane"))?;
+        Maps::pinned_xsks(&dir.join("maps"))
+    }
+
     pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
         sys::require_root()?;
         let Some(dir) = pin_dir else {

@@ -12,16 +12,19 @@ use std::{
 use anyhow::Result;
 use ipnet::Ipv4Net;
 use log::warn;
-use peering_common::{EgressPort, IfaceInfo};
+use peering_common::{EgressPort, IfaceInfo, MAX_XSKS};
 
 use super::{Maps, RouteTarget, Snapshot};
 use crate::control::view::{self, RegionView};
+use crate::gateway::PortSlots;
 
 /// A gateway port as the kernel knows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Port {
     pub ifindex: u32,
     pub mac: [u8; 6],
+    /// Receive queues: each gets an AF_XDP socket for the tunnel.
+    pub rx_queues: u32,
 }
 
 /// A host the gateway's kernel has resolved: (ifindex, address, MAC).
@@ -37,6 +40,9 @@ pub struct Desired {
     pub neighbours: BTreeMap<(u32, Ipv4Addr), [u8; 6]>,
     /// Interfaces the XDP program must be attached to.
     pub ports: BTreeSet<String>,
+    /// AF_XDP slots of each port (by ifindex): consecutive runs in ifindex
+    /// order, one slot per receive queue.
+    pub xsk_slots: BTreeMap<u32, PortSlots>,
 }
 
 /// Builds the desired state. `port` resolves an interface name (None: not
@@ -57,18 +63,23 @@ pub fn desired(
             .extend(v.cidrs.iter().map(|c| (v.dp_id, c.trunc())));
     }
     let mut on_port: BTreeMap<u32, Vec<Ipv4Net>> = BTreeMap::new();
+    let mut resolved = Vec::new();
     for s in &view.subnets {
-        let Some(p) = port(&s.interface) else {
-            warnings.push(format!(
+        match port(&s.interface) {
+            Some(p) => resolved.push((s, p)),
+            None => warnings.push(format!(
                 "{}: interface {} not found",
                 s.subnet_id, s.interface
-            ));
-            continue;
-        };
+            )),
+        }
+    }
+    d.xsk_slots = xsk_slots(resolved.iter().map(|(_, p)| (p.ifindex, p.rx_queues)));
+    for (s, p) in resolved {
         let info = IfaceInfo {
             vpc_id: s.vpc_dp_id,
             route_table: s.route_table_dp_id,
             gateway_ip: s.gateway_ip.octets(),
+            xsk_base: d.xsk_slots[&p.ifindex].xsk_base,
         };
         d.ifaces.insert((p.ifindex, s.vlan), info);
         let egress = EgressPort {
@@ -106,6 +117,23 @@ pub fn desired(
         }
     }
     (d, warnings)
+}
+
+/// Hands out XSKMAP slots: ports in ifindex order, `queues` slots each.
+/// Ports beyond the map's capacity get none (their remote-region packets are
+/// counted as `DropNoXsk`).
+fn xsk_slots(ports: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, PortSlots> {
+    let by_index: BTreeMap<u32, u32> = ports.collect();
+    let mut next = 0u32;
+    let mut out = BTreeMap::new();
+    for (ifindex, queues) in by_index {
+        let queues = queues.max(1);
+        let fits = next.checked_add(queues).is_some_and(|end| end <= MAX_XSKS);
+        let (xsk_base, queues) = if fits { (next, queues) } else { (MAX_XSKS, 0) };
+        out.insert(ifindex, PortSlots { xsk_base, queues });
+        next = next.saturating_add(queues);
+    }
+    out
 }
 
 /// The changes that turn `actual` into `desired`.
@@ -349,6 +377,7 @@ mod tests {
         (name == "vpc-a").then_some(Port {
             ifindex: 4,
             mac: MAC_A,
+            rx_queues: 2,
         })
     }
 
@@ -363,6 +392,14 @@ mod tests {
         assert!(warnings[0].contains("missing0"));
         assert_eq!(d.ifaces.len(), 1);
         assert_eq!(d.ifaces[&(4, 0)].route_table, 11);
+        assert_eq!(d.ifaces[&(4, 0)].xsk_base, 0);
+        assert_eq!(
+            d.xsk_slots[&4],
+            PortSlots {
+                xsk_base: 0,
+                queues: 2
+            }
+        );
         assert_eq!(d.vpc_cidrs.len(), 3);
         assert_eq!(d.subnets[&(1, net("10.1.0.0/24"))].src_mac, MAC_A);
         assert_eq!(
@@ -461,5 +498,18 @@ mod tests {
                 [0xc2, 0x46, 0x2d, 5, 0x7d, 0x62]
             )]
         );
+    }
+
+    #[test]
+    fn xsk_slots_are_consecutive_runs_in_ifindex_order_within_the_map() {
+        let slots = xsk_slots([(9, 2), (3, 1), (5, 0), (3, 1)].into_iter());
+        let runs: Vec<_> = slots
+            .iter()
+            .map(|(i, s)| (*i, s.xsk_base, s.queues))
+            .collect();
+        assert_eq!(runs, vec![(3, 0, 1), (5, 1, 1), (9, 2, 2)]);
+        let big = xsk_slots([(1, MAX_XSKS - 1), (2, 1), (3, 1)].into_iter());
+        assert_eq!(big[&2].xsk_base, MAX_XSKS - 1);
+        assert_eq!(big[&3].queues, 0, "no room left: no slots");
     }
 }

@@ -32,6 +32,8 @@ pub const MIN_INTERVAL: Millis = 1000;
 /// (AWS inter-region RTTs are at most a few hundred ms).
 pub const DEFAULT_LEAD: Millis = 60 * 1000;
 pub const DEFAULT_OVERLAP: Millis = 60 * 1000;
+/// Lead of the very first key of a deployment (at most the policy's lead).
+pub const BOOTSTRAP_LEAD: Millis = 2000;
 
 /// Invalid rotation parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -134,8 +136,10 @@ impl RotationPolicy {
         urgent: bool,
     ) -> Result<Plan, PolicyError> {
         let Some(latest) = latest else {
-            // Bootstrap: even the first key is distributed before use.
-            let activate_at = now.saturating_add(self.lead);
+            // Bootstrap: even the first key is distributed before use, but
+            // nothing is sealed yet, so a short lead (gateways poll the
+            // store every 200 ms) beats a minute without connectivity.
+            let activate_at = now.saturating_add(self.lead.min(BOOTSTRAP_LEAD));
             let distribute = Some(Distribute {
                 epoch: 1,
                 activate_at,
@@ -289,10 +293,14 @@ mod tests {
         let plan = policy.plan(5_000, None, false).unwrap();
         let expected = Distribute {
             epoch: 1,
-            activate_at: 65_000,
+            activate_at: 5_000 + BOOTSTRAP_LEAD,
         };
         assert_eq!(plan.distribute, Some(expected));
-        assert_eq!(plan.wake_at, 65_000);
+        assert_eq!(plan.wake_at, 5_000 + BOOTSTRAP_LEAD);
+        // A fast policy keeps its own, shorter lead.
+        let fast = RotationPolicy::with_interval(1000).unwrap();
+        let plan = fast.plan(5_000, None, false).unwrap();
+        assert_eq!(plan.distribute.unwrap().activate_at, 5_250);
     }
 
     #[test]

@@ -1,0 +1,519 @@
+//! The tunnel's IO edge: one thread moving packets between the VPC ports'
+//! AF_XDP sockets and the underlay UDP socket, around the sans-IO
+//! [`crate::tunnel::TunnelCore`].
+//!
+//! ```text
+//! VPC port --XDP (route to a remote peering)--> AF_XDP RX --seal--> sendmmsg --> underlay
+//! underlay --> recvmmsg --open, replay, policy--> AF_XDP TX --> VPC port
+//! ```
+//!
+//! The agent owns everything else: it builds the [`TunnelTable`], hands
+//! over keys as the control store publishes them, and says which ports
+//! exist; all of that arrives as [`Update`]s on a channel. The thread sleeps
+//! in poll(2) when there is nothing to move.
+
+pub mod frame;
+pub mod table;
+pub mod udp;
+pub mod xsk;
+
+use std::{
+    collections::{btree_map::Entry, BTreeMap, HashMap},
+    net::{Ipv4Addr, SocketAddrV4},
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc::{self, Receiver, Sender, TryRecvError},
+        Arc,
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+};
+
+use anyhow::{Context as _, Result};
+use aya::maps::{MapData, XskMap};
+use log::{info, warn};
+use serde::{Deserialize, Serialize};
+
+use crate::tunnel::{
+    wire::Packet, EpochKey, Millis, OpenError, SealError, TunnelConfig, TunnelCore,
+};
+
+pub use self::table::{PolicyDrop, TunnelTable};
+use self::{
+    udp::{Batch, Underlay},
+    xsk::{XskCounters, XskPort},
+};
+
+/// Frames read from one socket per turn.
+const RX_BATCH: u32 = 64;
+/// Longest sleep in poll(2): bounds how late keys activate and stats flush.
+const IDLE_POLL_MS: libc::c_int = 50;
+const STATS_EVERY: Duration = Duration::from_millis(250);
+
+/// The AF_XDP slots of one VPC port: queues `0..queues` use XSKMAP slots
+/// `xsk_base..xsk_base + queues`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PortSlots {
+    pub xsk_base: u32,
+    pub queues: u32,
+}
+
+/// Commands from the agent.
+pub enum Update {
+    Table(Box<TunnelTable>),
+    Key(EpochKey),
+    /// Every VPC port by ifindex.
+    Ports(BTreeMap<u32, PortSlots>),
+}
+
+/// Counters of one peering or one remote gateway. Authentication failures,
+/// replays, unknown epochs and malformed datagrams are charged to the
+/// gateway the datagram claims to come from (the peering is inside the
+/// ciphertext); policy drops and MTU drops to the peering.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathStats {
+    pub sealed: u64,
+    pub sealed_bytes: u64,
+    pub opened: u64,
+    pub opened_bytes: u64,
+    pub auth_failures: u64,
+    pub replays: u64,
+    pub unknown_epoch: u64,
+    pub malformed: u64,
+    pub mtu_drops: u64,
+    pub policy_drops: u64,
+}
+
+/// What the tunnel exports (as JSON, see [`TunnelParams::stats_path`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelStats {
+    pub gateway_id: u32,
+    pub current_epoch: Option<u32>,
+    pub held_epochs: Vec<u32>,
+    pub peerings: BTreeMap<String, PathStats>,
+    pub gateways: BTreeMap<String, PathStats>,
+    /// Drops by reason, over all peerings and gateways.
+    pub drops: BTreeMap<String, u64>,
+    /// Per AF_XDP socket, "ifindex/queue".
+    pub sockets: BTreeMap<String, XskCounters>,
+}
+
+impl TunnelStats {
+    pub fn read(path: &std::path::Path) -> Result<Self> {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
+    }
+
+    /// Sum of one counter over all gateways.
+    pub fn gateway_total(&self, f: impl Fn(&PathStats) -> u64) -> u64 {
+        self.gateways.values().map(f).sum()
+    }
+
+    pub fn drop_count(&self, reason: &str) -> u64 {
+        self.drops.get(reason).copied().unwrap_or(0)
+    }
+}
+
+pub struct TunnelParams {
+    pub config: TunnelConfig,
+    /// Local address of the underlay socket (port: the tunnel port).
+    pub bind: SocketAddrV4,
+    pub xsk_map: XskMap<MapData>,
+    /// Where the counters are written, atomically, four times a second.
+    pub stats_path: PathBuf,
+}
+
+/// The running tunnel thread.
+pub struct Tunnel {
+    updates: Sender<Update>,
+    thread: Option<JoinHandle<()>>,
+    rotation_needed: Arc<AtomicBool>,
+}
+
+impl Tunnel {
+    /// Binds the underlay socket (failing here, not in the thread) and
+    /// starts the thread.
+    pub fn spawn(params: TunnelParams) -> Result<Self> {
+        let underlay = Underlay::bind(params.bind)?;
+        let (updates, rx) = mpsc::channel();
+        let rotation_needed = Arc::new(AtomicBool::new(false));
+        let mut worker = Worker::new(params, underlay, rx, rotation_needed.clone());
+        let thread = std::thread::Builder::new()
+            .name("tunnel".into())
+            .spawn(move || worker.run())
+            .context("starting the tunnel thread")?;
+        Ok(Tunnel {
+            updates,
+            thread: Some(thread),
+            rotation_needed,
+        })
+    }
+
+    /// True (once) when the current key nears its usage limit and the
+    /// control plane should rotate early.
+    pub fn take_rotation_request(&self) -> bool {
+        self.rotation_needed.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn update(&self, update: Update) -> Result<()> {
+        self.updates
+            .send(update)
+            .map_err(|_| anyhow::anyhow!("the tunnel thread has stopped"))
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+    }
+}
+
+/// Unix time in milliseconds: the clock keys are scheduled on.
+pub fn unix_ms() -> Millis {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as Millis)
+        .unwrap_or(0)
+}
+
+struct Worker {
+    core: TunnelCore,
+    underlay: Underlay,
+    updates: Receiver<Update>,
+    xsk_map: XskMap<MapData>,
+    stats_path: PathBuf,
+    table: TunnelTable,
+    ports: BTreeMap<(u32, u32), XskPort>,
+    out: Batch,
+    inbound: Batch,
+    by_peering: HashMap<u32, PathStats>,
+    by_gateway: HashMap<u32, PathStats>,
+    drops: BTreeMap<&'static str, u64>,
+    last_stats: Instant,
+    last_tick: Instant,
+    rotation_needed: Arc<AtomicBool>,
+}
+
+impl Worker {
+    fn new(
+        params: TunnelParams,
+        underlay: Underlay,
+        updates: Receiver<Update>,
+        rotation_needed: Arc<AtomicBool>,
+    ) -> Self {
+        Worker {
+            core: TunnelCore::new(params.config),
+            underlay,
+            updates,
+            xsk_map: params.xsk_map,
+            stats_path: params.stats_path,
+            table: TunnelTable::default(),
+            ports: BTreeMap::new(),
+            out: Batch::default(),
+            inbound: Batch::default(),
+            by_peering: HashMap::new(),
+            by_gateway: HashMap::new(),
+            drops: BTreeMap::new(),
+            last_stats: Instant::now(),
+            last_tick: Instant::now(),
+            rotation_needed,
+        }
+    }
+
+    fn run(&mut self) {
+        loop {
+            if !self.apply_updates() {
+                info!("tunnel thread stopping: the agent went away");
+                return;
+            }
+            if self.last_tick.elapsed() >= Duration::from_millis(10) {
+                self.core.tick(unix_ms());
+                self.last_tick = Instant::now();
+                if self.core.rotation_needed().is_some() {
+                    self.rotation_needed.store(true, Ordering::Relaxed);
+                }
+            }
+            let moved = self.encapsulate() + self.decapsulate();
+            for port in self.ports.values_mut() {
+                port.reclaim();
+                port.kick();
+            }
+            if self.last_stats.elapsed() >= STATS_EVERY {
+                self.write_stats();
+            }
+            if moved == 0 {
+                self.sleep();
+            }
+        }
+    }
+
+    /// Applies queued updates; false once the agent dropped its sender.
+    fn apply_updates(&mut self) -> bool {
+        loop {
+            match self.updates.try_recv() {
+                Ok(Update::Table(table)) => self.table = *table,
+                Ok(Update::Key(key)) => {
+                    let epoch = key.epoch;
+                    match self.core.install_key(key, unix_ms()) {
+                        Ok(()) => info!("tunnel key epoch {epoch} installed"),
+                        Err(e) => warn!("tunnel key epoch {epoch} refused: {e}"),
+                    }
+                }
+                Ok(Update::Ports(ports)) => self.set_ports(&ports),
+                Err(TryRecvError::Empty) => return true,
+                Err(TryRecvError::Disconnected) => return false,
+            }
+        }
+    }
+
+    /// Opens sockets for new (port, queue) pairs, closes gone ones, and
+    /// points the XSKMAP slots at them.
+    fn set_ports(&mut self, wanted: &BTreeMap<u32, PortSlots>) {
+        let keep =
+            |(ifindex, queue): &(u32, u32)| wanted.get(ifindex).is_some_and(|s| *queue < s.queues);
+        self.ports.retain(|key, _| keep(key));
+        for (&ifindex, slots) in wanted {
+            for queue in 0..slots.queues {
+                let slot = slots.xsk_base + queue;
+                let port = match self.ports.entry((ifindex, queue)) {
+                    Entry::Occupied(e) => e.into_mut(),
+                    Entry::Vacant(e) => match XskPort::bind(ifindex, queue) {
+                        Ok(port) => {
+                            info!("AF_XDP socket on ifindex {ifindex} queue {queue}");
+                            e.insert(port)
+                        }
+                        Err(err) => {
+                            warn!("AF_XDP on ifindex {ifindex} queue {queue}: {err:#}");
+                            continue;
+                        }
+                    },
+                };
+                let fd = port.fd();
+                if let Err(e) = self.xsk_map.set(slot, fd, 0) {
+                    warn!("XSKMAP slot {slot}: {e}");
+                }
+            }
+        }
+    }
+
+    /// VPC ports → underlay. Returns the number of frames read.
+    fn encapsulate(&mut self) -> usize {
+        let mut moved = 0;
+        let keys: Vec<(u32, u32)> = self.ports.keys().copied().collect();
+        for key in keys {
+            let Some(mut port) = self.ports.remove(&key) else {
+                continue;
+            };
+            moved += port.receive(RX_BATCH, |meta, frame| self.seal_one(meta, frame)) as usize;
+            self.ports.insert(key, port);
+            if !self.out.is_empty() {
+                self.underlay.send(&mut self.out);
+            }
+        }
+        moved
+    }
+
+    fn seal_one(&mut self, meta: &[u8], frame: &[u8]) {
+        if self.out.is_full() {
+            self.underlay.send(&mut self.out);
+        }
+        let pcx = meta.try_into().map(u32::from_ne_bytes).unwrap_or(0);
+        let Some(packet) = frame::ipv4_in_frame(frame) else {
+            self.drop_for_peering(pcx, PolicyDrop::BadInner);
+            return;
+        };
+        let Some((_, dst)) = frame::addresses(packet) else {
+            self.drop_for_peering(pcx, PolicyDrop::BadInner);
+            return;
+        };
+        let to = match self.table.seal_to(pcx, dst) {
+            Ok(to) => to,
+            Err(reason) => return self.drop_for_peering(pcx, reason),
+        };
+        let slot = self.out.slot();
+        match self.core.seal(pcx, packet, slot) {
+            Ok(len) => {
+                self.out.push(len, to);
+                let gateway = self.table.peers.get(&pcx).and_then(|p| p.remote);
+                for stats in [
+                    Some(self.by_peering.entry(pcx).or_default()),
+                    gateway.map(|g| self.by_gateway.entry(g.id).or_default()),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    stats.sealed += 1;
+                    stats.sealed_bytes += packet.len() as u64;
+                }
+            }
+            Err(SealError::MtuExceeded { .. }) => {
+                self.by_peering.entry(pcx).or_default().mtu_drops += 1;
+                *self.drops.entry("mtu_exceeded").or_default() += 1;
+            }
+            Err(e) => *self.drops.entry(seal_error_name(&e)).or_default() += 1,
+        }
+    }
+
+    fn drop_for_peering(&mut self, pcx: u32, reason: PolicyDrop) {
+        self.by_peering.entry(pcx).or_default().policy_drops += 1;
+        *self.drops.entry(reason.name()).or_default() += 1;
+    }
+
+    /// Underlay → VPC ports. Returns the number of datagrams read.
+    fn decapsulate(&mut self) -> usize {
+        let mut inbound = std::mem::take(&mut self.inbound);
+        let n = self.underlay.recv(&mut inbound);
+        for i in 0..n {
+            let (datagram, _from) = inbound.get_mut(i);
+            self.open_one(datagram);
+        }
+        self.inbound = inbound;
+        for port in self.ports.values_mut() {
+            port.flush();
+        }
+        n
+    }
+
+    fn open_one(&mut self, datagram: &mut [u8]) {
+        // The claimed sender names the counters; it is authenticated below
+        // as part of the header (the AEAD's additional data).
+        let claimed = Packet::new_checked(&*datagram)
+            .map(|p| p.sender())
+            .unwrap_or(0);
+        let opened = match self.core.open_in_place(datagram) {
+            Ok(opened) => opened,
+            Err(e) => {
+                let stats = self.by_gateway.entry(claimed).or_default();
+                let reason = match e {
+                    OpenError::AuthenticationFailed => {
+                        stats.auth_failures += 1;
+                        "auth_failed"
+                    }
+                    OpenError::Replay => {
+                        stats.replays += 1;
+                        "replay"
+                    }
+                    OpenError::UnknownOrErasedEpoch(_) => {
+                        stats.unknown_epoch += 1;
+                        "unknown_epoch"
+                    }
+                    _ => {
+                        stats.malformed += 1;
+                        "malformed"
+                    }
+                };
+                *self.drops.entry(reason).or_default() += 1;
+                return;
+            }
+        };
+        let packet = &datagram[opened.inner.clone()];
+        let delivery = frame::addresses(packet)
+            .ok_or(PolicyDrop::BadInner)
+            .and_then(|(src, dst)| {
+                self.table
+                    .deliver(opened.pcx_dp_id, opened.sender, src, dst)
+            });
+        let gw = self.by_gateway.entry(opened.sender).or_default();
+        gw.opened += 1;
+        gw.opened_bytes += packet.len() as u64;
+        let delivery = match delivery {
+            Ok(d) => d,
+            Err(reason) => return self.drop_for_peering(opened.pcx_dp_id, reason),
+        };
+        let pcx = self.by_peering.entry(opened.pcx_dp_id).or_default();
+        pcx.opened += 1;
+        pcx.opened_bytes += packet.len() as u64;
+        // Any queue of the port can transmit; queue 0 always exists.
+        let Some(port) = self.ports.get_mut(&(delivery.ifindex, 0)) else {
+            *self.drops.entry("no_socket").or_default() += 1;
+            return;
+        };
+        port.stage(|buf| {
+            frame::write_frame(
+                buf,
+                delivery.dst_mac,
+                delivery.src_mac,
+                delivery.vlan,
+                packet,
+            )
+        });
+    }
+
+    /// Waits in poll(2) for any socket to become readable.
+    fn sleep(&mut self) {
+        let mut fds: Vec<libc::pollfd> = std::iter::once(self.underlay.fd())
+            .chain(self.ports.values().map(|p| p.fd()))
+            .map(|fd| libc::pollfd {
+                fd,
+                events: libc::POLLIN,
+                revents: 0,
+            })
+            .collect();
+        // SAFETY: `fds` is a live array of pollfd for the call's duration.
+        unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE_POLL_MS) };
+    }
+
+    fn write_stats(&mut self) {
+        self.last_stats = Instant::now();
+        let keys = self.core.keys();
+        let stats = TunnelStats {
+            gateway_id: self.core.gateway_id(),
+            current_epoch: keys.current_epoch(),
+            held_epochs: keys.held_epochs().collect(),
+            peerings: self
+                .by_peering
+                .iter()
+                .map(|(id, s)| (self.table.peering_name(*id), *s))
+                .collect(),
+            gateways: self
+                .by_gateway
+                .iter()
+                .map(|(id, s)| (self.table.gateway_name(*id), *s))
+                .collect(),
+            drops: self
+                .drops
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), *v))
+                .collect(),
+            sockets: self
+                .ports
+                .iter()
+                .map(|((i, q), p)| (format!("{i}/{q}"), p.counters))
+                .collect(),
+        };
+        if let Err(e) = write_atomic(&self.stats_path, &stats) {
+            warn!("writing {}: {e:#}", self.stats_path.display());
+        }
+    }
+}
+
+fn seal_error_name(e: &SealError) -> &'static str {
+    match e {
+        SealError::NoCurrentKey => "no_current_key",
+        SealError::MtuExceeded { .. } => "mtu_exceeded",
+        SealError::OutputTooSmall { .. } => "output_too_small",
+        SealError::KeyUsageExhausted { .. } => "key_usage_exhausted",
+        SealError::CounterExhausted => "counter_exhausted",
+        SealError::Crypto => "seal_failed",
+    }
+}
+
+/// Writes JSON to a temporary file and renames it over `path`, so a reader
+/// never sees half a file.
+fn write_atomic(path: &std::path::Path, value: &impl Serialize) -> Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
+    std::fs::rename(&tmp, path)?;
+    Ok(())
+}
+
+/// Parses `a.b.c.d` or `a.b.c.d:port` (default: the tunnel port).
+pub fn parse_endpoint(s: &str) -> Result<SocketAddrV4> {
+    if let Ok(addr) = s.parse::<SocketAddrV4>() {
+        return Ok(addr);
+    }
+    let ip: Ipv4Addr = s
+        .parse()
+        .with_context(|| format!("{s:?} is not an IPv4 address or address:port"))?;
+    Ok(SocketAddrV4::new(ip, crate::tunnel::TUNNEL_UDP_PORT))
+}

@@ -1,0 +1,308 @@
+//! A two-region lab: gateways `gw1` (us-east-1) and `gw2` (us-west-2)
+//! joined by an underlay link in 198.18.0.0/15, each running its own
+//! `peering-agent` process with the tunnel on; one control plane.
+//!
+//! ```text
+//!  a (10.1.0.10) --vpc-a-- gw1 198.18.0.1 ==underlay== 198.18.0.2 gw2 --vpc-b-- b (10.2.0.10)
+//!                                                                    \--vpc-c-- c (10.3.0.10)
+//! ```
+//!
+//! VPC A is in region 1, VPCs B and C in region 2. The underlay MTU is
+//! 1600: sealed datagrams of full 1500-byte packets (1572 bytes) fit.
+
+use std::{
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use peering_userspace::gateway::TunnelStats;
+
+use crate::{
+    control_lab::{eventually, Account, ControlPlane, Proc},
+    lab::{host, unique, veth, Netns, PinDir},
+};
+
+pub const REGION_1: &str = "us-east-1";
+pub const REGION_2: &str = "us-west-2";
+pub const OWNER_A: &str = "111111111111";
+pub const OWNER_B: &str = "222222222222";
+pub const OWNER_C: &str = "333333333333";
+pub const UNDERLAY_1: &str = "198.18.0.1";
+pub const UNDERLAY_2: &str = "198.18.0.2";
+pub const UNDERLAY_MTU: &str = "1600";
+
+/// One gateway: namespace, pins, state directory, agent process.
+pub struct Gateway {
+    pub ns: Netns,
+    pub pins: PinDir,
+    pub state: PathBuf,
+    pub region: &'static str,
+    pub underlay: &'static str,
+    agent: Option<Proc>,
+}
+
+impl Gateway {
+    fn new(role: &str, region: &'static str, underlay: &'static str) -> Self {
+        let state = std::env::temp_dir().join(unique(&format!("{role}-state")));
+        Gateway {
+            ns: Netns::new(role),
+            pins: PinDir::new(&format!("{role}-pins")),
+            state,
+            region,
+            underlay,
+            agent: None,
+        }
+    }
+
+    pub fn stats_path(&self) -> PathBuf {
+        self.state.join(peering_userspace::agent::TUNNEL_STATS_FILE)
+    }
+
+    /// The tunnel's counters as last written by the agent.
+    pub fn tunnel_stats(&self) -> TunnelStats {
+        TunnelStats::read(&self.stats_path()).unwrap_or_default()
+    }
+
+    /// Stops the agent (the pinned dataplane stays).
+    pub fn stop_agent(&mut self) {
+        self.agent = None;
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        self.agent = None;
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// The two-region lab, its control plane and three accounts.
+pub struct InterRegionLab {
+    // Field order is drop order: agents stop before the namespaces go.
+    pub gw1: Gateway,
+    pub gw2: Gateway,
+    pub a: Netns,
+    pub b: Netns,
+    pub c: Netns,
+    pub cp: ControlPlane,
+    pub acct_a: Account,
+    pub acct_b: Account,
+    pub acct_c: Account,
+}
+
+/// Ids of what [`InterRegionLab::vpcs`] created.
+pub struct Vpcs {
+    pub a: String,
+    pub b: String,
+    pub c: String,
+    pub rtb_a: String,
+    pub rtb_b: String,
+    pub rtb_c: String,
+}
+
+impl InterRegionLab {
+    /// Builds the namespaces and links, starts peering-controld with
+    /// `controld_args` (e.g. a key rotation period) and both agents.
+    pub fn new(verbose: bool, controld_args: &[&str]) -> Self {
+        let gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
+        let gw2 = Gateway::new("gw2", REGION_2, UNDERLAY_2);
+        let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
+        veth(&gw1.ns, "underlay", &gw2.ns, "underlay");
+        for (gw, addr) in [(&gw1, UNDERLAY_1), (&gw2, UNDERLAY_2)] {
+            let ns = &gw.ns;
+            ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
+            ns.exec_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "underlay",
+            ]);
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+        }
+        veth(&gw1.ns, "vpc-a", &a, "eth0");
+        veth(&gw2.ns, "vpc-b", &b, "eth0");
+        veth(&gw2.ns, "vpc-c", &c, "eth0");
+        gw1.ns
+            .exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
+        gw2.ns
+            .exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
+        gw2.ns
+            .exec_ok(&["ip", "addr", "add", "10.3.0.1/24", "dev", "vpc-c"]);
+        host(&a, "10.1.0.10/24", "10.1.0.1");
+        host(&b, "10.2.0.10/24", "10.2.0.1");
+        host(&c, "10.3.0.10/24", "10.3.0.1");
+        let cp = ControlPlane::start_with(verbose, controld_args);
+        let acct_a = cp.account(OWNER_A);
+        let acct_b = cp.account(OWNER_B);
+        let acct_c = cp.account(OWNER_C);
+        let mut lab = InterRegionLab {
+            gw1,
+            gw2,
+            a,
+            b,
+            c,
+            cp,
+            acct_a,
+            acct_b,
+            acct_c,
+        };
+        lab.start_agent(1);
+        lab.start_agent(2);
+        lab
+    }
+
+    pub fn gateway(&self, n: u8) -> &Gateway {
+        if n == 1 {
+            &self.gw1
+        } else {
+            &self.gw2
+        }
+    }
+
+    pub fn start_agent(&mut self, n: u8) {
+        let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
+        gw.agent = Some(
+            self.cp
+                .tunnel_agent(&gw.ns, &gw.pins, gw.region, gw.underlay, &gw.state),
+        );
+    }
+
+    /// VPCs A (region 1, account A), B and C (region 2, accounts B and C),
+    /// each with one subnet on its gateway port.
+    pub fn vpcs(&self) -> Vpcs {
+        let cp = &self.cp;
+        let a = cp.create_vpc(&self.acct_a, REGION_1, "10.1.0.0/16");
+        let b = cp.create_vpc(&self.acct_b, REGION_2, "10.2.0.0/16");
+        let c = cp.create_vpc(&self.acct_c, REGION_2, "10.3.0.0/16");
+        cp.create_subnet(&self.acct_a, REGION_1, &a, "10.1.0.0/24", "vpc-a");
+        cp.create_subnet(&self.acct_b, REGION_2, &b, "10.2.0.0/24", "vpc-b");
+        cp.create_subnet(&self.acct_c, REGION_2, &c, "10.3.0.0/24", "vpc-c");
+        self.hosts_announce();
+        Vpcs {
+            rtb_a: cp.main_route_table(&self.acct_a, REGION_1, &a),
+            rtb_b: cp.main_route_table(&self.acct_b, REGION_2, &b),
+            rtb_c: cp.main_route_table(&self.acct_c, REGION_2, &c),
+            a,
+            b,
+            c,
+        }
+    }
+
+    /// Hosts resolve their gateway, so the gateways learn their MACs.
+    pub fn hosts_announce(&self) {
+        self.a.ping("10.1.0.1", 1);
+        self.b.ping("10.2.0.1", 1);
+        self.c.ping("10.3.0.1", 1);
+    }
+
+    /// Peers `from_vpc` (owned by `from`, in `from_region`) with `to_vpc`,
+    /// accepted by `to`, and routes each side's table to the other's CIDR.
+    #[allow(clippy::too_many_arguments)]
+    pub fn peer(
+        &self,
+        (from, from_region, from_vpc, from_rtb, from_cidr): (&Account, &str, &str, &str, &str),
+        (to, to_region, to_vpc, to_rtb, to_cidr): (&Account, &str, &str, &str, &str),
+    ) -> String {
+        let cp = &self.cp;
+        let pcx = cp.request_peering(from, from_region, from_vpc, to_vpc, &to.id, to_region);
+        cp.peering_action(to, to_region, "accept-vpc-peering-connection", &pcx);
+        cp.create_route(from, from_region, from_rtb, to_cidr, &pcx);
+        cp.create_route(to, to_region, to_rtb, from_cidr, &pcx);
+        pcx
+    }
+
+    /// Waits until both tunnels hold a current key.
+    pub fn wait_for_keys(&self) {
+        let keyed = || {
+            [&self.gw1, &self.gw2]
+                .iter()
+                .all(|g| g.tunnel_stats().current_epoch.is_some())
+        };
+        assert!(
+            eventually(Duration::from_secs(15), keyed),
+            "the gateways never got a tunnel key"
+        );
+    }
+}
+
+/// Starts `tcpdump` writing `iface` of `ns` to `file`; stop it with
+/// [`Capture::finish`].
+pub struct Capture {
+    proc: Proc,
+    pub file: PathBuf,
+}
+
+impl Capture {
+    pub fn start(ns: &Netns, iface: &str, file: &Path) -> Self {
+        let child = ns
+            .cmd(&["tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w"])
+            .arg(file)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start tcpdump");
+        // tcpdump needs a moment before it captures.
+        std::thread::sleep(Duration::from_millis(700));
+        Capture {
+            proc: Proc(child),
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Stops tcpdump (SIGINT flushes the file) and returns the frames.
+    pub fn finish(self) -> Vec<Vec<u8>> {
+        std::thread::sleep(Duration::from_millis(300));
+        let pid = self.proc.0.id() as libc::pid_t;
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid, libc::SIGINT) };
+        std::thread::sleep(Duration::from_millis(300));
+        drop(self.proc);
+        let bytes = std::fs::read(&self.file).unwrap_or_default();
+        pcap_frames(&bytes)
+    }
+}
+
+/// The frames of a classic pcap file (microsecond or nanosecond, either
+/// byte order).
+pub fn pcap_frames(bytes: &[u8]) -> Vec<Vec<u8>> {
+    let Some(magic) = bytes.get(0..4) else {
+        return Vec::new();
+    };
+    let le = matches!(magic, [0xd4, 0xc3, 0xb2, 0xa1] | [0x4d, 0x3c, 0xb2, 0xa1]);
+    let word = |at: usize| -> Option<usize> {
+        let b: [u8; 4] = bytes.get(at..at + 4)?.try_into().ok()?;
+        Some(if le {
+            u32::from_le_bytes(b)
+        } else {
+            u32::from_be_bytes(b)
+        } as usize)
+    };
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while let Some(caplen) = word(at + 8) {
+        let start = at + 16;
+        let Some(frame) = bytes.get(start..start + caplen) else {
+            break;
+        };
+        frames.push(frame.to_vec());
+        at = start + caplen;
+    }
+    frames
+}
+
+/// (IP protocol, source port, destination port, UDP payload) of an
+/// untagged Ethernet/IPv4 frame.
+pub fn udp_of(frame: &[u8]) -> Option<(u8, u16, u16, &[u8])> {
+    if frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = frame.get(14..)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    let proto = *ip.get(9)?;
+    let l4 = ip.get(ihl..)?;
+    let sport = u16::from_be_bytes([*l4.first()?, *l4.get(1)?]);
+    let dport = u16::from_be_bytes([*l4.get(2)?, *l4.get(3)?]);
+    Some((proto, sport, dport, l4.get(8..)?))
+}
