@@ -1,0 +1,684 @@
+//! `underlay-bench`: how fast can a gateway put sealed tunnel datagrams on
+//! the underlay link?
+//!
+//! Two namespaces joined by a veth pair (198.18.0.1/24 ↔ 198.18.0.2/24,
+//! MTU 1600). The sender namespace transmits UDP datagrams to port 51900
+//! whose payload is a tunnel datagram (44 bytes of tunnel overhead + the
+//! inner packet) with one of these methods:
+//! - `udp-sendmmsg`: a connected UDP socket, sendmmsg(2) with 64 messages;
+//! - `af_xdp/N`: AF_XDP TX on queue 0 of the sender's veth (copy mode),
+//!   userspace writes whole Ethernet/IPv4/UDP frames into a UMEM of 4096
+//!   2 KiB frames, queues up to N descriptors and kicks with sendto(2).
+//!
+//! The receiver namespace has no XDP program: every frame goes through the
+//! normal stack to a UDP socket that a thread drains with recvmmsg(2)
+//! (batches of 64, non-blocking + poll). Figures: sent = datagrams the
+//! sender handed to the device (sendmmsg return values / AF_XDP
+//! completions), received = datagrams recvmmsg returned, both divided by
+//! the send window. CPU figures come from getrusage(RUSAGE_THREAD) and cover
+//! only the sender or receiver thread (softirq work is charged to whatever
+//! thread it interrupts).
+//!
+//! Usage: `underlay-bench [--secs S] [--no-pin]` (root). By default the
+//! sender thread is pinned to CPU 0 and the receiver thread to CPU 1.
+
+use std::{
+    io,
+    mem::zeroed,
+    num::NonZeroU32,
+    ptr::{null_mut, NonNull},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        mpsc, Arc,
+    },
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{anyhow, bail, Context, Result};
+use peering_tests::lab::{veth, Netns};
+use peering_userspace::sys;
+use xdpilone::{xdp::XdpDesc, BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+
+const PORT: u16 = 51900;
+/// Tunnel overhead added to every inner packet.
+const OVERHEAD: usize = 44;
+const BATCH: usize = 64;
+const SRC: [u8; 4] = [198, 18, 0, 1];
+const DST: [u8; 4] = [198, 18, 0, 2];
+const TX_IF: &str = "ul0";
+const RX_IF: &str = "ul1";
+
+const FRAME_SIZE: u32 = 2048;
+const FRAMES: u32 = 4096;
+const TX_RING: u32 = 2048;
+const SOL_XDP: libc::c_int = 283;
+const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
+const TX_BUDGET: u32 = 256;
+
+#[derive(Clone, Copy)]
+enum Method {
+    UdpSendmmsg,
+    AfXdp { batch: u32 },
+}
+
+impl Method {
+    fn name(self) -> String {
+        match self {
+            Method::UdpSendmmsg => "udp-sendmmsg".into(),
+            Method::AfXdp { batch } => format!("af_xdp/{batch}"),
+        }
+    }
+}
+
+/// What the sending thread did.
+struct TxStats {
+    sent: u64,
+    secs: f64,
+    cpu: f64,
+    syscalls: u64,
+}
+
+/// What the receiving thread saw.
+struct RxStats {
+    datagrams: u64,
+    bytes: u64,
+    cpu: f64,
+    /// UDP RcvbufErrors in the receiver namespace during the run.
+    sockbuf_drops: u64,
+}
+
+struct Lab {
+    tx: Netns,
+    rx: Netns,
+    peer_mac: [u8; 6],
+}
+
+fn main() -> Result<()> {
+    sys::require_root()?;
+    let mut secs = 3.0f64;
+    let mut pin = true;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--secs" => {
+                secs = args
+                    .next()
+                    .context("--secs needs a value")?
+                    .parse()
+                    .context("--secs")?
+            }
+            "--no-pin" => pin = false,
+            _ => bail!("usage: underlay-bench [--secs S] [--no-pin]"),
+        }
+    }
+
+    let tx = Netns::new("ultx");
+    let rx = Netns::new("ulrx");
+    veth(&tx, TX_IF, &rx, RX_IF);
+    tx.exec_ok(&["ip", "link", "set", TX_IF, "mtu", "1600"]);
+    rx.exec_ok(&["ip", "link", "set", RX_IF, "mtu", "1600"]);
+    tx.exec_ok(&["ip", "addr", "add", "198.18.0.1/24", "dev", TX_IF]);
+    rx.exec_ok(&["ip", "addr", "add", "198.18.0.2/24", "dev", RX_IF]);
+    // Resolve the neighbour once so neither method pays for ARP.
+    if !tx.ping("198.18.0.2", 1) {
+        bail!("198.18.0.2 does not answer ping from the sender namespace");
+    }
+    let peer_mac = sys::parse_mac(&rx.mac(RX_IF))?;
+    let lab = Lab { tx, rx, peer_mac };
+
+    let methods = [
+        Method::UdpSendmmsg,
+        Method::AfXdp { batch: 64 },
+        Method::AfXdp { batch: 256 },
+    ];
+    println!(
+        "underlay-bench: veth {TX_IF} -> {RX_IF}, UDP/{PORT}, {secs} s per case, \
+         receiver recvmmsg x{BATCH}, {}",
+        if pin {
+            "sender on CPU 0, receiver on CPU 1"
+        } else {
+            "threads not pinned"
+        }
+    );
+    println!(
+        "{:<13} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>8}",
+        "method",
+        "payload",
+        "sent",
+        "recv",
+        "recv",
+        "loss",
+        "backlog",
+        "sockbuf",
+        "snd",
+        "rcv",
+        "dgrams/"
+    );
+    println!(
+        "{:<13} {:>7} {:>8} {:>8} {:>8} {:>6} {:>9} {:>9} {:>6} {:>6} {:>8}",
+        "", "bytes", "Mpps", "Mpps", "Gbit/s", "%", "drops", "drops", "CPU%", "CPU%", "syscall"
+    );
+    for inner in [64usize, 1400] {
+        let payload = inner + OVERHEAD;
+        for m in methods {
+            let (t, r, backlog) = run_case(&lab, m, payload, secs, pin)
+                .with_context(|| format!("{} with {payload}-byte payload", m.name()))?;
+            let sent = t.sent as f64 / t.secs / 1e6;
+            let recv = r.datagrams as f64 / t.secs / 1e6;
+            let gbit = r.bytes as f64 * 8.0 / t.secs / 1e9;
+            let loss = if t.sent > 0 {
+                100.0 * t.sent.saturating_sub(r.datagrams) as f64 / t.sent as f64
+            } else {
+                0.0
+            };
+            println!(
+                "{:<13} {:>7} {:>8.3} {:>8.3} {:>8.2} {:>6.1} {:>9} {:>9} {:>6.0} {:>6.0} {:>8.1}",
+                m.name(),
+                format!("{inner}+{OVERHEAD}"),
+                sent,
+                recv,
+                gbit,
+                loss,
+                backlog,
+                r.sockbuf_drops,
+                100.0 * t.cpu / t.secs,
+                100.0 * r.cpu / t.secs,
+                t.sent as f64 / t.syscalls.max(1) as f64,
+            );
+        }
+    }
+    drop(lab);
+    Ok(())
+}
+
+/// One method at one size: a fresh receiver thread, then a sender thread
+/// for `secs`. Returns sender and receiver figures and the backlog drops
+/// (/proc/net/softnet_stat, all CPUs) during the run.
+fn run_case(
+    lab: &Lab,
+    m: Method,
+    payload: usize,
+    secs: f64,
+    pin: bool,
+) -> Result<(TxStats, RxStats, u64)> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, ready_rx) = mpsc::channel();
+    let rx_ns = lab.rx.name.clone();
+    let rx_stop = stop.clone();
+    let receiver = thread::spawn(move || receive(&rx_ns, pin.then_some(1), &rx_stop, ready_tx));
+    ready_rx
+        .recv()
+        .map_err(|_| anyhow!("receiver thread ended before it was ready"))??;
+
+    let backlog_before = softnet_drops()?;
+    let tx_ns = lab.tx.name.clone();
+    let peer_mac = lab.peer_mac;
+    let window = Duration::from_secs_f64(secs);
+    let sender = thread::spawn(move || -> Result<TxStats> {
+        sys::enter_netns(&tx_ns)?;
+        if pin {
+            pin_to(0)?;
+        }
+        match m {
+            Method::UdpSendmmsg => send_udp(payload, window),
+            Method::AfXdp { batch } => send_xdp(payload, window, peer_mac, batch),
+        }
+    });
+    let tx = sender.join().map_err(|_| anyhow!("sender panicked"));
+    stop.store(true, Ordering::Relaxed);
+    let rx = receiver.join().map_err(|_| anyhow!("receiver panicked"))?;
+    let backlog = softnet_drops()? - backlog_before;
+    Ok((tx??, rx?, backlog))
+}
+
+fn pin_to(cpu: usize) -> Result<()> {
+    unsafe {
+        let mut set: libc::cpu_set_t = zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            bail!(
+                "sched_setaffinity(cpu {cpu}): {}",
+                io::Error::last_os_error()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// CPU time (user + system) of the calling thread, in seconds.
+fn thread_cpu() -> f64 {
+    let mut ru: libc::rusage = unsafe { zeroed() };
+    unsafe { libc::getrusage(libc::RUSAGE_THREAD, &mut ru) };
+    let tv = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    tv(ru.ru_utime) + tv(ru.ru_stime)
+}
+
+/// Sum of the "dropped" column of /proc/net/softnet_stat: packets that did
+/// not fit in a CPU's input backlog (where veth puts what it forwards).
+fn softnet_drops() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/net/softnet_stat")?;
+    let mut total = 0;
+    for line in s.lines() {
+        let col = line.split_whitespace().nth(1).context("softnet_stat")?;
+        total += u64::from_str_radix(col, 16)?;
+    }
+    Ok(total)
+}
+
+/// UDP RcvbufErrors of the calling thread's network namespace.
+fn udp_rcvbuf_errors() -> Result<u64> {
+    let s = std::fs::read_to_string("/proc/thread-self/net/snmp")?;
+    let mut lines = s.lines().filter(|l| l.starts_with("Udp:"));
+    let (names, values) = (lines.next().context("snmp")?, lines.next().context("snmp")?);
+    let i = names
+        .split_whitespace()
+        .position(|n| n == "RcvbufErrors")
+        .context("RcvbufErrors")?;
+    Ok(values
+        .split_whitespace()
+        .nth(i)
+        .context("RcvbufErrors")?
+        .parse()?)
+}
+
+fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
+    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
+    sa.sin_family = libc::AF_INET as libc::sa_family_t;
+    sa.sin_port = port.to_be();
+    sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
+    sa
+}
+
+struct Fd(libc::c_int);
+
+impl Drop for Fd {
+    fn drop(&mut self) {
+        unsafe { libc::close(self.0) };
+    }
+}
+
+fn udp_socket(nonblock: bool) -> Result<Fd> {
+    let mut ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
+    if nonblock {
+        ty |= libc::SOCK_NONBLOCK;
+    }
+    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
+    if fd < 0 {
+        bail!("socket: {}", io::Error::last_os_error());
+    }
+    Ok(Fd(fd))
+}
+
+fn set_int_opt(
+    fd: libc::c_int,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: libc::c_int,
+) -> Result<()> {
+    let r = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            name,
+            (&v as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        bail!(
+            "setsockopt({level}, {name}): {}",
+            io::Error::last_os_error()
+        );
+    }
+    Ok(())
+}
+
+/// The receiver: counts datagrams to 198.18.0.2:51900 until `stop` is set
+/// and the socket has been quiet for 50 ms.
+fn receive(
+    ns: &str,
+    cpu: Option<usize>,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<Result<()>>,
+) -> Result<RxStats> {
+    let setup = || -> Result<Fd> {
+        sys::enter_netns(ns)?;
+        if let Some(c) = cpu {
+            pin_to(c)?;
+        }
+        let fd = udp_socket(true)?;
+        set_int_opt(fd.0, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20)?;
+        let sa = sockaddr(DST, PORT);
+        let r = unsafe {
+            libc::bind(
+                fd.0,
+                (&sa as *const libc::sockaddr_in).cast(),
+                size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        };
+        if r != 0 {
+            bail!("bind 198.18.0.2:{PORT}: {}", io::Error::last_os_error());
+        }
+        Ok(fd)
+    };
+    let fd = match setup() {
+        Ok(fd) => fd,
+        Err(e) => {
+            let msg = format!("{e:#}");
+            let _ = ready.send(Err(e));
+            bail!(msg);
+        }
+    };
+    let drops0 = udp_rcvbuf_errors()?;
+    let cpu0 = thread_cpu();
+    let _ = ready.send(Ok(()));
+
+    let mut bufs = vec![[0u8; 2048]; BATCH];
+    let mut iovs: Vec<libc::iovec> = bufs
+        .iter_mut()
+        .map(|b| libc::iovec {
+            iov_base: b.as_mut_ptr().cast(),
+            iov_len: b.len(),
+        })
+        .collect();
+    let mut msgs: Vec<libc::mmsghdr> = iovs
+        .iter_mut()
+        .map(|iov| {
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_iov = iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let (mut datagrams, mut bytes) = (0u64, 0u64);
+    loop {
+        let n = unsafe {
+            libc::recvmmsg(
+                fd.0,
+                msgs.as_mut_ptr(),
+                BATCH as libc::c_uint,
+                libc::MSG_DONTWAIT,
+                null_mut(),
+            )
+        };
+        if n > 0 {
+            datagrams += n as u64;
+            bytes += msgs[..n as usize]
+                .iter()
+                .map(|m| u64::from(m.msg_len))
+                .sum::<u64>();
+            continue;
+        }
+        let err = io::Error::last_os_error();
+        if n < 0 && err.raw_os_error() != Some(libc::EAGAIN) {
+            bail!("recvmmsg: {err}");
+        }
+        let stopping = stop.load(Ordering::Relaxed);
+        let mut pfd = libc::pollfd {
+            fd: fd.0,
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        let r = unsafe { libc::poll(&mut pfd, 1, if stopping { 50 } else { 10 }) };
+        if r == 0 && stopping {
+            break;
+        }
+    }
+    Ok(RxStats {
+        datagrams,
+        bytes,
+        cpu: thread_cpu() - cpu0,
+        sockbuf_drops: udp_rcvbuf_errors()? - drops0,
+    })
+}
+
+/// (a) connected UDP socket, sendmmsg(2) with 64 datagrams per call.
+fn send_udp(payload: usize, window: Duration) -> Result<TxStats> {
+    let fd = udp_socket(false)?;
+    let sa = sockaddr(DST, PORT);
+    let r = unsafe {
+        libc::connect(
+            fd.0,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        bail!("connect: {}", io::Error::last_os_error());
+    }
+    let mut buf = datagram(payload);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
+        .map(|_| {
+            let mut m: libc::mmsghdr = unsafe { zeroed() };
+            m.msg_hdr.msg_iov = &mut iov;
+            m.msg_hdr.msg_iovlen = 1;
+            m
+        })
+        .collect();
+    let (mut sent, mut syscalls) = (0u64, 0u64);
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let n = unsafe { libc::sendmmsg(fd.0, msgs.as_mut_ptr(), BATCH as libc::c_uint, 0) };
+        syscalls += 1;
+        if n > 0 {
+            sent += n as u64;
+        } else {
+            let e = io::Error::last_os_error();
+            if !matches!(e.raw_os_error(), Some(libc::ENOBUFS | libc::EAGAIN)) {
+                bail!("sendmmsg: {e}");
+            }
+        }
+    }
+    Ok(TxStats {
+        sent,
+        secs: start.elapsed().as_secs_f64(),
+        cpu: thread_cpu() - cpu0,
+        syscalls,
+    })
+}
+
+/// The UDP payload: a stand-in tunnel datagram of `payload` bytes.
+fn datagram(payload: usize) -> Vec<u8> {
+    (0..payload).map(|i| i as u8).collect()
+}
+
+/// A whole Ethernet/IPv4/UDP frame carrying `payload` bytes to
+/// 198.18.0.2:51900. UDP checksum 0 (allowed for IPv4).
+fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], payload: usize) -> Vec<u8> {
+    let udp_len = 8 + payload;
+    let ip_len = 20 + udp_len;
+    let mut f = Vec::with_capacity(14 + ip_len);
+    f.extend_from_slice(&dst_mac);
+    f.extend_from_slice(&src_mac);
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let ip_start = f.len();
+    f.extend_from_slice(&[0x45, 0]);
+    f.extend_from_slice(&(ip_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id 0, DF, TTL 64, UDP
+    f.extend_from_slice(&SRC);
+    f.extend_from_slice(&DST);
+    let csum = ipv4_checksum(&f[ip_start..]);
+    f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
+    f.extend_from_slice(&PORT.to_be_bytes());
+    f.extend_from_slice(&PORT.to_be_bytes());
+    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&datagram(payload));
+    f
+}
+
+fn ipv4_checksum(header: &[u8]) -> u16 {
+    let mut sum: u32 = header
+        .chunks(2)
+        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// An anonymous, page-aligned mapping, unmapped on drop.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize) -> Result<Self> {
+        let p = unsafe {
+            libc::mmap(
+                null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            bail!("mmap UMEM: {}", io::Error::last_os_error());
+        }
+        Ok(Self {
+            ptr: NonNull::new(p.cast()).context("mmap returned NULL")?,
+            len,
+        })
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn xsk_err(what: &'static str) -> impl Fn(xdpilone::Errno) -> anyhow::Error {
+    move |e| anyhow!("{what}: {e}")
+}
+
+/// (b) AF_XDP TX in copy mode on queue 0 of the sender's veth: pre-built
+/// frames, up to `batch` descriptors queued per round, one sendto kick per
+/// round, completions reclaimed into a free list.
+fn send_xdp(payload: usize, window: Duration, peer_mac: [u8; 6], batch: u32) -> Result<TxStats> {
+    let src_mac = sys::mac(TX_IF)?;
+    let pkt = frame(src_mac, peer_mac, payload);
+    let area = Area::new((FRAMES * FRAME_SIZE) as usize)?;
+    let cfg = UmemConfig {
+        fill_size: TX_RING,
+        complete_size: TX_RING,
+        frame_size: FRAME_SIZE,
+        headroom: 0,
+        flags: 0,
+    };
+    // Declared before the sockets so it is dropped (unmapped) after them.
+    let region = NonNull::slice_from_raw_parts(area.ptr, area.len);
+    let umem = unsafe { Umem::new(cfg, region) }.map_err(xsk_err("UMEM registration"))?;
+    let mut descs = Vec::with_capacity(FRAMES as usize);
+    for i in 0..FRAMES {
+        let chunk = umem.frame(BufIdx(i)).context("UMEM frame")?;
+        // Safety: nothing else touches the UMEM before the socket is bound.
+        unsafe { (&mut *chunk.addr.as_ptr())[..pkt.len()].copy_from_slice(&pkt) };
+        descs.push(XdpDesc {
+            addr: chunk.offset,
+            len: pkt.len() as u32,
+            options: 0,
+        });
+    }
+
+    let mut info = IfInfo::invalid();
+    let name = std::ffi::CString::new(TX_IF)?;
+    info.from_name(&name).map_err(xsk_err("interface"))?;
+    info.set_queue(0);
+    let sock = Socket::with_shared(&info, &umem).map_err(xsk_err("AF_XDP socket"))?;
+    let mut device = umem
+        .fq_cq(&sock)
+        .map_err(xsk_err("fill/completion rings"))?;
+    let rxtx = umem
+        .rx_tx(
+            &sock,
+            &SocketConfig {
+                rx_size: None,
+                tx_size: NonZeroU32::new(TX_RING),
+                bind_flags: SocketConfig::XDP_BIND_COPY,
+            },
+        )
+        .map_err(xsk_err("TX ring"))?;
+    let mut tx = rxtx.map_tx().map_err(xsk_err("map TX ring"))?;
+    set_int_opt(
+        sock.as_raw_fd(),
+        SOL_XDP,
+        XDP_MAX_TX_SKB_BUDGET,
+        TX_BUDGET as libc::c_int,
+    )
+    .context("XDP_MAX_TX_SKB_BUDGET")?;
+    // A queue freed by the previous case's socket can stay busy briefly.
+    let t0 = Instant::now();
+    loop {
+        match umem.bind(&rxtx) {
+            Ok(()) => break,
+            Err(e) if t0.elapsed() < Duration::from_secs(2) => {
+                let _ = e;
+                thread::sleep(Duration::from_millis(10));
+            }
+            Err(e) => bail!("bind AF_XDP socket to {TX_IF} queue 0: {e}"),
+        }
+    }
+    let fd = tx.as_raw_fd();
+    let kick = || unsafe { libc::sendto(fd, null_mut(), 0, libc::MSG_DONTWAIT, null_mut(), 0) };
+
+    // Frame indices that are ours to queue.
+    let mut free: Vec<u32> = (0..FRAMES).collect();
+    let (mut completed, mut syscalls) = (0u64, 0u64);
+    let cpu0 = thread_cpu();
+    let start = Instant::now();
+    while start.elapsed() < window {
+        let want = (batch as usize).min(free.len());
+        if want > 0 {
+            let base = free.len() - want;
+            let mut w = tx.transmit(want as u32);
+            let n = w.insert(free[base..].iter().map(|&i| descs[i as usize])) as usize;
+            w.commit();
+            // The first n frames offered were queued.
+            free.drain(base..base + n);
+        }
+        kick();
+        syscalls += 1;
+        completed += reap(&mut device, &mut free);
+    }
+    let secs = start.elapsed().as_secs_f64();
+    let cpu = thread_cpu() - cpu0;
+    // Frames move only inside sendto: what the last kick did not take stays
+    // unsent. Collect the completions of what it did take.
+    thread::sleep(Duration::from_millis(20));
+    completed += reap(&mut device, &mut free);
+    drop(tx);
+    drop(rxtx);
+    drop(device);
+    drop(sock);
+    drop(umem);
+    drop(area);
+    Ok(TxStats {
+        sent: completed,
+        secs,
+        cpu,
+        syscalls,
+    })
+}
+
+/// Takes completed frames back into the free list; returns how many.
+fn reap(device: &mut xdpilone::DeviceQueue, free: &mut Vec<u32>) -> u64 {
+    let mut r = device.complete(FRAMES);
+    let mut n = 0;
+    while let Some(addr) = r.read() {
+        free.push((addr / u64::from(FRAME_SIZE)) as u32);
+        n += 1;
+    }
+    r.release();
+    n
+}
