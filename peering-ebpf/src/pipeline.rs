@@ -99,6 +99,16 @@ fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, peer_vpc: u32) -> Result<
     }
 }
 
+/// Sends a frame back out of the port it came in on. A redirect through
+/// the egress map takes the same path as forwarded frames; XDP_TX is the
+/// fallback (a veth peer drops XDP_TX frames unless it runs XDP itself).
+#[inline(always)]
+fn reflect(ctx: &XdpContext) -> u32 {
+    EGRESS
+        .redirect(ctx.ingress_ifindex() as u32, 0)
+        .unwrap_or(xdp_action::XDP_TX)
+}
+
 /// Inter-region peer: enforce the 1500-byte MTU, then hand the packet to the
 /// encapsulation path with the peering's id in the XDP metadata.
 #[inline(always)]
@@ -115,7 +125,7 @@ fn forward_remote(
             return Err(Stat::DropMtuExceeded);
         }
         icmp::frag_needed(ctx, l2, ip, iface.gateway_ip, INTER_REGION_MTU, len)?;
-        return Ok((xdp_action::XDP_TX, Stat::TxIcmpFragNeeded));
+        return Ok((reflect(ctx), Stat::TxIcmpFragNeeded));
     }
     rewrite::decrement_ttl(ctx, l2.l3, ip.ttl)?;
     rewrite::set_meta(ctx, pcx)?;

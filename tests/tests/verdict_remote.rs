@@ -5,7 +5,7 @@ use etherparse::IpNumber;
 use peering_common::{IfaceInfo, Stat, INTER_REGION_MTU};
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_A, HOST_A},
-    verdict::{LO, XDP_DROP, XDP_TX},
+    verdict::{LO, XDP_DROP, XDP_REDIRECT},
     world::*,
 };
 
@@ -66,7 +66,10 @@ fn oversized_with_df_gets_fragmentation_needed() {
     let h = harness();
     let sent = Frame::udp(A_HOST, REMOTE_HOST, INTER_REGION_MTU as usize + 1).df(true);
     let out = h.run(LO, &sent.bytes());
-    assert_eq!(out.verdict, XDP_TX);
+    assert_eq!(
+        out.verdict, XDP_REDIRECT,
+        "sent back out of the ingress port"
+    );
     assert_frag_needed(&out.frame, &sent, None);
     assert_eq!(h.packets(Stat::TxIcmpFragNeeded), 1);
 }
@@ -87,7 +90,7 @@ fn fragmentation_needed_quotes_options_and_keeps_the_vlan() {
             .options(opts)
             .vlan(300);
         let out = h.run(LO, &sent.bytes());
-        assert_eq!(out.verdict, XDP_TX, "{} option bytes", opts.len());
+        assert_eq!(out.verdict, XDP_REDIRECT, "{} option bytes", opts.len());
         assert_frag_needed(&out.frame, &sent, Some(300));
     }
 }
@@ -113,7 +116,7 @@ fn no_icmp_error_about_icmp_errors_or_later_fragments() {
         .df(true)
         .proto(IpNumber::ICMP);
     echo.payload[0] = 8;
-    assert_eq!(h.run(LO, &echo.bytes()).verdict, XDP_TX);
+    assert_eq!(h.run(LO, &echo.bytes()).verdict, XDP_REDIRECT);
 }
 
 #[test]
