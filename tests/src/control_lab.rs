@@ -59,7 +59,8 @@ impl ControlPlane {
             .arg(&db)
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(if verbose {
+            // The daemon's request log only with PEERING_TEST_VERBOSE.
+            .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
                 Stdio::inherit()
             } else {
                 Stdio::null()

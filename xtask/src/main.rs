@@ -74,14 +74,20 @@ fn run(cmd: Cmd) -> Result<()> {
             if !no_setup {
                 setup::run()?;
             }
-            cargo(&[
-                "run",
-                "--release",
-                "-p",
-                "peering-tests",
-                "--bin",
-                "peering-bench",
-            ])
+            build(true)?;
+            for bench in ["peering-bench", "tunnel-bench", "underlay-bench"] {
+                println!("\n== {bench}");
+                cargo(&[
+                    "run",
+                    "-q",
+                    "--release",
+                    "-p",
+                    "peering-tests",
+                    "--bin",
+                    bench,
+                ])?;
+            }
+            Ok(())
         }
         Cmd::Demo { no_setup, hold } => {
             if !no_setup {

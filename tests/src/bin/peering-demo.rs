@@ -1,47 +1,30 @@
-//! The lab demo (`cargo xtask demo`): one region, two accounts, two VPCs.
-//! Everything is driven through `peerctl` against `peering-controld`; the
-//! region's `peering-agent` programs the XDP dataplane of the gateway.
+//! The lab demo (`cargo xtask demo`): two regions, three accounts, three
+//! VPCs. VPC A is in us-east-1; VPCs B and C are in us-west-2. A peers with
+//! C across regions (sealed in the tunnel), B peers with C inside us-west-2
+//! (the XDP fast path). Everything is driven through `peerctl` against
+//! `peering-controld`; each region's `peering-agent` programs its gateway.
 //! All of it lives in network namespaces and temporary files of this
 //! process, torn down on exit or Ctrl-C.
 
 use std::time::Duration;
 
 use peering_tests::{
-    control_lab::{eventually, field, Account, ControlPlane},
-    lab::{cleanup_own, Agent, IntraRegionLab},
+    control_lab::eventually,
+    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2},
+    lab::{cleanup_own, unique, Agent, Netns},
 };
-
-const REGION: &str = "us-east-1";
-const OWNER_A: &str = "111111111111";
-const OWNER_B: &str = "222222222222";
 
 fn step(title: &str) {
     println!("\n== {title}");
 }
 
-fn ping(lab: &IntraRegionLab, from_a: bool) -> bool {
-    let (ns, who, dst) = if from_a {
-        (&lab.a, "A", "10.2.0.10")
-    } else {
-        (&lab.b, "B", "10.1.0.10")
-    };
-    let ok = ns.ping(dst, 2);
+fn ping(from: &Netns, who: &str, dst: &str) -> bool {
+    let ok = from.ping(dst, 2);
     println!(
-        "  ping from VPC {who} to {dst}: {}",
+        "  ping from {who} to {dst}: {}",
         if ok { "replies" } else { "no reply" }
     );
     ok
-}
-
-/// The peering's status code as `who` sees it.
-fn status(cp: &ControlPlane, who: &Account, pcx: &str) -> String {
-    let args = [
-        "describe-vpc-peering-connections",
-        "--vpc-peering-connection-ids",
-        pcx,
-    ];
-    let v = cp.peerctl(who, REGION, &args);
-    field(&v, &["VpcPeeringConnections", "0", "Status", "Code"])
 }
 
 fn main() {
@@ -53,68 +36,90 @@ fn main() {
     })
     .expect("install Ctrl-C handler");
 
-    step("Lab: a gateway namespace (kernel forwarding off) with two VPC ports, a host behind each");
-    let lab = IntraRegionLab::network(false);
-    let cp = ControlPlane::start(true);
+    step("Lab: gateways of us-east-1 and us-west-2 joined by an underlay link (198.18.0.1 <-> 198.18.0.2)");
+    let lab = InterRegionLab::new(true, &[]);
     println!(
-        "  peering-controld on {} (SQLite store {})",
-        cp.endpoint,
-        cp.db.display()
+        "  peering-controld on {} (SQLite store {}), keys rotated every 10 min",
+        lab.cp.endpoint,
+        lab.cp.db.display()
     );
-    let a = cp.account(OWNER_A);
-    let b = cp.account(OWNER_B);
-    println!("  accounts {OWNER_A} and {OWNER_B} have tokens");
-    let _agent = cp.agent(&lab.gw, &lab.pins, REGION);
-    println!("  peering-agent run --region {REGION} programs the gateway");
-    let gw = Agent {
-        ns: &lab.gw,
-        pins: &lab.pins,
-        verbose: true,
+    println!("  one peering-agent per region, tunnel on UDP port 51900");
+
+    step("Three accounts create a VPC each: A in us-east-1, B and C in us-west-2");
+    let v = lab.vpcs();
+    lab.wait_for_keys();
+    println!(
+        "  both gateways hold the deployment's tunnel key (epoch {})",
+        lab.gw1.tunnel_stats().current_epoch.unwrap_or(0)
+    );
+    ping(&lab.a, "VPC A", "10.3.0.10");
+
+    step("A peers with C across regions (C accepts in us-west-2, both add routes)");
+    let ac = lab.peer(
+        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    eventually(Duration::from_secs(5), || lab.a.ping("10.3.0.10", 1));
+    ping(&lab.a, "VPC A", "10.3.0.10");
+    ping(&lab.c, "VPC C", "10.1.0.10");
+
+    step("B peers with C inside us-west-2");
+    let bc = lab.peer(
+        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    eventually(Duration::from_secs(5), || lab.b.ping("10.3.0.10", 1));
+    ping(&lab.b, "VPC B", "10.3.0.10");
+    println!("  peerings: {ac} (inter-region), {bc} (intra-region)");
+
+    step("No transitive peering: A is not peered with B");
+    ping(&lab.a, "VPC A", "10.2.0.10");
+
+    step("What the underlay carries while A and B both talk to C");
+    let file = std::env::temp_dir().join(unique("demo.pcap"));
+    let capture = Capture::start(&lab.gw2.ns, "underlay", &file);
+    lab.a.ping("10.3.0.10", 5);
+    lab.b.ping("10.3.0.10", 5);
+    let frames = capture.finish();
+    let _ = std::fs::remove_file(&file);
+    let tunnel = frames
+        .iter()
+        .filter(|f| matches!(udp_of(f), Some((17, 51900, 51900, _))))
+        .count();
+    println!(
+        "  {} frames captured, {tunnel} of them UDP 51900 <-> 51900 (sealed, no VPC address or id visible);",
+        frames.len()
+    );
+    println!("  B <-> C never touches the underlay: XDP redirects it inside the gateway");
+
+    step("Tunnel counters on us-east-1 (per peering, per remote gateway, drops by reason)");
+    let ag1 = Agent {
+        ns: &lab.gw1.ns,
+        pins: &lab.gw1.pins,
+        verbose: false,
     };
+    let state = lab.gw1.state.to_string_lossy().into_owned();
+    print!("{}", ag1.ok(&["tunnel-stats", "--state-dir", &state]));
 
-    step("Each account creates a VPC and a subnet on a gateway port");
-    let vpc_a = cp.create_vpc(&a, REGION, "10.1.0.0/16");
-    let vpc_b = cp.create_vpc(&b, REGION, "10.2.0.0/16");
-    cp.create_subnet(&a, REGION, &vpc_a, "10.1.0.0/24", "vpc-a");
-    cp.create_subnet(&b, REGION, &vpc_b, "10.2.0.0/24", "vpc-b");
-    lab.hosts_announce();
-    ping(&lab, true);
-
-    step("Account A requests a peering with B's VPC");
-    let pcx = cp.request_peering(&a, REGION, &vpc_a, &vpc_b, OWNER_B, REGION);
-    println!("  {pcx}: {}", status(&cp, &a, &pcx));
-
-    step("Account B accepts it");
-    cp.peering_action(&b, REGION, "accept-vpc-peering-connection", &pcx);
-    println!("  {pcx}: {}", status(&cp, &b, &pcx));
-    ping(&lab, true);
-    println!("  (no routes yet)");
-
-    step("Both sides add a route to the peering in their main route table");
-    let rtb_a = cp.main_route_table(&a, REGION, &vpc_a);
-    cp.create_route(&a, REGION, &rtb_a, "10.2.0.0/16", &pcx);
-    let rtb_b = cp.main_route_table(&b, REGION, &vpc_b);
-    cp.create_route(&b, REGION, &rtb_b, "10.1.0.0/16", &pcx);
-    eventually(Duration::from_secs(2), || lab.a.ping("10.2.0.10", 1));
-    ping(&lab, true);
-    ping(&lab, false);
-
-    step("A host in VPC A sending from an address outside A is dropped (anti-spoofing)");
-    lab.a
-        .exec_ok(&["ip", "addr", "add", "10.9.9.9/32", "dev", "eth0"]);
-    let spoofed = lab.a.ping_from(Some("10.9.9.9"), "10.2.0.10", 2);
-    println!(
-        "  spoofed ping: {}",
-        if spoofed { "replies (!)" } else { "dropped" }
-    );
-
-    step("Dataplane state and counters on the gateway (every packet counted under one reason)");
-    print!("{}", gw.ok(&["show"]));
-    print!("{}", gw.ok(&["stats"]));
+    step("XDP counters on us-west-2: fwd_local (B <-> C) next to fwd_remote (to the tunnel)");
+    let ag2 = Agent {
+        ns: &lab.gw2.ns,
+        pins: &lab.gw2.pins,
+        verbose: false,
+    };
+    for line in ag2.ok(&["stats"]).lines() {
+        let count = line.split_whitespace().nth(1);
+        let shown = line.starts_with("counter")
+            || line.starts_with("fwd_")
+            || (line.starts_with("drop_") && count.is_some_and(|n| n != "0"));
+        if shown {
+            println!("  {line}");
+        }
+    }
 
     if hold {
         println!(
-            "\nThe lab is up: try `ip netns exec {} ping 10.2.0.10`. Ctrl-C tears it down.",
+            "\nThe lab is up: try `ip netns exec {} ping 10.3.0.10`. Ctrl-C tears it down.",
             lab.a.name
         );
         loop {
@@ -122,11 +127,12 @@ fn main() {
         }
     }
 
-    step("Account A deletes the peering: its routes become blackholes");
-    cp.peering_action(&a, REGION, "delete-vpc-peering-connection", &pcx);
-    eventually(Duration::from_secs(2), || !lab.a.ping("10.2.0.10", 1));
-    ping(&lab, true);
-    println!("  drop_blackhole: {}", gw.stat("drop_blackhole"));
+    step("A deletes its peering with C: routes become blackholes, traffic stops");
+    lab.cp
+        .peering_action(&lab.acct_a, REGION_1, "delete-vpc-peering-connection", &ac);
+    eventually(Duration::from_secs(3), || !lab.a.ping("10.3.0.10", 1));
+    ping(&lab.a, "VPC A", "10.3.0.10");
+    ping(&lab.b, "VPC B", "10.3.0.10");
 
     step("Tearing the lab down");
 }

@@ -1,0 +1,84 @@
+//! Throughput across regions (`cargo xtask bench`): the two-region lab of
+//! the tests, A (us-east-1) peered with C (us-west-2) and B peered with C
+//! inside us-west-2, then iperf3 TCP and a 64-byte UDP flood through the
+//! sealed tunnel and, for comparison, through the intra-region XDP path.
+//! Figures depend on the machine and its load; compare the ratios.
+
+use std::time::Duration;
+
+use peering_tests::{
+    control_lab::eventually,
+    inter_region::{InterRegionLab, REGION_1, REGION_2},
+    lab::Netns,
+};
+use serde_json::Value;
+
+const SECS: &str = "5";
+
+fn iperf3(from: &Netns, to: &Netns, dst: &str, extra: &[&str]) -> Value {
+    let mut server = to
+        .cmd(&["iperf3", "-s", "-1", "-B", dst])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("start iperf3 server");
+    std::thread::sleep(Duration::from_millis(500));
+    let mut args = vec!["iperf3", "-c", dst, "-t", SECS, "-J"];
+    args.extend(extra);
+    let out = from.exec_ok(&args);
+    let _ = server.wait();
+    serde_json::from_str(&out).expect("iperf3 JSON")
+}
+
+fn tcp(from: &Netns, to: &Netns, dst: &str) -> f64 {
+    let v = iperf3(from, to, dst, &[]);
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// 64-byte IP packets (36 bytes of UDP payload), unlimited rate: packets
+/// per second offered and received.
+fn udp64(from: &Netns, to: &Netns, dst: &str) -> (f64, f64) {
+    let v = iperf3(from, to, dst, &["-u", "-b", "0", "-l", "36"]);
+    let secs: f64 = SECS.parse().unwrap_or(1.0);
+    let sum = &v["end"]["sum"];
+    let sent = sum["packets"].as_f64().unwrap_or(0.0);
+    let lost = sum["lost_packets"].as_f64().unwrap_or(0.0);
+    (sent / secs, (sent - lost) / secs)
+}
+
+fn main() {
+    let lab = InterRegionLab::new(false, &[]);
+    let v = lab.vpcs();
+    lab.wait_for_keys();
+    lab.peer(
+        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    lab.peer(
+        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    let ready = || lab.a.ping("10.3.0.10", 1) && lab.b.ping("10.3.0.10", 1);
+    assert!(eventually(Duration::from_secs(10), ready), "lab not ready");
+
+    println!("two-region lab, iperf3 for {SECS} s per case, AES-256-GCM");
+    println!(
+        "{:<40} {:>12} {:>16} {:>16}",
+        "path", "TCP Gbit/s", "64 B sent kpps", "64 B recv kpps"
+    );
+    for (name, from, dst) in [
+        ("inter-region A -> C (sealed tunnel)", &lab.a, "10.3.0.10"),
+        ("intra-region B -> C (XDP redirect)", &lab.b, "10.3.0.10"),
+    ] {
+        let gbps = tcp(from, &lab.c, dst) / 1e9;
+        let (sent, recv) = udp64(from, &lab.c, dst);
+        println!(
+            "{name:<40} {gbps:>12.2} {:>16.0} {:>16.0}",
+            sent / 1e3,
+            recv / 1e3
+        );
+    }
+    let s = lab.gw1.tunnel_stats();
+    println!("tunnel drops on us-east-1: {:?}", s.drops);
+}
