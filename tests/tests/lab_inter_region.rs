@@ -14,6 +14,14 @@ use peering_tests::{
 
 const TUNNEL_PORT: u16 = 51900;
 
+/// One two-region lab at a time: five labs sharing two CPUs would turn the
+/// no-loss rotation check into a test of the scheduler.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 fn verbose() -> bool {
     std::env::var_os("PEERING_TEST_VERBOSE").is_some()
 }
@@ -24,6 +32,7 @@ fn verbose() -> bool {
 /// never shows in it.
 #[test]
 fn peering_across_regions_carries_sealed_traffic_only() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &[]);
     let v = lab.vpcs();
     lab.wait_for_keys();
@@ -189,6 +198,7 @@ fn epoch_of(datagram: &[u8]) -> u32 {
 /// nothing reaches the VPC.
 #[test]
 fn replayed_tampered_truncated_and_erased_epoch_datagrams_are_dropped() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &["--key-rotation", "2s"]);
     let pcx = peer_a_with_c(&lab);
     // Keep capturing until the datagram's epoch is still held by gateway 2,
@@ -264,6 +274,7 @@ fn replayed_tampered_truncated_and_erased_epoch_datagrams_are_dropped() {
 /// is lost, and no datagram meets an unknown epoch.
 #[test]
 fn key_rotation_under_traffic_loses_nothing() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &["--key-rotation", "2s"]);
     peer_a_with_c(&lab);
     let first = lab.gw1.tunnel_stats().current_epoch.unwrap_or(0);
@@ -296,6 +307,7 @@ fn run_ping(lab: &InterRegionLab, args: &[&str]) -> String {
 /// the VPC links carry jumbo frames.
 #[test]
 fn inter_region_mtu_is_1500() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &[]);
     peer_a_with_c(&lab);
     for (ns, dev) in [(&lab.gw1.ns, "vpc-a"), (&lab.a, "eth0")] {
@@ -326,6 +338,7 @@ fn inter_region_mtu_is_1500() {
 /// cannot reach C, even with a route to C's CIDR through its peering to B.
 #[test]
 fn peering_is_not_transitive_across_regions() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &[]);
     let v = lab.vpcs();
     lab.wait_for_keys();
