@@ -274,7 +274,7 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<IfaceKey>(), 8);
-        assert_eq!(size_of::<IfaceInfo>(), 12);
+        assert_eq!(size_of::<IfaceInfo>(), 16);
         assert_eq!(size_of::<ScopedAddr>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
         assert_eq!(size_of::<EgressPort>(), 12);
