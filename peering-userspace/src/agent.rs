@@ -14,7 +14,7 @@ use log::{info, warn};
 
 use crate::{
     control::{
-        clock::{Clock, SystemClock},
+        clock::{unix_ms, Clock, SystemClock},
         config::Config,
         state::State,
         store::{SqliteStore, Store},
@@ -24,7 +24,7 @@ use crate::{
         reconcile::{self, Desired, Neighbour, Port},
         AttachMode, Dataplane,
     },
-    gateway::{self, PortSlots, Tunnel, TunnelParams, TunnelTable, Update},
+    gateway::{PortSlots, Tunnel, TunnelParams, TunnelTable, Update},
     sys,
     tunnel::{counter_floor_from_unix_ms, TunnelConfig},
 };
@@ -181,7 +181,7 @@ impl TunnelLink {
             warn!("no tunnel settings in the control store yet: is peering-controld running?");
             return Ok(None);
         };
-        let now = gateway::unix_ms();
+        let now = unix_ms();
         let gateway_id = store.register_gateway(&cfg.region, underlay, now)?;
         let config = TunnelConfig::new(
             gateway_id,

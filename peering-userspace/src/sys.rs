@@ -96,6 +96,30 @@ pub fn mac(name: &str) -> Result<[u8; 6]> {
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.
+/// setsockopt(2) with an `int` value.
+pub fn setsockopt_int(
+    fd: libc::c_int,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: libc::c_int,
+) -> std::io::Result<()> {
+    // SAFETY: the option value is a live c_int of the length passed.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            level,
+            opt,
+            (&value as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
 /// Receive queues of an interface, from sysfs (1 if it cannot be read:
 /// every device has at least one).
 pub fn rx_queues(name: &str) -> u32 {

@@ -10,7 +10,7 @@
 
 use crate::api::{router, serve, App};
 use crate::control::account::AccountId;
-use crate::control::clock::{Clock, SystemClock, HOUR};
+use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
 use crate::control::store::{SqliteStore, Store, TunnelSettings};
 use crate::tunnel::key::{Algorithm, KeySource, SystemKeySource};
@@ -22,7 +22,7 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Default listen address: loopback only. Exposing the API on other
 /// addresses is an explicit choice (and should sit behind TLS).
@@ -312,15 +312,6 @@ pub fn parse_key_rotation(text: &str) -> Result<RotationPolicy, String> {
         ),
         other => format!("key rotation interval {}: {other}", text.trim()),
     })
-}
-
-/// Wall-clock time in Unix milliseconds, the unit of tunnel key times.
-fn unix_ms() -> Millis {
-    // As in `SystemClock`: a clock before 1970 is treated as the epoch.
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| Millis::try_from(d.as_millis()).unwrap_or(Millis::MAX))
-        .unwrap_or(0)
 }
 
 /// How long the rotation loop sleeps after a step at `now` that asked to be

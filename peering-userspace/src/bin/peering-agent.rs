@@ -16,7 +16,7 @@ use peering_common::{EgressPort, IfaceInfo};
 use peering_userspace::{
     agent,
     dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
-    gateway::TunnelStats,
+    gateway::{self, TunnelStats},
     report, sys,
 };
 
@@ -58,7 +58,7 @@ enum Cmd {
         /// This gateway's underlay address (a.b.c.d or a.b.c.d:port; the
         /// port defaults to 51900). Enables the inter-region tunnel: it
         /// listens there and registers the address with the control store.
-        #[arg(long, value_parser = parse_endpoint)]
+        #[arg(long, value_parser = gateway::parse_endpoint)]
         underlay: Option<SocketAddrV4>,
         /// Directory for the agent's state (tunnel counters).
         #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
@@ -307,10 +307,6 @@ fn run(cli: Cli) -> Result<()> {
 
 /// Default state directory of the agent.
 const DEFAULT_STATE_DIR: &str = "/run/peering";
-
-fn parse_endpoint(s: &str) -> Result<SocketAddrV4> {
-    peering_userspace::gateway::parse_endpoint(s)
-}
 
 fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
     let mut m = Dataplane::open_pinned(pins)?;

@@ -29,6 +29,15 @@ impl Clock for SystemClock {
     }
 }
 
+/// Wall-clock time in Unix milliseconds, the unit of tunnel key times (a
+/// clock before 1970 reads as the epoch, as in [`SystemClock`]).
+pub fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}
+
 /// A manually driven clock for tests. Atomic so it can be shared across
 /// threads in store tests.
 #[derive(Debug, Default)]

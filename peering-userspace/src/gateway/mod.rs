@@ -27,7 +27,7 @@ use std::{
         Arc,
     },
     thread::JoinHandle,
-    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result};
@@ -35,9 +35,8 @@ use aya::maps::{MapData, XskMap};
 use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
-use crate::tunnel::{
-    wire::Packet, EpochKey, Millis, OpenError, SealError, TunnelConfig, TunnelCore,
-};
+use crate::control::clock::unix_ms;
+use crate::tunnel::{wire::Packet, EpochKey, OpenError, SealError, TunnelConfig, TunnelCore};
 
 pub use self::table::{PolicyDrop, TunnelTable};
 use self::{
@@ -168,14 +167,6 @@ impl Tunnel {
     }
 }
 
-/// Unix time in milliseconds: the clock keys are scheduled on.
-pub fn unix_ms() -> Millis {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as Millis)
-        .unwrap_or(0)
-}
-
 struct Worker {
     core: TunnelCore,
     underlay: Underlay,
@@ -185,7 +176,7 @@ struct Worker {
     table: TunnelTable,
     ports: BTreeMap<(u32, u32), XskPort>,
     out: Batch,
-    inbound: Batch,
+    inbound: Option<Batch>,
     by_peering: HashMap<u32, PathStats>,
     by_gateway: HashMap<u32, PathStats>,
     drops: BTreeMap<&'static str, u64>,
@@ -210,7 +201,7 @@ impl Worker {
             table: TunnelTable::default(),
             ports: BTreeMap::new(),
             out: Batch::default(),
-            inbound: Batch::default(),
+            inbound: Some(Batch::default()),
             by_peering: HashMap::new(),
             by_gateway: HashMap::new(),
             drops: BTreeMap::new(),
@@ -298,18 +289,16 @@ impl Worker {
 
     /// VPC ports → underlay. Returns the number of frames read.
     fn encapsulate(&mut self) -> usize {
+        // The sockets leave `self` for the loop so `seal_one` may borrow it.
+        let mut ports = std::mem::take(&mut self.ports);
         let mut moved = 0;
-        let keys: Vec<(u32, u32)> = self.ports.keys().copied().collect();
-        for key in keys {
-            let Some(mut port) = self.ports.remove(&key) else {
-                continue;
-            };
+        for port in ports.values_mut() {
             moved += port.receive(RX_BATCH, |meta, frame| self.seal_one(meta, frame)) as usize;
-            self.ports.insert(key, port);
             if !self.out.is_empty() {
                 self.underlay.send(&mut self.out);
             }
         }
+        self.ports = ports;
         moved
     }
 
@@ -361,13 +350,15 @@ impl Worker {
 
     /// Underlay → VPC ports. Returns the number of datagrams read.
     fn decapsulate(&mut self) -> usize {
-        let mut inbound = std::mem::take(&mut self.inbound);
+        // Out of `self` for the loop so `open_one` may borrow it; an Option
+        // so that taking it allocates nothing.
+        let mut inbound = self.inbound.take().unwrap_or_default();
         let n = self.underlay.recv(&mut inbound);
         for i in 0..n {
             let (datagram, _from) = inbound.get_mut(i);
             self.open_one(datagram);
         }
-        self.inbound = inbound;
+        self.inbound = Some(inbound);
         for port in self.ports.values_mut() {
             port.flush();
         }

@@ -95,7 +95,8 @@ pub struct TunnelTable {
     pub peers: HashMap<u32, Peer>,
     /// Gateway id → region, for naming counters.
     pub gateways: BTreeMap<u32, String>,
-    subnets: Vec<(u32, Ipv4Net, EgressPort)>,
+    /// Subnets attached to this gateway, by VPC.
+    subnets: HashMap<u32, Vec<(Ipv4Net, EgressPort)>>,
     neighbours: HashMap<(u32, Ipv4Addr), [u8; 6]>,
 }
 
@@ -138,11 +139,16 @@ impl TunnelTable {
         TunnelTable {
             peers,
             gateways: gateways.iter().map(|(r, id, _)| (*id, r.clone())).collect(),
-            subnets: desired
-                .subnets
-                .iter()
-                .map(|((vpc, net), port)| (*vpc, *net, *port))
-                .collect(),
+            subnets: desired.subnets.iter().fold(
+                HashMap::new(),
+                |mut by_vpc, ((vpc, net), port)| {
+                    by_vpc
+                        .entry(*vpc)
+                        .or_insert_with(Vec::new)
+                        .push((*net, *port));
+                    by_vpc
+                },
+            ),
             neighbours: desired.neighbours.iter().map(|(k, v)| (*k, *v)).collect(),
         }
     }
@@ -183,10 +189,12 @@ impl TunnelTable {
         }
         let port = self
             .subnets
-            .iter()
-            .filter(|(vpc, net, _)| *vpc == peer.local_vpc && net.contains(&dst))
-            .max_by_key(|(_, net, _)| net.prefix_len())
-            .map(|(_, _, port)| *port)
+            .get(&peer.local_vpc)
+            .into_iter()
+            .flatten()
+            .filter(|(net, _)| net.contains(&dst))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, port)| *port)
             .ok_or(PolicyDrop::NoSubnet)?;
         let dst_mac = *self
             .neighbours

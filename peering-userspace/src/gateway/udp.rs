@@ -9,6 +9,8 @@ use std::{
 
 use anyhow::{Context as _, Result};
 
+use crate::sys::setsockopt_int;
+
 /// Datagrams per syscall.
 pub const BATCH: usize = 64;
 /// Room for the largest datagram (1500-byte inner packet plus overhead) and
@@ -17,26 +19,64 @@ pub const SLOT: usize = 2048;
 /// Socket buffers: bursts from an XDP-speed sender outrun one thread.
 const SOCKET_BUFFER: libc::c_int = 8 << 20;
 
-/// A batch of datagrams in fixed slots, each with its peer address.
+/// A batch of datagrams in fixed slots, each with its peer address, and
+/// the syscall headers that point at them (allocated once, rewritten before
+/// each call).
 pub struct Batch {
     bufs: Vec<[u8; SLOT]>,
     lens: Vec<usize>,
     addrs: Vec<SocketAddrV4>,
     len: usize,
+    iovs: Vec<libc::iovec>,
+    names: Vec<libc::sockaddr_in>,
+    msgs: Vec<libc::mmsghdr>,
 }
+
+// SAFETY: the raw pointers in `iovs` and `msgs` point into this batch's own
+// heap buffers and are only used by syscalls made through `&mut self`,
+// after `headers` rewrote them.
+unsafe impl Send for Batch {}
 
 impl Default for Batch {
     fn default() -> Self {
+        // SAFETY (all three): plain C structs for which all-zero is valid.
         Batch {
             bufs: vec![[0u8; SLOT]; BATCH],
             lens: vec![0; BATCH],
             addrs: vec![SocketAddrV4::new(0.into(), 0); BATCH],
             len: 0,
+            iovs: vec![unsafe { std::mem::zeroed() }; BATCH],
+            names: vec![unsafe { std::mem::zeroed() }; BATCH],
+            msgs: vec![unsafe { std::mem::zeroed() }; BATCH],
         }
     }
 }
 
 impl Batch {
+    /// Points the first `n` message headers at their slots and addresses:
+    /// for sending, the datagram lengths and peers; for receiving, whole
+    /// slots and blank addresses for the kernel to fill.
+    fn headers(&mut self, n: usize, receive: bool) {
+        for i in 0..n {
+            self.iovs[i] = libc::iovec {
+                iov_base: self.bufs[i].as_mut_ptr().cast(),
+                iov_len: if receive { SLOT } else { self.lens[i] },
+            };
+            self.names[i] = sockaddr(if receive {
+                SocketAddrV4::new(0.into(), 0)
+            } else {
+                self.addrs[i]
+            });
+            // SAFETY: plain C struct; all-zero is valid.
+            let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
+            m.msg_hdr.msg_name = (&mut self.names[i] as *mut libc::sockaddr_in).cast();
+            m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
+            m.msg_hdr.msg_iov = &mut self.iovs[i];
+            m.msg_hdr.msg_iovlen = 1;
+            self.msgs[i] = m;
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }
@@ -83,11 +123,11 @@ impl Underlay {
         let fd = socket.as_raw_fd();
         for opt in [libc::SO_RCVBUFFORCE, libc::SO_SNDBUFFORCE] {
             // Best effort: FORCE needs CAP_NET_ADMIN, which the agent has.
-            set_int(fd, libc::SOL_SOCKET, opt, SOCKET_BUFFER);
+            let _ = setsockopt_int(fd, libc::SOL_SOCKET, opt, SOCKET_BUFFER);
         }
         // The tunnel never fragments: inner packets are capped at 1500
         // bytes so datagrams fit a 1500-byte underlay path with room.
-        set_int(
+        let _ = setsockopt_int(
             fd,
             libc::IPPROTO_IP,
             libc::IP_MTU_DISCOVER,
@@ -105,33 +145,14 @@ impl Underlay {
     /// does, and reported through the return value.
     pub fn send(&self, batch: &mut Batch) -> usize {
         let n = batch.len;
-        let mut iovs: Vec<libc::iovec> = Vec::with_capacity(n);
-        let mut names: Vec<libc::sockaddr_in> = Vec::with_capacity(n);
-        for i in 0..n {
-            iovs.push(libc::iovec {
-                iov_base: batch.bufs[i].as_mut_ptr().cast(),
-                iov_len: batch.lens[i],
-            });
-            names.push(sockaddr(batch.addrs[i]));
-        }
-        let mut msgs: Vec<libc::mmsghdr> = (0..n)
-            .map(|i| {
-                // SAFETY: mmsghdr is plain data; all-zero is a valid value.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        batch.headers(n, false);
         let mut done = 0;
         while done < n {
-            // SAFETY: msgs[done..] point at live buffers and addresses.
+            // SAFETY: msgs[done..n] point at live slots and addresses.
             let rc = unsafe {
                 libc::sendmmsg(
                     self.socket.as_raw_fd(),
-                    msgs[done..].as_mut_ptr(),
+                    batch.msgs[done..].as_mut_ptr(),
                     (n - done) as u32,
                     libc::MSG_DONTWAIT,
                 )
@@ -148,7 +169,7 @@ impl Underlay {
             // datagram that failed and carry on with the rest.
             done += 1;
         }
-        let sent = msgs.iter().filter(|m| m.msg_len > 0).count();
+        let sent = batch.msgs[..n].iter().filter(|m| m.msg_len > 0).count();
         batch.clear();
         sent
     }
@@ -156,32 +177,12 @@ impl Underlay {
     /// Receives up to a batch of datagrams into `batch` (cleared first).
     pub fn recv(&self, batch: &mut Batch) -> usize {
         batch.clear();
-        let mut iovs: Vec<libc::iovec> = batch
-            .bufs
-            .iter_mut()
-            .map(|b| libc::iovec {
-                iov_base: b.as_mut_ptr().cast(),
-                iov_len: SLOT,
-            })
-            .collect();
-        // SAFETY: sockaddr_in is plain data; all-zero is valid.
-        let mut names: Vec<libc::sockaddr_in> = vec![unsafe { std::mem::zeroed() }; BATCH];
-        let mut msgs: Vec<libc::mmsghdr> = (0..BATCH)
-            .map(|i| {
-                // SAFETY: as above.
-                let mut m: libc::mmsghdr = unsafe { std::mem::zeroed() };
-                m.msg_hdr.msg_name = (&mut names[i] as *mut libc::sockaddr_in).cast();
-                m.msg_hdr.msg_namelen = std::mem::size_of::<libc::sockaddr_in>() as u32;
-                m.msg_hdr.msg_iov = &mut iovs[i];
-                m.msg_hdr.msg_iovlen = 1;
-                m
-            })
-            .collect();
+        batch.headers(BATCH, true);
         // SAFETY: every message points at a live SLOT-sized buffer.
         let rc = unsafe {
             libc::recvmmsg(
                 self.socket.as_raw_fd(),
-                msgs.as_mut_ptr(),
+                batch.msgs.as_mut_ptr(),
                 BATCH as u32,
                 libc::MSG_DONTWAIT,
                 std::ptr::null_mut(),
@@ -190,29 +191,18 @@ impl Underlay {
         if rc <= 0 {
             return 0;
         }
-        for (i, m) in msgs.iter().take(rc as usize).enumerate() {
+        let n = rc as usize;
+        for i in 0..n {
+            let m = &batch.msgs[i];
             let truncated = m.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
             // A truncated datagram is kept at full slot length: it then
             // fails authentication and is counted, not silently shortened.
             batch.lens[i] = if truncated { SLOT } else { m.msg_len as usize };
-            batch.addrs[i] = from_sockaddr(&names[i]);
+            batch.addrs[i] = from_sockaddr(&batch.names[i]);
         }
-        batch.len = rc as usize;
-        batch.len
+        batch.len = n;
+        n
     }
-}
-
-fn set_int(fd: libc::c_int, level: libc::c_int, opt: libc::c_int, value: libc::c_int) {
-    // SAFETY: setsockopt with a c_int value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
 }
 
 fn sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {

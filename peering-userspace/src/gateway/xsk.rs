@@ -238,7 +238,9 @@ impl XskPort {
     /// frame goes out on the next [`XskPort::flush`]. Returns false when no
     /// buffer was free.
     pub fn stage(&mut self, build: impl FnOnce(&mut [u8]) -> usize) -> bool {
-        self.reclaim();
+        if self.tx_free.is_empty() {
+            self.reclaim();
+        }
         let Some(offset) = self.tx_free.pop() else {
             self.counters.tx_ring_full += 1;
             return false;
@@ -325,15 +327,5 @@ fn frame_offset(umem: &Umem, idx: u32) -> u64 {
 
 /// Best effort: 256 frames per sendto instead of 32 (+11 % on veth).
 fn raise_tx_budget(fd: libc::c_int) {
-    let budget: libc::c_int = 256;
-    // SAFETY: plain setsockopt with a c_int value.
-    unsafe {
-        libc::setsockopt(
-            fd,
-            SOL_XDP,
-            XDP_MAX_TX_SKB_BUDGET,
-            (&budget as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
+    let _ = crate::sys::setsockopt_int(fd, SOL_XDP, XDP_MAX_TX_SKB_BUDGET, 256);
 }

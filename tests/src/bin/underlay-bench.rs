@@ -316,22 +316,7 @@ fn set_int_opt(
     name: libc::c_int,
     v: libc::c_int,
 ) -> Result<()> {
-    let r = unsafe {
-        libc::setsockopt(
-            fd,
-            level,
-            name,
-            (&v as *const libc::c_int).cast(),
-            size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        bail!(
-            "setsockopt({level}, {name}): {}",
-            io::Error::last_os_error()
-        );
-    }
-    Ok(())
+    sys::setsockopt_int(fd, level, name, v).with_context(|| format!("setsockopt({level}, {name})"))
 }
 
 /// The receiver: counts datagrams to 198.18.0.2:51900 until `stop` is set
