@@ -8,6 +8,9 @@
 
 /// Name under which the XDP program for VPC-facing interfaces is exported.
 pub const PROG_VPC: &str = "peering_vpc";
+/// Name of the XDP program for the underlay interface: it hands tunnel
+/// datagrams addressed to the gateway to its AF_XDP sockets.
+pub const PROG_UNDERLAY: &str = "peering_underlay";
 
 /// Map names, shared so the loader cannot drift from the object.
 pub mod maps {
@@ -20,6 +23,7 @@ pub mod maps {
     pub const XSKS: &str = "XSKS";
     pub const STATS: &str = "STATS";
     pub const ROUTE_STATS: &str = "ROUTE_STATS";
+    pub const UNDERLAY: &str = "UNDERLAY";
 }
 
 /// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
@@ -31,8 +35,15 @@ pub const MAX_SUBNETS: u32 = 65536;
 pub const MAX_NEIGHBOURS: u32 = 262_144;
 pub const MAX_EGRESS: u32 = 4096;
 /// AF_XDP socket slots: each VPC-facing interface owns a run of slots, one
-/// per receive queue, starting at its [`IfaceInfo::xsk_base`].
+/// per receive queue, starting at its [`IfaceInfo::xsk_base`], below
+/// [`UNDERLAY_XSK_BASE`]; the slots from there on belong to the underlay.
 pub const MAX_XSKS: u32 = 1024;
+/// Underlay receive queues with an AF_XDP socket of their own (queue `q`
+/// uses slot `UNDERLAY_XSK_BASE + q`; further queues use the UDP socket).
+pub const UNDERLAY_XSK_SLOTS: u32 = 64;
+pub const UNDERLAY_XSK_BASE: u32 = MAX_XSKS - UNDERLAY_XSK_SLOTS;
+/// Underlay interfaces the XDP program serves.
+pub const MAX_UNDERLAYS: u32 = 16;
 /// Route counter slots; slot 0 is never handed out so "no slot" is explicit.
 pub const MAX_ROUTE_COUNTERS: u32 = 65536;
 
@@ -171,6 +182,19 @@ pub struct NeighValue {
     pub _pad: u16,
 }
 
+/// Value of [`maps::UNDERLAY`] (key: ifindex): the tunnel endpoint on an
+/// underlay interface. IPv4 UDP datagrams to `addr`:`port` that are not
+/// fragments go to XSKMAP slot [`UNDERLAY_XSK_BASE`] + rx queue; everything
+/// else goes on to the kernel.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct UnderlayInfo {
+    pub addr: [u8; 4],
+    /// UDP port as the two bytes on the wire (big-endian).
+    pub port: [u8; 2],
+    pub _pad: u16,
+}
+
 /// A packet and byte counter. Kept per CPU by the kernel side.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -220,6 +244,11 @@ stats! {
     FwdRemote = 3, "fwd_remote";
     /// Answered with ICMP "fragmentation needed".
     TxIcmpFragNeeded = 4, "tx_icmp_frag_needed";
+    /// Underlay: a tunnel datagram handed to the tunnel's AF_XDP socket.
+    FwdTunnelRx = 5, "fwd_tunnel_rx";
+    /// Underlay: not a tunnel datagram for this gateway (or a fragment, or
+    /// no socket on the queue): left to the kernel.
+    PassUnderlay = 6, "pass_underlay";
     /// A header was cut short or is inconsistent with the frame.
     DropMalformed = 16, "drop_malformed";
     /// The IPv4 header checksum does not verify.
@@ -264,6 +293,7 @@ mod pod {
     unsafe impl aya::Pod for NeighKey {}
     unsafe impl aya::Pod for NeighValue {}
     unsafe impl aya::Pod for Counter {}
+    unsafe impl aya::Pod for UnderlayInfo {}
 }
 
 #[cfg(test)]
@@ -281,6 +311,7 @@ mod tests {
         assert_eq!(size_of::<NeighKey>(), 8);
         assert_eq!(size_of::<NeighValue>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
+        assert_eq!(size_of::<UnderlayInfo>(), 8);
     }
 
     #[test]

@@ -13,13 +13,15 @@ mod pipeline;
 mod rewrite;
 #[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod underlay;
 
 #[cfg(target_arch = "bpf")]
 pub use bpf::*;
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
-    use crate::{packet, pipeline, stats};
+    use crate::{packet, pipeline, stats, underlay};
 
     use aya_ebpf::{
         bindings::xdp_action,
@@ -48,7 +50,11 @@ mod bpf {
     /// ifindex → ifindex: the ports XDP may redirect to.
     #[map(name = "EGRESS")]
     pub static EGRESS: DevMapHash = DevMapHash::with_max_entries(MAX_EGRESS, 0);
-    /// RX queue → AF_XDP socket of the encapsulation path.
+    /// Underlay ifindex → the tunnel endpoint on it.
+    #[map(name = "UNDERLAY")]
+    pub static UNDERLAY: HashMap<u32, UnderlayInfo> = HashMap::with_max_entries(MAX_UNDERLAYS, 0);
+    /// RX queue → AF_XDP socket of the encapsulation path: VPC ports from
+    /// their `xsk_base`, underlay queues from `UNDERLAY_XSK_BASE`.
     #[map(name = "XSKS")]
     pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSKS, 0);
     /// Verdict counters, indexed by [`Stat`].
@@ -66,6 +72,16 @@ mod bpf {
         // One helper call per packet: the length is passed down from here.
         let len = packet::frame_len(&ctx);
         let (verdict, stat) = pipeline::process(&ctx, len);
+        stats::count(stat, len as u64);
+        verdict
+    }
+
+    /// Entry point for the underlay interface: tunnel datagrams to the
+    /// tunnel's AF_XDP sockets, the rest to the kernel.
+    #[xdp]
+    pub fn peering_underlay(ctx: XdpContext) -> u32 {
+        let len = packet::frame_len(&ctx);
+        let (verdict, stat) = underlay::process(&ctx, len);
         stats::count(stat, len as u64);
         verdict
     }

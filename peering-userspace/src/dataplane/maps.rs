@@ -15,7 +15,7 @@ use aya::{
 use ipnet::Ipv4Net;
 use peering_common::{
     maps as names, scoped_prefix_len, Counter, EgressPort, IfaceInfo, IfaceKey, NeighKey,
-    NeighValue, RouteAction, RouteValue, ScopedAddr, Stat, MAX_ROUTE_COUNTERS,
+    NeighValue, RouteAction, RouteValue, ScopedAddr, Stat, UnderlayInfo, MAX_ROUTE_COUNTERS,
 };
 
 /// Every map of the object; all are pinned when running with a pin directory.
@@ -29,6 +29,7 @@ pub const NAMES: &[&str] = &[
     names::XSKS,
     names::STATS,
     names::ROUTE_STATS,
+    names::UNDERLAY,
 ];
 
 /// Where a route sends matching packets.
@@ -89,6 +90,7 @@ pub struct Maps {
     xsks: XskMap<MapData>,
     stats: PerCpuArray<MapData, Counter>,
     route_stats: PerCpuArray<MapData, Counter>,
+    underlay: HashMap<MapData, u32, UnderlayInfo>,
 }
 
 fn scoped_key(scope: u32, net: Ipv4Net) -> Key<ScopedAddr> {
@@ -148,7 +150,29 @@ impl Maps {
             xsks: typed(get(names::XSKS)?, names::XSKS)?,
             stats: typed(get(names::STATS)?, names::STATS)?,
             route_stats: typed(get(names::ROUTE_STATS)?, names::ROUTE_STATS)?,
+            underlay: typed(get(names::UNDERLAY)?, names::UNDERLAY)?,
         })
+    }
+
+    /// Makes `ifindex` an underlay interface whose tunnel endpoint is
+    /// `endpoint`: the underlay program hands datagrams to it to the
+    /// tunnel's AF_XDP sockets.
+    pub fn set_underlay(&mut self, ifindex: u32, endpoint: std::net::SocketAddrV4) -> Result<()> {
+        let info = UnderlayInfo {
+            addr: endpoint.ip().octets(),
+            port: endpoint.port().to_be_bytes(),
+            _pad: 0,
+        };
+        Ok(self.underlay.insert(ifindex, info, 0)?)
+    }
+
+    /// Stops the underlay program from taking datagrams on `ifindex`
+    /// (they go to the kernel and the tunnel's UDP socket).
+    pub fn remove_underlay(&mut self, ifindex: u32) -> Result<()> {
+        match self.underlay.remove(&ifindex) {
+            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Binds an interface (and VLAN, 0 = untagged) to a subnet of `vpc`

@@ -25,9 +25,13 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use log::{info, warn};
-use peering_common::PROG_VPC;
+use peering_common::{PROG_UNDERLAY, PROG_VPC};
 
 use crate::{sys, EBPF_OBJECT};
+
+/// The programs an agent loads: one for VPC-facing interfaces, one for the
+/// underlay.
+const PROGRAMS: [&str; 2] = [PROG_VPC, PROG_UNDERLAY];
 
 /// Where pins live unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/peering";
@@ -53,8 +57,8 @@ pub enum Attached {
 pub struct Dataplane {
     /// Kept for unpinned (test) use: owns the program and its links.
     ebpf: Option<Ebpf>,
-    /// The pinned program, when running with a pin directory.
-    pinned: Option<Xdp>,
+    /// The pinned programs by name, when running with a pin directory.
+    pinned: Vec<(&'static str, Xdp)>,
     pin_dir: Option<PathBuf>,
     pub maps: Maps,
 }
@@ -92,20 +96,26 @@ impl Dataplane {
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the XDP object")?;
-        let prog_pin = dir.join(format!("prog-{}", object_tag()));
-        if !prog_pin.exists() {
-            let prog: &mut Xdp = program_mut(&mut ebpf, PROG_VPC)?;
-            prog.load().context("the kernel refused the XDP program")?;
-            prog.pin(&prog_pin)
-                .with_context(|| format!("pinning {}", prog_pin.display()))?;
-            info!("loaded and pinned {}", prog_pin.display());
+        let tag = object_tag();
+        let mut pinned = Vec::new();
+        for name in PROGRAMS {
+            let prog_pin = dir.join(format!("prog-{name}-{tag}"));
+            if !prog_pin.exists() {
+                let prog: &mut Xdp = program_mut(&mut ebpf, name)?;
+                prog.load()
+                    .with_context(|| format!("the kernel refused {name}"))?;
+                prog.pin(&prog_pin)
+                    .with_context(|| format!("pinning {}", prog_pin.display()))?;
+                info!("loaded and pinned {}", prog_pin.display());
+            }
+            let prog = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
+                .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
+            pinned.push((name, prog));
         }
-        let pinned = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
-            .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf: None,
-            pinned: Some(pinned),
+            pinned,
             pin_dir: Some(dir.to_path_buf()),
             maps,
         })
@@ -115,7 +125,7 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
-        for name in [PROG_VPC, "peering_drop"] {
+        for name in [PROG_VPC, PROG_UNDERLAY, "peering_drop"] {
             program_mut(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel refused {name}"))?;
@@ -123,7 +133,7 @@ impl Dataplane {
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf: Some(ebpf),
-            pinned: None,
+            pinned: Vec::new(),
             pin_dir: None,
             maps,
         })
@@ -143,7 +153,7 @@ impl Dataplane {
 
     /// A program by name (`peering_drop` exists for benchmarks).
     pub fn program_named(&self, name: &str) -> Result<&Xdp> {
-        if let (Some(p), PROG_VPC) = (&self.pinned, name) {
+        if let Some((_, p)) = self.pinned.iter().find(|(n, _)| *n == name) {
             return Ok(p);
         }
         let ebpf = self
@@ -156,10 +166,19 @@ impl Dataplane {
         prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
     }
 
-    /// Attaches the program to `iface`. With a pin directory the attachment
-    /// is a pinned BPF link that outlives this process; attaching an
-    /// interface that already has one keeps it.
+    /// Attaches the VPC program to `iface`. With a pin directory the
+    /// attachment is a pinned BPF link that outlives this process;
+    /// attaching an interface that already has one keeps it.
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        self.attach_program(PROG_VPC, iface, mode)
+    }
+
+    /// Attaches the underlay program to `iface`, the same way.
+    pub fn attach_underlay(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        self.attach_program(PROG_UNDERLAY, iface, mode)
+    }
+
+    fn attach_program(&mut self, name: &str, iface: &str, mode: AttachMode) -> Result<Attached> {
         let ifindex = sys::ifindex(iface)?;
         let link_pin = self.link_pin(ifindex);
         if let Some(pin) = &link_pin {
@@ -167,7 +186,7 @@ impl Dataplane {
                 return Ok(Attached::Existing);
             }
         }
-        let prog = self.program_mut()?;
+        let prog = self.program_mut(name)?;
         let (id, how) = attach_with_fallback(prog, iface, ifindex, mode)?;
         if let Some(pin) = link_pin {
             fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
@@ -196,15 +215,15 @@ impl Dataplane {
         self.pin_dir.as_deref().map(|d| link_pin_path(d, ifindex))
     }
 
-    fn program_mut(&mut self) -> Result<&mut Xdp> {
-        if let Some(p) = self.pinned.as_mut() {
+    fn program_mut(&mut self, name: &str) -> Result<&mut Xdp> {
+        if let Some((_, p)) = self.pinned.iter_mut().find(|(n, _)| *n == name) {
             return Ok(p);
         }
         let ebpf = self
             .ebpf
             .as_mut()
-            .ok_or_else(|| anyhow!("program not loaded"))?;
-        program_mut(ebpf, PROG_VPC)
+            .ok_or_else(|| anyhow!("{name} is not loaded"))?;
+        program_mut(ebpf, name)
     }
 }
 

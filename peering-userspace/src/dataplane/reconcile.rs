@@ -12,7 +12,7 @@ use std::{
 use anyhow::Result;
 use ipnet::Ipv4Net;
 use log::warn;
-use peering_common::{EgressPort, IfaceInfo, MAX_XSKS};
+use peering_common::{EgressPort, IfaceInfo, MAX_XSKS, UNDERLAY_XSK_BASE};
 
 use super::{Maps, RouteTarget, Snapshot};
 use crate::control::view::{self, RegionView};
@@ -120,7 +120,7 @@ pub fn desired(
 }
 
 /// Hands out XSKMAP slots: ports in ifindex order, `queues` slots each.
-/// Ports beyond the map's capacity get none (their remote-region packets are
+/// Ports beyond the VPC share of the map get none (their remote-region packets are
 /// counted as `DropNoXsk`).
 fn xsk_slots(ports: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, PortSlots> {
     let by_index: BTreeMap<u32, u32> = ports.collect();
@@ -128,7 +128,9 @@ fn xsk_slots(ports: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, PortSlots
     let mut out = BTreeMap::new();
     for (ifindex, queues) in by_index {
         let queues = queues.max(1);
-        let fits = next.checked_add(queues).is_some_and(|end| end <= MAX_XSKS);
+        let fits = next
+            .checked_add(queues)
+            .is_some_and(|end| end <= UNDERLAY_XSK_BASE);
         let (xsk_base, queues) = if fits { (next, queues) } else { (MAX_XSKS, 0) };
         out.insert(ifindex, PortSlots { xsk_base, queues });
         next = next.saturating_add(queues);
@@ -508,8 +510,8 @@ mod tests {
             .map(|(i, s)| (*i, s.xsk_base, s.queues))
             .collect();
         assert_eq!(runs, vec![(3, 0, 1), (5, 1, 1), (9, 2, 2)]);
-        let big = xsk_slots([(1, MAX_XSKS - 1), (2, 1), (3, 1)].into_iter());
-        assert_eq!(big[&2].xsk_base, MAX_XSKS - 1);
+        let big = xsk_slots([(1, UNDERLAY_XSK_BASE - 1), (2, 1), (3, 1)].into_iter());
+        assert_eq!(big[&2].xsk_base, UNDERLAY_XSK_BASE - 1);
         assert_eq!(big[&3].queues, 0, "no room left: no slots");
     }
 }
