@@ -13,6 +13,7 @@
 //! in poll(2) when there is nothing to move.
 
 pub mod frame;
+pub mod nexthop;
 pub mod table;
 pub mod udp;
 pub mod xsk;
