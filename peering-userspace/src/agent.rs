@@ -4,7 +4,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    net::SocketAddrV4,
+    net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     time::{Duration, Instant},
 };
@@ -24,7 +24,10 @@ use crate::{
         reconcile::{self, Desired, Neighbour, Port},
         AttachMode, Dataplane,
     },
-    gateway::{PortSlots, Tunnel, TunnelParams, TunnelTable, Update},
+    gateway::{
+        nexthop::{Resolution, Resolver},
+        Link, PortSlots, Tunnel, TunnelParams, TunnelTable, UnderlayIo, UnderlayPort, Update,
+    },
     sys,
     tunnel::{counter_floor_from_unix_ms, TunnelConfig},
 };
@@ -42,6 +45,7 @@ pub struct AgentConfig {
     /// agent registers it in the control store for the other regions.
     /// None: no inter-region tunnel on this gateway.
     pub underlay: Option<SocketAddrV4>,
+    pub underlay_io: UnderlayIo,
     /// Where the agent writes its state (tunnel counters).
     pub state_dir: PathBuf,
 }
@@ -90,7 +94,7 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
                 bail!("the tunnel thread stopped");
             }
             if tunnel.is_none() {
-                tunnel = TunnelLink::start(cfg, &store, &dp, underlay)?;
+                tunnel = TunnelLink::start(cfg, &store, &mut dp, underlay)?;
             }
         }
         let gateways = match &tunnel {
@@ -98,6 +102,9 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             None => Vec::new(),
         };
         let input = Applied::observe(s, &cfg.region, gateways);
+        if let Some(t) = tunnel.as_mut() {
+            t.follow_next_hops(&input.gateways)?;
+        }
         // Dumping the maps costs a syscall per entry: skip it while neither
         // the view nor the kernel's neighbours moved, but still re-check
         // every RELOAD_EVERY to repair drift.
@@ -166,7 +173,22 @@ struct TunnelLink {
     ports: BTreeMap<u32, PortSlots>,
     /// Newest key epoch handed over.
     epoch: u32,
+    underlay: SocketAddrV4,
+    /// Next-hop resolution for AF_XDP on the underlay (None: socket only).
+    next_hops: Option<NextHops>,
 }
+
+/// The remote gateways' next hops as last handed to the tunnel.
+struct NextHops {
+    resolver: Resolver,
+    sent: Vec<(Ipv4Addr, u32, Link)>,
+    last_nudge: Option<Instant>,
+}
+
+/// How often usable neighbours are re-confirmed: frames sent through
+/// AF_XDP never confirm a neighbour, so the kernel would let it go stale
+/// and never notice a changed MAC.
+const NUDGE_EVERY: Duration = Duration::from_secs(5);
 
 impl TunnelLink {
     /// Registers this gateway and starts the tunnel, once peering-controld
@@ -174,7 +196,7 @@ impl TunnelLink {
     fn start(
         cfg: &AgentConfig,
         store: &SqliteStore,
-        dp: &Dataplane,
+        dp: &mut Dataplane,
         underlay: SocketAddrV4,
     ) -> Result<Option<Self>> {
         let Some(settings) = store.tunnel_settings()? else {
@@ -188,15 +210,62 @@ impl TunnelLink {
             &settings.policy,
             counter_floor_from_unix_ms(now),
         );
-        let tunnel = Tunnel::spawn(TunnelParams {
-            config,
-            bind: underlay,
-            xsk_map: dp.xsk_map()?,
-            stats_path: cfg.state_dir.join(TUNNEL_STATS_FILE),
-        })?;
+        let af_xdp = match cfg.underlay_io {
+            UnderlayIo::AfXdp => {
+                match underlay_port(cfg, dp, underlay) {
+                    Ok(port) => Some(port),
+                    Err(e) => {
+                        warn!("AF_XDP on the underlay is off, the UDP socket carries the tunnel: {e:#}");
+                        None
+                    }
+                }
+            }
+            UnderlayIo::Socket => {
+                // An earlier AF_XDP run may have left the endpoint behind.
+                if let Ok(ifindex) =
+                    sys::iface_with_addr(*underlay.ip()).and_then(|n| sys::ifindex(&n))
+                {
+                    dp.maps.remove_underlay(ifindex)?;
+                }
+                None
+            }
+        };
+        let params = |dp: &Dataplane, af_xdp| -> Result<TunnelParams> {
+            Ok(TunnelParams {
+                config,
+                bind: underlay,
+                xsk_map: dp.xsk_map()?,
+                stats_path: cfg.state_dir.join(TUNNEL_STATS_FILE),
+                af_xdp,
+            })
+        };
+        let tunnel = match Tunnel::spawn(params(dp, af_xdp)?) {
+            Ok(t) => t,
+            Err(e) if af_xdp.is_some() => {
+                warn!("AF_XDP on the underlay failed, the UDP socket carries the tunnel: {e:#}");
+                if let Some(p) = af_xdp {
+                    dp.maps.remove_underlay(p.ifindex)?;
+                }
+                Tunnel::spawn(params(dp, None)?)?
+            }
+            Err(e) => return Err(e),
+        };
+        let next_hops = match (af_xdp, tunnel.uses_af_xdp()) {
+            (Some(_), true) => Some(NextHops {
+                resolver: Resolver::new()?,
+                sent: Vec::new(),
+                last_nudge: None,
+            }),
+            _ => None,
+        };
         info!(
-            "tunnel up: gateway {gateway_id} of {} on {underlay}, keys rotated every {} ms",
+            "tunnel up: gateway {gateway_id} of {} on {underlay} ({}), keys rotated every {} ms",
             cfg.region,
+            if next_hops.is_some() {
+                "AF_XDP"
+            } else {
+                "UDP socket"
+            },
             settings.policy.interval()
         );
         Ok(Some(TunnelLink {
@@ -204,7 +273,56 @@ impl TunnelLink {
             table: TunnelTable::default(),
             ports: BTreeMap::new(),
             epoch: 0,
+            underlay,
+            next_hops,
         }))
+    }
+
+    /// Resolves every remote gateway's next hop and hands changes to the
+    /// tunnel. Unresolved neighbours are nudged (the kernel starts ARP);
+    /// resolved ones are nudged every [`NUDGE_EVERY`] so they stay
+    /// confirmed. A gateway that cannot be resolved simply stays on the
+    /// UDP socket.
+    fn follow_next_hops(&mut self, gateways: &[(String, u32, SocketAddrV4)]) -> Result<()> {
+        let Some(nh) = self.next_hops.as_mut() else {
+            return Ok(());
+        };
+        let renudge = nh.last_nudge.is_none_or(|t| t.elapsed() >= NUDGE_EVERY);
+        if renudge {
+            nh.last_nudge = Some(Instant::now());
+        }
+        let local = *self.underlay.ip();
+        let mut links = Vec::new();
+        for (_, _, endpoint) in gateways {
+            let remote = *endpoint.ip();
+            if remote == local {
+                continue;
+            }
+            match nh.resolver.resolve(remote, local) {
+                Ok(Resolution::Ready(hop)) => {
+                    if renudge {
+                        let _ = nh.resolver.nudge(hop.ifindex, hop.via);
+                    }
+                    let link = Link {
+                        src_mac: hop.src_mac,
+                        dst_mac: hop.dst_mac,
+                    };
+                    links.push((remote, hop.ifindex, link));
+                }
+                Ok(Resolution::Unresolved { ifindex, via }) => {
+                    if let Err(e) = nh.resolver.nudge(ifindex, via) {
+                        warn!("resolving {via} (next hop to {remote}): {e:#}");
+                    }
+                }
+                Err(e) => warn!("next hop to gateway {remote}: {e:#}"),
+            }
+        }
+        links.sort_by_key(|(ip, _, _)| *ip);
+        if links != nh.sent {
+            nh.sent = links.clone();
+            self.tunnel.update(Update::Links(links))?;
+        }
+        Ok(())
     }
 
     /// Sends the tunnel a new table and port set when they changed.
@@ -234,6 +352,28 @@ impl TunnelLink {
         }
         Ok(())
     }
+}
+
+/// Prepares AF_XDP on the interface holding the underlay address: the
+/// underlay program attached, the tunnel endpoint in its map.
+fn underlay_port(
+    cfg: &AgentConfig,
+    dp: &mut Dataplane,
+    underlay: SocketAddrV4,
+) -> Result<UnderlayPort> {
+    let name = sys::iface_with_addr(*underlay.ip())?;
+    let ifindex = sys::ifindex(&name)?;
+    let mtu = sys::mtu(&name)? as usize;
+    let how = dp
+        .attach_underlay(&name, cfg.attach_mode)
+        .with_context(|| format!("attaching the underlay program to {name}"))?;
+    dp.maps.set_underlay(ifindex, underlay)?;
+    info!("underlay {name} (ifindex {ifindex}, MTU {mtu}): XDP program {how:?}");
+    Ok(UnderlayPort {
+        ifindex,
+        mtu,
+        rx_queues: sys::rx_queues(&name),
+    })
 }
 
 fn port(name: &str) -> Option<Port> {

@@ -130,5 +130,23 @@ pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
     for (reason, n) in &s.drops {
         let _ = writeln!(out, "drop {reason:<23} {n:>10}");
     }
+    if let Some(io) = s.underlay_io {
+        let u = &s.underlay;
+        let path = match io {
+            crate::gateway::UnderlayIo::AfXdp => "af-xdp",
+            crate::gateway::UnderlayIo::Socket => "socket",
+        };
+        let _ = writeln!(
+            out,
+            "underlay ({path})  sent: af_xdp {} socket {} (no next hop {})  received: af_xdp {} socket {}  malformed {}  over mtu {}",
+            u.tx_af_xdp,
+            u.tx_socket,
+            u.tx_socket_no_next_hop,
+            u.rx_af_xdp,
+            u.rx_socket,
+            u.rx_malformed,
+            u.tx_mtu_drops
+        );
+    }
     out
 }

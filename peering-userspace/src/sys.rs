@@ -70,6 +70,27 @@ pub fn ifindex(name: &str) -> Result<u32> {
 /// MAC address of interface `name`, read through SIOCGIFHWADDR on a socket
 /// of the current network namespace (sysfs may show another namespace).
 pub fn mac(name: &str) -> Result<[u8; 6]> {
+    let req = ifreq_ioctl(name, libc::SIOCGIFHWADDR)?;
+    // SAFETY: SIOCGIFHWADDR filled the hwaddr member of the union.
+    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
+    let mut out = [0u8; 6];
+    for (o, b) in out.iter_mut().zip(sa.sa_data.iter()) {
+        *o = *b as u8;
+    }
+    Ok(out)
+}
+
+/// MTU of interface `name` (SIOCGIFMTU, current network namespace).
+pub fn mtu(name: &str) -> Result<u32> {
+    let req = ifreq_ioctl(name, libc::SIOCGIFMTU)?;
+    // SAFETY: SIOCGIFMTU filled the mtu member of the union.
+    let mtu = unsafe { req.ifr_ifru.ifru_mtu };
+    u32::try_from(mtu).with_context(|| format!("interface {name}: MTU {mtu}"))
+}
+
+/// Runs an interface ioctl that fills a `struct ifreq` for `name`.
+fn ifreq_ioctl(name: &str, request: libc::Ioctl) -> Result<libc::ifreq> {
+    // SAFETY: plain C struct; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
         bail!("interface name {name:?} is too long");
@@ -77,22 +98,53 @@ pub fn mac(name: &str) -> Result<[u8; 6]> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
+    // SAFETY: a socket we close below; the ioctl writes into `req` only.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         bail!("socket: {}", std::io::Error::last_os_error());
     }
-    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFHWADDR, &mut req) };
+    let rc = unsafe { libc::ioctl(sock, request, &mut req) };
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(sock) };
     if rc != 0 {
         bail!("interface {name}: {err}");
     }
-    let sa = unsafe { req.ifr_ifru.ifru_hwaddr };
-    let mut out = [0u8; 6];
-    for (o, b) in out.iter_mut().zip(sa.sa_data.iter()) {
-        *o = *b as u8;
+    Ok(req)
+}
+
+/// The interface holding IPv4 address `addr` in the current network
+/// namespace (getifaddrs).
+pub fn iface_with_addr(addr: std::net::Ipv4Addr) -> Result<String> {
+    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+    // SAFETY: getifaddrs allocates the list; freed below.
+    if unsafe { libc::getifaddrs(&mut list) } != 0 {
+        bail!("getifaddrs: {}", std::io::Error::last_os_error());
     }
-    Ok(out)
+    let mut found = None;
+    let mut cur = list;
+    while !cur.is_null() {
+        // SAFETY: a node of the list getifaddrs returned, not yet freed.
+        let ifa = unsafe { &*cur };
+        cur = ifa.ifa_next;
+        if ifa.ifa_addr.is_null() {
+            continue;
+        }
+        // SAFETY: ifa_addr is non-null; its family says how to read it.
+        if i32::from(unsafe { (*ifa.ifa_addr).sa_family }) != libc::AF_INET {
+            continue;
+        }
+        // SAFETY: an AF_INET address is a sockaddr_in.
+        let sin = unsafe { &*ifa.ifa_addr.cast::<libc::sockaddr_in>() };
+        if sin.sin_addr.s_addr.to_ne_bytes() == addr.octets() {
+            // SAFETY: ifa_name is a NUL-terminated string in the list.
+            let name = unsafe { std::ffi::CStr::from_ptr(ifa.ifa_name) };
+            found = Some(name.to_string_lossy().into_owned());
+            break;
+        }
+    }
+    // SAFETY: the list came from getifaddrs and is not used afterwards.
+    unsafe { libc::freeifaddrs(list) };
+    found.with_context(|| format!("no interface has the address {addr}"))
 }
 
 /// Parses `aa:bb:cc:dd:ee:ff`.

@@ -60,6 +60,11 @@ enum Cmd {
         /// listens there and registers the address with the control store.
         #[arg(long, value_parser = gateway::parse_endpoint)]
         underlay: Option<SocketAddrV4>,
+        /// How tunnel datagrams move on the underlay: AF_XDP on the
+        /// interface holding the underlay address (the UDP socket carries
+        /// what AF_XDP cannot), or the UDP socket alone.
+        #[arg(long, value_enum, default_value = "af-xdp")]
+        underlay_io: gateway::UnderlayIo,
         /// Directory for the agent's state (tunnel counters).
         #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -265,6 +270,7 @@ fn run(cli: Cli) -> Result<()> {
             mode,
             once,
             underlay,
+            underlay_io,
             state_dir,
         } => {
             let cfg = agent::AgentConfig {
@@ -275,6 +281,7 @@ fn run(cli: Cli) -> Result<()> {
                 attach_mode: mode,
                 once,
                 underlay,
+                underlay_io,
                 state_dir,
             };
             agent::run(&cfg)?;

@@ -169,10 +169,10 @@ impl Maps {
     /// Stops the underlay program from taking datagrams on `ifindex`
     /// (they go to the kernel and the tunnel's UDP socket).
     pub fn remove_underlay(&mut self, ifindex: u32) -> Result<()> {
-        match self.underlay.remove(&ifindex) {
-            Ok(()) | Err(MapError::KeyNotFound) => Ok(()),
-            Err(e) => Err(e.into()),
+        if self.underlay.get(&ifindex, 0).is_err() {
+            return Ok(());
         }
+        Ok(self.underlay.remove(&ifindex)?)
     }
 
     /// Binds an interface (and VLAN, 0 = untagged) to a subnet of `vpc`

@@ -1,8 +1,12 @@
 //! The few header operations the tunnel does on Ethernet frames and inner
 //! IPv4 packets: find the packet in a frame the XDP program handed over,
-//! check an opened packet, and frame it for its VPC port.
+//! check an opened packet, and frame it for its VPC port; and, for the
+//! AF_XDP underlay, write and read the outer Ethernet/IPv4/UDP headers.
 
-use std::net::Ipv4Addr;
+use std::{
+    net::{Ipv4Addr, SocketAddrV4},
+    ops::Range,
+};
 
 use peering_common::{ETH_P_8021Q, ETH_P_IPV4};
 
@@ -72,6 +76,108 @@ pub fn write_frame(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], vlan: u16, packet
     total
 }
 
+/// Outer Ethernet + IPv4 (no options) + UDP headers of a tunnel frame.
+pub const OUTER_LEN: usize = ETH_LEN + 20 + 8;
+const IPPROTO_UDP: u8 = 17;
+const IP_DF: u16 = 0x4000;
+const IP_MF: u16 = 0x2000;
+const IP_OFFSET_MASK: u16 = 0x1fff;
+/// TTL of outer packets, as the kernel's default.
+const OUTER_TTL: u8 = 64;
+
+/// Addresses of an outer tunnel frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Outer {
+    pub src_mac: [u8; 6],
+    pub dst_mac: [u8; 6],
+    pub src: SocketAddrV4,
+    pub dst: SocketAddrV4,
+}
+
+/// Writes the outer headers for a `payload_len`-byte datagram into
+/// `buf[..OUTER_LEN]` (the payload is already at `buf[OUTER_LEN..]`):
+/// DF set, the given IP id, UDP checksum 0 ("none", RFC 768; the payload
+/// is authenticated by the AEAD and the addresses by the IPv4 checksum).
+/// Returns the frame length, or 0 if it does not fit in `buf` or in an
+/// IPv4 total length.
+pub fn write_outer(buf: &mut [u8], outer: &Outer, ip_id: u16, payload_len: usize) -> usize {
+    let frame_len = OUTER_LEN + payload_len;
+    let Ok(ip_len) = u16::try_from(frame_len - ETH_LEN) else {
+        return 0;
+    };
+    if buf.len() < frame_len {
+        return 0;
+    }
+    buf[0..6].copy_from_slice(&outer.dst_mac);
+    buf[6..12].copy_from_slice(&outer.src_mac);
+    buf[12..14].copy_from_slice(&ETH_P_IPV4.to_be_bytes());
+    let ip = &mut buf[ETH_LEN..ETH_LEN + 20];
+    ip[0] = 0x45;
+    ip[1] = 0;
+    ip[2..4].copy_from_slice(&ip_len.to_be_bytes());
+    ip[4..6].copy_from_slice(&ip_id.to_be_bytes());
+    ip[6..8].copy_from_slice(&IP_DF.to_be_bytes());
+    ip[8] = OUTER_TTL;
+    ip[9] = IPPROTO_UDP;
+    ip[10..12].fill(0);
+    ip[12..16].copy_from_slice(&outer.src.ip().octets());
+    ip[16..20].copy_from_slice(&outer.dst.ip().octets());
+    let sum = !ones_sum(ip);
+    ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    let udp = &mut buf[ETH_LEN + 20..OUTER_LEN];
+    udp[0..2].copy_from_slice(&outer.src.port().to_be_bytes());
+    udp[2..4].copy_from_slice(&outer.dst.port().to_be_bytes());
+    udp[4..6].copy_from_slice(&(ip_len - 20).to_be_bytes());
+    udp[6..8].fill(0);
+    frame_len
+}
+
+/// The UDP payload of an outer tunnel frame and its source, if the frame
+/// is an untagged, unfragmented IPv4 UDP datagram whose headers are
+/// consistent (version, header length and checksum, lengths within the
+/// frame; Ethernet padding is cut by the lengths).
+pub fn udp_payload(frame: &[u8]) -> Option<(SocketAddrV4, Range<usize>)> {
+    if u16::from_be_bytes(frame.get(12..14)?.try_into().ok()?) != ETH_P_IPV4 {
+        return None;
+    }
+    let ip = frame.get(ETH_LEN..)?;
+    let first = *ip.first()?;
+    let ihl = usize::from(first & 0x0f) * 4;
+    if first >> 4 != 4 || ihl < 20 || ip.len() < ihl || ones_sum(&ip[..ihl]) != 0xffff {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+    let frag = u16::from_be_bytes([ip[6], ip[7]]);
+    if ip[9] != IPPROTO_UDP || frag & (IP_MF | IP_OFFSET_MASK) != 0 || total > ip.len() {
+        return None;
+    }
+    let udp = ip.get(ihl..total)?;
+    let udp_len = usize::from(u16::from_be_bytes(udp.get(4..6)?.try_into().ok()?));
+    if udp_len < 8 || udp_len > udp.len() {
+        return None;
+    }
+    let src: [u8; 4] = ip[12..16].try_into().ok()?;
+    let sport = u16::from_be_bytes([udp[0], udp[1]]);
+    let start = ETH_LEN + ihl + 8;
+    Some((
+        SocketAddrV4::new(src.into(), sport),
+        start..ETH_LEN + ihl + udp_len,
+    ))
+}
+
+/// One's complement sum of big-endian 16-bit words, folded (`bytes` of
+/// even length). A valid IPv4 header sums to 0xffff.
+fn ones_sum(bytes: &[u8]) -> u16 {
+    let mut sum: u32 = bytes
+        .chunks_exact(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    sum as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -128,5 +234,94 @@ mod tests {
         let p = packet(60);
         let mut buf = [0u8; 70];
         assert_eq!(write_frame(&mut buf, [1; 6], [2; 6], 0, &p), 0);
+    }
+
+    fn outer() -> Outer {
+        Outer {
+            src_mac: [2, 0, 0, 0, 0, 1],
+            dst_mac: [2, 0, 0, 0, 0, 2],
+            src: "198.18.0.1:51900".parse().unwrap(),
+            dst: "198.18.1.2:51900".parse().unwrap(),
+        }
+    }
+
+    #[test]
+    fn outer_headers_round_trip() {
+        let mut buf = [0u8; 256];
+        buf[OUTER_LEN..OUTER_LEN + 5].copy_from_slice(b"hello");
+        let n = write_outer(&mut buf, &outer(), 7, 5);
+        assert_eq!(n, OUTER_LEN + 5);
+        let f = &buf[..n];
+        assert_eq!(&f[0..6], &outer().dst_mac);
+        assert_eq!(&f[6..12], &outer().src_mac);
+        assert_eq!(f[14], 0x45);
+        assert_eq!(
+            u16::from_be_bytes([f[16], f[17]]),
+            20 + 8 + 5,
+            "total length"
+        );
+        assert_eq!(u16::from_be_bytes([f[18], f[19]]), 7, "IP id");
+        assert_eq!(f[20] & 0x40, 0x40, "DF");
+        assert_eq!(f[22], 64, "TTL");
+        assert_eq!(ones_sum(&f[14..34]), 0xffff, "header checksum");
+        let (src, range) = udp_payload(f).unwrap();
+        assert_eq!(src, outer().src);
+        assert_eq!(&f[range], b"hello");
+        // Ethernet padding after the datagram is not payload.
+        let mut padded = [0u8; 64];
+        padded[..n].copy_from_slice(f);
+        assert_eq!(&padded[udp_payload(&padded).unwrap().1], b"hello");
+    }
+
+    #[test]
+    fn write_outer_refuses_what_does_not_fit() {
+        let mut buf = [0u8; OUTER_LEN + 4];
+        assert_eq!(write_outer(&mut buf, &outer(), 0, 5), 0);
+        let mut big = vec![0u8; 70_000];
+        assert_eq!(write_outer(&mut big, &outer(), 0, 65_600), 0);
+    }
+
+    #[test]
+    fn udp_payload_refuses_inconsistent_frames() {
+        let mut buf = [0u8; 128];
+        let n = write_outer(&mut buf, &outer(), 1, 40);
+        let good = buf[..n].to_vec();
+        assert!(udp_payload(&good).is_some());
+        let broken = |i: usize, v: u8| {
+            let mut f = good.clone();
+            f[i] = v;
+            f
+        };
+        // Checksum, version, IHL, protocol, a fragment, an IP total length
+        // beyond the frame, a UDP length beyond the IP payload or below 8.
+        let cases = [
+            broken(24, good[24] ^ 1),
+            broken(14, 0x65),
+            broken(14, 0x44),
+            broken(23, 6),
+            broken(17, 0xff),
+            broken(38, 1),
+            broken(39, 200),
+            broken(39, 7),
+        ];
+        for (i, f) in cases.iter().enumerate() {
+            assert_eq!(udp_payload(f), None, "case {i}");
+        }
+        // Fragments and protocol changes with a fixed-up checksum.
+        for (i, v) in [(20usize, 0x20u8), (21, 0x01), (23, 6)] {
+            let mut f = good.clone();
+            f[i] |= v;
+            if i == 23 {
+                f[23] = 6;
+            }
+            f[24..26].fill(0);
+            let sum = !ones_sum(&f[14..34]);
+            f[24..26].copy_from_slice(&sum.to_be_bytes());
+            assert_eq!(udp_payload(&f), None, "byte {i}");
+        }
+        assert_eq!(udp_payload(&good[..30]), None);
+        let mut tagged = good.clone();
+        tagged[12..14].copy_from_slice(&ETH_P_8021Q.to_be_bytes());
+        assert_eq!(udp_payload(&tagged), None);
     }
 }

@@ -1,11 +1,18 @@
 //! The tunnel's IO edge: one thread moving packets between the VPC ports'
-//! AF_XDP sockets and the underlay UDP socket, around the sans-IO
+//! AF_XDP sockets and the underlay, around the sans-IO
 //! [`crate::tunnel::TunnelCore`].
 //!
 //! ```text
-//! VPC port --XDP (route to a remote peering)--> AF_XDP RX --seal--> sendmmsg --> underlay
-//! underlay --> recvmmsg --open, replay, policy--> AF_XDP TX --> VPC port
+//! VPC port --XDP (route to a remote peering)--> AF_XDP RX --seal--> underlay TX
+//! underlay RX --open, replay, policy--> AF_XDP TX --> VPC port
 //! ```
+//!
+//! The underlay is AF_XDP on the underlay interface ([`xdp_underlay`]:
+//! whole frames out of a UMEM, the underlay XDP program's redirect in) or
+//! the UDP socket (sendmmsg/recvmmsg batches, [`udp`]). The socket is always
+//! open: it carries what AF_XDP cannot (a next hop not yet resolved, a full
+//! TX ring, datagrams the XDP program left to the kernel) and everything
+//! when AF_XDP is off ([`UnderlayIo::Socket`]).
 //!
 //! The agent owns everything else: it builds the [`TunnelTable`], hands
 //! over keys as the control store publishes them, and says which ports
@@ -16,6 +23,7 @@ pub mod frame;
 pub mod nexthop;
 pub mod table;
 pub mod udp;
+pub mod xdp_underlay;
 pub mod xsk;
 
 use std::{
@@ -40,8 +48,10 @@ use crate::control::clock::unix_ms;
 use crate::tunnel::{wire::Packet, EpochKey, OpenError, SealError, TunnelConfig, TunnelCore};
 
 pub use self::table::{PolicyDrop, TunnelTable};
+pub use self::xdp_underlay::{Link, UnderlayCounters};
 use self::{
     udp::{Batch, Underlay},
+    xdp_underlay::{Transmit, XdpUnderlay},
     xsk::{XskCounters, XskPort},
 };
 
@@ -65,6 +75,28 @@ pub enum Update {
     Key(EpochKey),
     /// Every VPC port by ifindex.
     Ports(BTreeMap<u32, PortSlots>),
+    /// Next hops of the remote gateways: (address, ifindex, link).
+    Links(Vec<(Ipv4Addr, u32, Link)>),
+}
+
+/// How the tunnel moves datagrams on the underlay.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnderlayIo {
+    /// AF_XDP on the underlay interface, the UDP socket as fallback.
+    #[default]
+    AfXdp,
+    /// The UDP socket only (sendmmsg/recvmmsg).
+    Socket,
+}
+
+/// The underlay interface, for [`UnderlayIo::AfXdp`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnderlayPort {
+    pub ifindex: u32,
+    /// Largest IPv4 packet it sends (its MTU).
+    pub mtu: usize,
+    pub rx_queues: u32,
 }
 
 /// Counters of one peering or one remote gateway. Authentication failures,
@@ -95,8 +127,13 @@ pub struct TunnelStats {
     pub gateways: BTreeMap<String, PathStats>,
     /// Drops by reason, over all peerings and gateways.
     pub drops: BTreeMap<String, u64>,
-    /// Per AF_XDP socket, "ifindex/queue".
+    /// Per AF_XDP socket of a VPC port, "ifindex/queue".
     pub sockets: BTreeMap<String, XskCounters>,
+    /// The underlay path in use ("af-xdp" or "socket") and its counters.
+    #[serde(default)]
+    pub underlay_io: Option<UnderlayIo>,
+    #[serde(default)]
+    pub underlay: UnderlayCounters,
 }
 
 impl TunnelStats {
@@ -123,29 +160,44 @@ pub struct TunnelParams {
     pub xsk_map: XskMap<MapData>,
     /// Where the counters are written, atomically, four times a second.
     pub stats_path: PathBuf,
+    /// The underlay interface when AF_XDP is to be used on it.
+    pub af_xdp: Option<UnderlayPort>,
 }
 
 /// The running tunnel thread.
 pub struct Tunnel {
     updates: Sender<Update>,
+    af_xdp: bool,
     thread: Option<JoinHandle<()>>,
     rotation_needed: Arc<AtomicBool>,
 }
 
 impl Tunnel {
-    /// Binds the underlay socket (failing here, not in the thread) and
-    /// starts the thread.
-    pub fn spawn(params: TunnelParams) -> Result<Self> {
+    /// Binds the underlay socket and the AF_XDP sockets (failing here, not
+    /// in the thread) and starts the thread.
+    pub fn spawn(mut params: TunnelParams) -> Result<Self> {
         let underlay = Underlay::bind(params.bind)?;
+        let xdp = match params.af_xdp {
+            Some(p) => Some(XdpUnderlay::open(
+                p.ifindex,
+                params.bind,
+                p.mtu,
+                p.rx_queues,
+                &mut params.xsk_map,
+            )?),
+            None => None,
+        };
         let (updates, rx) = mpsc::channel();
         let rotation_needed = Arc::new(AtomicBool::new(false));
-        let mut worker = Worker::new(params, underlay, rx, rotation_needed.clone());
+        let af_xdp = xdp.is_some();
+        let mut worker = Worker::new(params, underlay, xdp, rx, rotation_needed.clone());
         let thread = std::thread::Builder::new()
             .name("tunnel".into())
             .spawn(move || worker.run())
             .context("starting the tunnel thread")?;
         Ok(Tunnel {
             updates,
+            af_xdp,
             thread: Some(thread),
             rotation_needed,
         })
@@ -163,6 +215,11 @@ impl Tunnel {
             .map_err(|_| anyhow::anyhow!("the tunnel thread has stopped"))
     }
 
+    /// True when datagrams move through AF_XDP on the underlay.
+    pub fn uses_af_xdp(&self) -> bool {
+        self.af_xdp
+    }
+
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
@@ -171,6 +228,12 @@ impl Tunnel {
 struct Worker {
     core: TunnelCore,
     underlay: Underlay,
+    /// Taken out while its frames are handled (see `decapsulate`).
+    xdp: Option<XdpUnderlay>,
+    xdp_enabled: bool,
+    /// Datagrams through the socket, for the underlay counters.
+    socket_tx: u64,
+    socket_rx: u64,
     updates: Receiver<Update>,
     xsk_map: XskMap<MapData>,
     stats_path: PathBuf,
@@ -190,12 +253,17 @@ impl Worker {
     fn new(
         params: TunnelParams,
         underlay: Underlay,
+        xdp: Option<XdpUnderlay>,
         updates: Receiver<Update>,
         rotation_needed: Arc<AtomicBool>,
     ) -> Self {
         Worker {
             core: TunnelCore::new(params.config),
             underlay,
+            xdp_enabled: xdp.is_some(),
+            xdp,
+            socket_tx: 0,
+            socket_rx: 0,
             updates,
             xsk_map: params.xsk_map,
             stats_path: params.stats_path,
@@ -230,6 +298,9 @@ impl Worker {
                 port.reclaim();
                 port.kick();
             }
+            if let Some(x) = self.xdp.as_mut() {
+                x.maintain();
+            }
             if self.last_stats.elapsed() >= STATS_EVERY {
                 self.write_stats();
             }
@@ -252,6 +323,11 @@ impl Worker {
                     }
                 }
                 Ok(Update::Ports(ports)) => self.set_ports(&ports),
+                Ok(Update::Links(links)) => {
+                    if let Some(x) = self.xdp.as_mut() {
+                        x.set_links(links);
+                    }
+                }
                 Err(TryRecvError::Empty) => return true,
                 Err(TryRecvError::Disconnected) => return false,
             }
@@ -295,18 +371,23 @@ impl Worker {
         let mut moved = 0;
         for port in ports.values_mut() {
             moved += port.receive(RX_BATCH, |meta, frame| self.seal_one(meta, frame)) as usize;
-            if !self.out.is_empty() {
-                self.underlay.send(&mut self.out);
+            self.send_socket_batch();
+            if let Some(x) = self.xdp.as_mut() {
+                x.flush();
             }
         }
         self.ports = ports;
         moved
     }
 
-    fn seal_one(&mut self, meta: &[u8], frame: &[u8]) {
-        if self.out.is_full() {
+    fn send_socket_batch(&mut self) {
+        if !self.out.is_empty() {
+            self.socket_tx += self.out.len() as u64;
             self.underlay.send(&mut self.out);
         }
+    }
+
+    fn seal_one(&mut self, meta: &[u8], frame: &[u8]) {
         let pcx = meta.try_into().map(u32::from_ne_bytes).unwrap_or(0);
         let Some(packet) = frame::ipv4_in_frame(frame) else {
             self.drop_for_peering(pcx, PolicyDrop::BadInner);
@@ -320,10 +401,22 @@ impl Worker {
             Ok(to) => to,
             Err(reason) => return self.drop_for_peering(pcx, reason),
         };
-        let slot = self.out.slot();
-        match self.core.seal(pcx, packet, slot) {
-            Ok(len) => {
-                self.out.push(len, to);
+        let sealed = match self.seal_xdp(pcx, packet, to) {
+            XdpSeal::Sent => Ok(()),
+            XdpSeal::Failed(e) => Err(e),
+            XdpSeal::Dropped => return,
+            XdpSeal::UseSocket => {
+                if self.out.is_full() {
+                    self.send_socket_batch();
+                }
+                let slot = self.out.slot();
+                self.core
+                    .seal(pcx, packet, slot)
+                    .map(|len| self.out.push(len, to))
+            }
+        };
+        match sealed {
+            Ok(()) => {
                 let gateway = self.table.peers.get(&pcx).and_then(|p| p.remote);
                 for stats in [
                     Some(self.by_peering.entry(pcx).or_default()),
@@ -344,6 +437,23 @@ impl Worker {
         }
     }
 
+    /// Seals into an AF_XDP frame when AF_XDP can carry the datagram.
+    fn seal_xdp(&mut self, pcx: u32, packet: &[u8], to: SocketAddrV4) -> XdpSeal {
+        let Some(xdp) = self.xdp.as_mut() else {
+            return XdpSeal::UseSocket;
+        };
+        let core = &mut self.core;
+        match xdp.transmit(to, |buf| core.seal(pcx, packet, buf)) {
+            Transmit::Staged => XdpSeal::Sent,
+            Transmit::Failed(e) => XdpSeal::Failed(e),
+            Transmit::TooBig => {
+                *self.drops.entry("underlay_mtu_exceeded").or_default() += 1;
+                XdpSeal::Dropped
+            }
+            Transmit::UseSocket | Transmit::RingFull => XdpSeal::UseSocket,
+        }
+    }
+
     fn drop_for_peering(&mut self, pcx: u32, reason: PolicyDrop) {
         self.by_peering.entry(pcx).or_default().policy_drops += 1;
         *self.drops.entry(reason.name()).or_default() += 1;
@@ -354,12 +464,17 @@ impl Worker {
         // Out of `self` for the loop so `open_one` may borrow it; an Option
         // so that taking it allocates nothing.
         let mut inbound = self.inbound.take().unwrap_or_default();
-        let n = self.underlay.recv(&mut inbound);
+        let mut n = self.underlay.recv(&mut inbound);
+        self.socket_rx += n as u64;
         for i in 0..n {
             let (datagram, _from) = inbound.get_mut(i);
             self.open_one(datagram);
         }
         self.inbound = Some(inbound);
+        if let Some(mut xdp) = self.xdp.take() {
+            n += xdp.receive(RX_BATCH, |datagram| self.open_one(datagram));
+            self.xdp = Some(xdp);
+        }
         for port in self.ports.values_mut() {
             port.flush();
         }
@@ -433,8 +548,10 @@ impl Worker {
 
     /// Waits in poll(2) for any socket to become readable.
     fn sleep(&mut self) {
+        let xdp_fds = self.xdp.iter().flat_map(|x| x.fds());
         let mut fds: Vec<libc::pollfd> = std::iter::once(self.underlay.fd())
             .chain(self.ports.values().map(|p| p.fd()))
+            .chain(xdp_fds)
             .map(|fd| libc::pollfd {
                 fd,
                 events: libc::POLLIN,
@@ -472,11 +589,30 @@ impl Worker {
                 .iter()
                 .map(|((i, q), p)| (format!("{i}/{q}"), p.counters))
                 .collect(),
+            underlay_io: Some(if self.xdp_enabled {
+                UnderlayIo::AfXdp
+            } else {
+                UnderlayIo::Socket
+            }),
+            underlay: UnderlayCounters {
+                tx_socket: self.socket_tx,
+                rx_socket: self.socket_rx,
+                ..self.xdp.as_ref().map(|x| x.counters).unwrap_or_default()
+            },
         };
         if let Err(e) = write_atomic(&self.stats_path, &stats) {
             warn!("writing {}: {e:#}", self.stats_path.display());
         }
     }
+}
+
+/// What became of a datagram offered to AF_XDP.
+enum XdpSeal {
+    Sent,
+    /// Sealed but dropped (and counted).
+    Dropped,
+    Failed(SealError),
+    UseSocket,
 }
 
 fn seal_error_name(e: &SealError) -> &'static str {

@@ -200,15 +200,16 @@ impl XskPort {
     }
 
     /// Hands up to `max` received frames to `f` as (metadata, frame), then
-    /// gives the frames back to the kernel. Returns how many were read.
-    pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &[u8])) -> u32 {
+    /// gives the frames back to the kernel. The frame is writable (packets
+    /// are opened in place). Returns how many were read.
+    pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut [u8])) -> u32 {
         let mut n = 0;
         {
             let mut reader = self.rx.receive(max);
             while let Some(desc) = reader.read() {
                 n += 1;
                 let base = desc.addr & !u64::from(FRAME - 1);
-                if let Some((meta, frame)) = view(&self.umem, base, desc.addr, desc.len) {
+                if let Some((meta, frame)) = view(&mut self.umem, base, desc.addr, desc.len) {
                     f(meta, frame);
                 }
                 self.fill_pending.push(base);
@@ -307,16 +308,21 @@ impl XskPort {
 }
 
 /// (metadata, frame) of a received descriptor, if it lies in its frame.
-fn view(umem: &Umem, base: u64, addr: u64, len: u32) -> Option<(&[u8], &[u8])> {
+/// Frames too close to the start of their chunk for metadata get none.
+fn view(umem: &mut Umem, base: u64, addr: u64, len: u32) -> Option<(&[u8], &mut [u8])> {
     let chunk = umem.frame(BufIdx(u32::try_from(base / u64::from(FRAME)).ok()?))?;
     let start = usize::try_from(addr - base).ok()?;
     let end = start.checked_add(len as usize)?;
     // SAFETY: the kernel handed this frame to us through the RX ring and
-    // does not write it until it is back in the fill ring.
-    let bytes = unsafe { chunk.addr.as_ref() };
-    let frame = bytes.get(start..end)?;
-    let meta = bytes.get(start.checked_sub(META_LEN)?..start)?;
-    Some((meta, frame))
+    // neither reads nor writes it until it is back in the fill ring; no
+    // other reference to it exists while `f` runs.
+    let bytes = unsafe { &mut *chunk.addr.as_ptr() };
+    if end > bytes.len() {
+        return None;
+    }
+    let (head, rest) = bytes.split_at_mut(start);
+    let meta = head.get(start.saturating_sub(META_LEN)..).unwrap_or(&[]);
+    Some((meta, &mut rest[..end - start]))
 }
 
 fn frame_offset(umem: &Umem, idx: u32) -> u64 {
