@@ -228,10 +228,18 @@ impl ControlPlane {
         pins: &PinDir,
         region: &str,
         underlay: &str,
+        underlay_io: &str,
         state: &std::path::Path,
     ) -> Proc {
         let state = state.to_string_lossy();
-        let args = ["--underlay", underlay, "--state-dir", &state];
+        let args = [
+            "--underlay",
+            underlay,
+            "--underlay-io",
+            underlay_io,
+            "--state-dir",
+            &state,
+        ];
         self.spawn_agent(gw, pins, region, &args)
     }
 

@@ -1,14 +1,19 @@
 //! A two-region lab: gateways `gw1` (us-east-1) and `gw2` (us-west-2)
-//! joined by an underlay link in 198.18.0.0/15, each running its own
-//! `peering-agent` process with the tunnel on; one control plane.
+//! whose underlay interfaces sit on two subnets of 198.18.0.0/15 joined by
+//! a router namespace, `wan`; each gateway runs its own `peering-agent`
+//! process with the tunnel on; one control plane.
 //!
 //! ```text
-//!  a (10.1.0.10) --vpc-a-- gw1 198.18.0.1 ==underlay== 198.18.0.2 gw2 --vpc-b-- b (10.2.0.10)
-//!                                                                    \--vpc-c-- c (10.3.0.10)
+//!  a (10.1.0.10) --vpc-a-- gw1 198.18.0.1 ==[wan-1 .0.254  wan  .1.254 wan-2]== 198.18.1.2 gw2 --vpc-b-- b (10.2.0.10)
+//!                                                                                              \--vpc-c-- c (10.3.0.10)
 //! ```
 //!
 //! VPC A is in region 1, VPCs B and C in region 2. The underlay MTU is
-//! 1600: sealed datagrams of full 1500-byte packets (1572 bytes) fit.
+//! 1600: sealed datagrams of full 1500-byte packets (1572 bytes) fit. The
+//! router makes each gateway reach the other through a next hop (as
+//! regions are), and `wan-1` is where captures see the wire: frames sent
+//! by AF_XDP pass no packet tap on their own gateway, and frames the
+//! underlay XDP program takes pass none on the receiving one.
 
 use std::{
     path::{Path, PathBuf},
@@ -28,7 +33,12 @@ pub const OWNER_A: &str = "111111111111";
 pub const OWNER_B: &str = "222222222222";
 pub const OWNER_C: &str = "333333333333";
 pub const UNDERLAY_1: &str = "198.18.0.1";
-pub const UNDERLAY_2: &str = "198.18.0.2";
+pub const UNDERLAY_2: &str = "198.18.1.2";
+/// The router's addresses on the two underlay subnets.
+const WAN_1: &str = "198.18.0.254";
+const WAN_2: &str = "198.18.1.254";
+/// The router's interface towards gateway 1: captures of the underlay.
+pub const WIRE_IF: &str = "wan-1";
 pub const UNDERLAY_MTU: &str = "1600";
 
 /// One gateway: namespace, pins, state directory, agent process.
@@ -38,6 +48,8 @@ pub struct Gateway {
     pub state: PathBuf,
     pub region: &'static str,
     pub underlay: &'static str,
+    /// `peering-agent run --underlay-io` value.
+    pub underlay_io: &'static str,
     agent: Option<Proc>,
 }
 
@@ -50,6 +62,7 @@ impl Gateway {
             state,
             region,
             underlay,
+            underlay_io: "af-xdp",
             agent: None,
         }
     }
@@ -81,6 +94,7 @@ pub struct InterRegionLab {
     // Field order is drop order: agents stop before the namespaces go.
     pub gw1: Gateway,
     pub gw2: Gateway,
+    pub wan: Netns,
     pub a: Netns,
     pub b: Netns,
     pub c: Netns,
@@ -104,13 +118,32 @@ impl InterRegionLab {
     /// Builds the namespaces and links, starts peering-controld with
     /// `controld_args` (e.g. a key rotation period) and both agents.
     pub fn new(verbose: bool, controld_args: &[&str]) -> Self {
-        let gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
-        let gw2 = Gateway::new("gw2", REGION_2, UNDERLAY_2);
+        Self::with_underlay_io(verbose, controld_args, "af-xdp")
+    }
+
+    /// Like [`InterRegionLab::new`], the agents moving the underlay with
+    /// `underlay_io` ("af-xdp" or "socket").
+    pub fn with_underlay_io(
+        verbose: bool,
+        controld_args: &[&str],
+        underlay_io: &'static str,
+    ) -> Self {
+        let mut gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
+        let mut gw2 = Gateway::new("gw2", REGION_2, UNDERLAY_2);
+        gw1.underlay_io = underlay_io;
+        gw2.underlay_io = underlay_io;
         let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
-        veth(&gw1.ns, "underlay", &gw2.ns, "underlay");
-        for (gw, addr) in [(&gw1, UNDERLAY_1), (&gw2, UNDERLAY_2)] {
+        let wan = Netns::new("wan");
+        wan.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        let legs = [
+            (&gw1, UNDERLAY_1, "wan-1", WAN_1, "198.18.1.0/24"),
+            (&gw2, UNDERLAY_2, "wan-2", WAN_2, "198.18.0.0/24"),
+        ];
+        for (gw, addr, wan_if, wan_addr, other) in legs {
+            veth(&gw.ns, "underlay", &wan, wan_if);
             let ns = &gw.ns;
             ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
+            wan.exec_ok(&["ip", "link", "set", wan_if, "mtu", UNDERLAY_MTU]);
             ns.exec_ok(&[
                 "ip",
                 "addr",
@@ -119,6 +152,15 @@ impl InterRegionLab {
                 "dev",
                 "underlay",
             ]);
+            wan.exec_ok(&[
+                "ip",
+                "addr",
+                "add",
+                &format!("{wan_addr}/24"),
+                "dev",
+                wan_if,
+            ]);
+            ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
             ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         }
         veth(&gw1.ns, "vpc-a", &a, "eth0");
@@ -140,6 +182,7 @@ impl InterRegionLab {
         let mut lab = InterRegionLab {
             gw1,
             gw2,
+            wan,
             a,
             b,
             c,
@@ -163,10 +206,14 @@ impl InterRegionLab {
 
     pub fn start_agent(&mut self, n: u8) {
         let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
-        gw.agent = Some(
-            self.cp
-                .tunnel_agent(&gw.ns, &gw.pins, gw.region, gw.underlay, &gw.state),
-        );
+        gw.agent = Some(self.cp.tunnel_agent(
+            &gw.ns,
+            &gw.pins,
+            gw.region,
+            gw.underlay,
+            gw.underlay_io,
+            &gw.state,
+        ));
     }
 
     /// VPCs A (region 1, account A), B and C (region 2, accounts B and C),

@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use peering_userspace::tunnel::wire::Packet;
+use peering_userspace::{gateway::UnderlayIo, tunnel::wire::Packet};
 
 use peering_tests::{
     control_lab::eventually,
-    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2},
+    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2, UNDERLAY_2, WIRE_IF},
     lab::unique,
 };
 
@@ -54,7 +54,7 @@ fn peering_across_regions_carries_sealed_traffic_only() {
     assert!(lab.c.ping("10.1.0.10", 3), "C reaches A");
 
     let file = std::env::temp_dir().join(unique("underlay.pcap"));
-    let capture = Capture::start(&lab.gw1.ns, "underlay", &file);
+    let capture = Capture::start(&lab.wan, WIRE_IF, &file);
     let marker = format!("peering-marker-{}", unique("m"));
     send_tcp_marker(&lab, &marker);
     let throughput = iperf3(&lab);
@@ -95,6 +95,15 @@ fn peering_across_regions_carries_sealed_traffic_only() {
         0,
         "{g2:?}"
     );
+    // AF_XDP carried the bulk both ways, on both gateways; the UDP socket
+    // only until the next hop through the router was resolved.
+    for (gw, s) in [("gw1", &s1), ("gw2", &s2)] {
+        let u = &s.underlay;
+        assert_eq!(s.underlay_io, Some(UnderlayIo::AfXdp), "{gw}");
+        assert!(u.tx_af_xdp > 100 && u.rx_af_xdp > 100, "{gw}: {u:?}");
+        assert!(u.tx_socket < u.tx_af_xdp / 10, "{gw}: {u:?}");
+        assert_eq!(u.rx_malformed + u.tx_mtu_drops, 0, "{gw}: {u:?}");
+    }
 }
 
 /// Sends `marker` over TCP from A to C (python3 on both ends).
@@ -160,7 +169,7 @@ fn inject(lab: &InterRegionLab, payloads: &[Vec<u8>]) {
         .collect();
     let script = format!(
         "import socket;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
-         for h in {hex:?}: s.sendto(bytes.fromhex(h),('198.18.0.2',{TUNNEL_PORT}))"
+         for h in {hex:?}: s.sendto(bytes.fromhex(h),('{UNDERLAY_2}',{TUNNEL_PORT}))"
     );
     lab.gw1.ns.exec_ok(&["python3", "-c", &script]);
     std::thread::sleep(Duration::from_millis(600));
@@ -169,7 +178,7 @@ fn inject(lab: &InterRegionLab, payloads: &[Vec<u8>]) {
 /// Captures tunnel datagrams from gateway 1 while A pings C.
 fn capture_datagrams(lab: &InterRegionLab) -> Vec<Vec<u8>> {
     let file = std::env::temp_dir().join(unique("attack.pcap"));
-    let capture = Capture::start(&lab.gw2.ns, "underlay", &file);
+    let capture = Capture::start(&lab.wan, WIRE_IF, &file);
     assert!(lab.a.ping("10.3.0.10", 2));
     let frames = capture.finish();
     let _ = std::fs::remove_file(&file);
@@ -304,11 +313,12 @@ fn run_ping(lab: &InterRegionLab, args: &[&str]) -> String {
 
 /// Inter-region MTU is 1500: a 1472-byte ping with DF crosses, 1473 is
 /// answered by the gateway with "fragmentation needed, mtu 1500" even though
-/// the VPC links carry jumbo frames.
+/// the VPC links carry jumbo frames. This lab moves the underlay through
+/// the UDP socket alone (`--underlay-io socket`), so that path stays tested.
 #[test]
 fn inter_region_mtu_is_1500() {
     let _serial = one_lab();
-    let lab = InterRegionLab::new(verbose(), &[]);
+    let lab = InterRegionLab::with_underlay_io(verbose(), &[], "socket");
     peer_a_with_c(&lab);
     for (ns, dev) in [(&lab.gw1.ns, "vpc-a"), (&lab.a, "eth0")] {
         ns.exec_ok(&["ip", "link", "set", dev, "mtu", "9000"]);
@@ -332,6 +342,13 @@ fn inter_region_mtu_is_1500() {
         verbose: false,
     };
     assert!(ag.stat("tx_icmp_frag_needed") >= 1);
+    for gw in [&lab.gw1, &lab.gw2] {
+        let s = gw.tunnel_stats();
+        let u = &s.underlay;
+        assert_eq!(s.underlay_io, Some(UnderlayIo::Socket));
+        assert!(u.tx_socket >= 2 && u.rx_socket >= 2, "{u:?}");
+        assert_eq!(u.tx_af_xdp + u.rx_af_xdp, 0, "{u:?}");
+    }
 }
 
 /// With A (region 1) peered to B (region 2) and B peered to C (region 2), A

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use peering_tests::{
     control_lab::eventually,
-    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2},
+    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2, WIRE_IF},
     lab::{cleanup_own, unique, Agent, Netns},
 };
 
@@ -36,14 +36,14 @@ fn main() {
     })
     .expect("install Ctrl-C handler");
 
-    step("Lab: gateways of us-east-1 and us-west-2 joined by an underlay link (198.18.0.1 <-> 198.18.0.2)");
+    step("Lab: gateways of us-east-1 (198.18.0.1) and us-west-2 (198.18.1.2), underlay subnets joined by a router");
     let lab = InterRegionLab::new(true, &[]);
     println!(
         "  peering-controld on {} (SQLite store {}), keys rotated every 10 min",
         lab.cp.endpoint,
         lab.cp.db.display()
     );
-    println!("  one peering-agent per region, tunnel on UDP port 51900");
+    println!("  one peering-agent per region, tunnel on UDP port 51900, AF_XDP on the underlay interfaces");
 
     step("Three accounts create a VPC each: A in us-east-1, B and C in us-west-2");
     let v = lab.vpcs();
@@ -77,7 +77,7 @@ fn main() {
 
     step("What the underlay carries while A and B both talk to C");
     let file = std::env::temp_dir().join(unique("demo.pcap"));
-    let capture = Capture::start(&lab.gw2.ns, "underlay", &file);
+    let capture = Capture::start(&lab.wan, WIRE_IF, &file);
     lab.a.ping("10.3.0.10", 5);
     lab.b.ping("10.3.0.10", 5);
     let frames = capture.finish();

@@ -2,6 +2,8 @@
 //! the tests, A (us-east-1) peered with C (us-west-2) and B peered with C
 //! inside us-west-2, then iperf3 TCP and a 64-byte UDP flood through the
 //! sealed tunnel and, for comparison, through the intra-region XDP path.
+//! The lab is built twice, once per underlay path of the tunnel (AF_XDP on
+//! the underlay interfaces, then the UDP socket alone).
 //! Figures depend on the machine and its load; compare the ratios.
 
 use std::time::Duration;
@@ -47,8 +49,10 @@ fn udp64(from: &Netns, to: &Netns, dst: &str) -> (f64, f64) {
     (sent / secs, (sent - lost) / secs)
 }
 
-fn main() {
-    let lab = InterRegionLab::new(false, &[]);
+/// One lab with the agents' underlay path set to `underlay_io`; prints a
+/// row per measured path (the intra-region one only when `intra`).
+fn measure(underlay_io: &'static str, intra: bool) {
+    let lab = InterRegionLab::with_underlay_io(false, &[], underlay_io);
     let v = lab.vpcs();
     lab.wait_for_keys();
     lab.peer(
@@ -61,24 +65,36 @@ fn main() {
     );
     let ready = || lab.a.ping("10.3.0.10", 1) && lab.b.ping("10.3.0.10", 1);
     assert!(eventually(Duration::from_secs(10), ready), "lab not ready");
-
-    println!("two-region lab, iperf3 for {SECS} s per case, AES-256-GCM");
-    println!(
-        "{:<40} {:>12} {:>16} {:>16}",
-        "path", "TCP Gbit/s", "64 B sent kpps", "64 B recv kpps"
-    );
-    for (name, from, dst) in [
-        ("inter-region A -> C (sealed tunnel)", &lab.a, "10.3.0.10"),
-        ("intra-region B -> C (XDP redirect)", &lab.b, "10.3.0.10"),
-    ] {
-        let gbps = tcp(from, &lab.c, dst) / 1e9;
-        let (sent, recv) = udp64(from, &lab.c, dst);
+    let inter = format!("inter-region A -> C (tunnel, {underlay_io})");
+    let mut paths = vec![(inter, &lab.a)];
+    if intra {
+        paths.push(("intra-region B -> C (XDP redirect)".into(), &lab.b));
+    }
+    for (name, from) in paths {
+        let gbps = tcp(from, &lab.c, "10.3.0.10") / 1e9;
+        let (sent, recv) = udp64(from, &lab.c, "10.3.0.10");
         println!(
-            "{name:<40} {gbps:>12.2} {:>16.0} {:>16.0}",
+            "{name:<44} {gbps:>12.2} {:>16.0} {:>16.0}",
             sent / 1e3,
             recv / 1e3
         );
     }
-    let s = lab.gw1.tunnel_stats();
-    println!("tunnel drops on us-east-1: {:?}", s.drops);
+    for (gw, g) in [("us-east-1", &lab.gw1), ("us-west-2", &lab.gw2)] {
+        let s = g.tunnel_stats();
+        let u = s.underlay;
+        println!(
+            "  {gw}: underlay sent af_xdp {} socket {}, received af_xdp {} socket {}; drops {:?}",
+            u.tx_af_xdp, u.tx_socket, u.rx_af_xdp, u.rx_socket, s.drops
+        );
+    }
+}
+
+fn main() {
+    println!("two-region lab, iperf3 for {SECS} s per case, AES-256-GCM");
+    println!(
+        "{:<44} {:>12} {:>16} {:>16}",
+        "path", "TCP Gbit/s", "64 B sent kpps", "64 B recv kpps"
+    );
+    measure("af-xdp", true);
+    measure("socket", false);
 }
