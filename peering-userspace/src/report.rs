@@ -130,6 +130,19 @@ pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
     for (reason, n) in &s.drops {
         let _ = writeln!(out, "drop {reason:<23} {n:>10}");
     }
+    for (name, c) in &s.sockets {
+        let _ = writeln!(
+            out,
+            "socket {name:<16} rx {} tx {}  dropped: rx {} (ring full {}, fill empty {})  tx ring full {}  tx invalid {}",
+            c.rx_frames,
+            c.tx_frames,
+            c.rx_dropped,
+            c.rx_ring_full,
+            c.rx_fill_ring_empty,
+            c.tx_ring_full,
+            c.tx_invalid
+        );
+    }
     if let Some(io) = s.underlay_io {
         let u = &s.underlay;
         let path = match io {
@@ -149,4 +162,54 @@ pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::gateway::{PathStats, TunnelStats, UnderlayCounters, UnderlayIo};
+
+    #[test]
+    fn tunnel_stats_show_paths_sockets_and_the_underlay() {
+        let mut s = TunnelStats {
+            gateway_id: 3,
+            current_epoch: Some(9),
+            held_epochs: vec![8, 9],
+            underlay_io: Some(UnderlayIo::AfXdp),
+            underlay: UnderlayCounters {
+                tx_af_xdp: 1200,
+                tx_socket: 2,
+                rx_af_xdp: 1100,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        s.peerings.insert(
+            "pcx-1".into(),
+            PathStats {
+                sealed: 1200,
+                ..Default::default()
+            },
+        );
+        s.drops.insert("replay".into(), 4);
+        s.sockets.insert("5/0".into(), Default::default());
+        let text = tunnel_stats(&s, false);
+        assert!(text.starts_with("gateway 3  current epoch 9  held epochs [8, 9]"));
+        assert!(text.contains("peering pcx-1"), "{text}");
+        assert!(text.contains("drop replay"), "{text}");
+        assert!(text.contains("socket 5/0"), "{text}");
+        assert!(
+            text.contains("underlay (af-xdp)  sent: af_xdp 1200 socket 2"),
+            "{text}"
+        );
+        let back: TunnelStats = serde_json::from_str(&tunnel_stats(&s, true)).unwrap();
+        assert_eq!(back, s);
+        // Counters written before the underlay fields existed still read.
+        let old: TunnelStats = serde_json::from_str(
+            r#"{"gateway_id":1,"current_epoch":null,"held_epochs":[],"peerings":{},"gateways":{},"drops":{},"sockets":{}}"#,
+        )
+        .unwrap();
+        assert_eq!(old.underlay_io, None);
+        assert!(!tunnel_stats(&old, false).contains("underlay"));
+    }
 }

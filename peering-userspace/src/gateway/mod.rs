@@ -127,7 +127,7 @@ pub struct TunnelStats {
     pub gateways: BTreeMap<String, PathStats>,
     /// Drops by reason, over all peerings and gateways.
     pub drops: BTreeMap<String, u64>,
-    /// Per AF_XDP socket of a VPC port, "ifindex/queue".
+    /// Per AF_XDP socket (VPC ports and underlay), "ifindex/queue".
     pub sockets: BTreeMap<String, XskCounters>,
     /// The underlay path in use ("af-xdp" or "socket") and its counters.
     #[serde(default)]
@@ -586,8 +586,13 @@ impl Worker {
                 .collect(),
             sockets: self
                 .ports
-                .iter()
-                .map(|((i, q), p)| (format!("{i}/{q}"), p.counters))
+                .values_mut()
+                .map(|p| {
+                    p.refresh_kernel_counters();
+                    &*p
+                })
+                .chain(self.xdp.iter_mut().flat_map(|x| x.sockets()))
+                .map(|p| (format!("{}/{}", p.ifindex, p.queue), p.counters))
                 .collect(),
             underlay_io: Some(if self.xdp_enabled {
                 UnderlayIo::AfXdp

@@ -130,6 +130,14 @@ impl XdpUnderlay {
             .collect();
     }
 
+    /// The sockets by queue, kernel counters refreshed.
+    pub fn sockets(&mut self) -> impl Iterator<Item = &XskPort> + '_ {
+        self.sockets.iter_mut().map(|s| {
+            s.refresh_kernel_counters();
+            &*s
+        })
+    }
+
     pub fn fds(&self) -> impl Iterator<Item = libc::c_int> + '_ {
         self.sockets.iter().map(|s| s.fd())
     }

@@ -78,6 +78,17 @@ pub struct XskCounters {
     pub tx_frames: u64,
     /// TX frames refused because the TX ring or the free list was full.
     pub tx_ring_full: u64,
+    /// The kernel's XDP_STATISTICS for the socket: frames dropped on the
+    /// way in (no room in the RX ring, no frame in the fill ring, other).
+    #[serde(default)]
+    pub rx_dropped: u64,
+    #[serde(default)]
+    pub rx_ring_full: u64,
+    #[serde(default)]
+    pub rx_fill_ring_empty: u64,
+    /// TX descriptors the kernel refused.
+    #[serde(default)]
+    pub tx_invalid: u64,
 }
 
 /// An AF_XDP socket bound to (`ifindex`, `queue`).
@@ -89,7 +100,7 @@ pub struct XskPort {
     rx: RingRx,
     tx: RingTx,
     device: DeviceQueue,
-    _user: User,
+    user: User,
     _socket: Socket,
     umem: Umem,
     _area: Area,
@@ -183,7 +194,7 @@ impl XskPort {
             rx,
             tx,
             device,
-            _user: user,
+            user,
             _socket: socket,
             umem,
             _area: area,
@@ -289,6 +300,16 @@ impl XskPort {
     pub fn kick(&mut self) {
         if self.tx.pending() > 0 {
             self.tx.wake();
+        }
+    }
+
+    /// Reads the kernel's statistics of the socket into `counters`.
+    pub fn refresh_kernel_counters(&mut self) {
+        if let Ok(k) = self.user.statistics_v2() {
+            self.counters.rx_dropped = k.rx_dropped;
+            self.counters.rx_ring_full = k.rx_ring_full;
+            self.counters.rx_fill_ring_empty = k.rx_fill_ring_empty_descs;
+            self.counters.tx_invalid = k.tx_invalid_descs;
         }
     }
 
