@@ -183,6 +183,8 @@ struct NextHops {
     resolver: Resolver,
     sent: Vec<(Ipv4Addr, u32, Link)>,
     last_nudge: Option<Instant>,
+    /// The last resolution problem per gateway, so it is logged once.
+    problems: BTreeMap<Ipv4Addr, String>,
 }
 
 /// How often usable neighbours are re-confirmed: frames sent through
@@ -255,6 +257,7 @@ impl TunnelLink {
                 resolver: Resolver::new()?,
                 sent: Vec::new(),
                 last_nudge: None,
+                problems: BTreeMap::new(),
             }),
             _ => None,
         };
@@ -293,6 +296,7 @@ impl TunnelLink {
         }
         let local = *self.underlay.ip();
         let mut links = Vec::new();
+        let mut problems = BTreeMap::new();
         for (_, _, endpoint) in gateways {
             let remote = *endpoint.ip();
             if remote == local {
@@ -311,12 +315,24 @@ impl TunnelLink {
                 }
                 Ok(Resolution::Unresolved { ifindex, via }) => {
                     if let Err(e) = nh.resolver.nudge(ifindex, via) {
-                        warn!("resolving {via} (next hop to {remote}): {e:#}");
+                        problems.insert(remote, format!("resolving next hop {via}: {e:#}"));
                     }
                 }
-                Err(e) => warn!("next hop to gateway {remote}: {e:#}"),
+                Err(e) => {
+                    problems.insert(remote, format!("{e:#}"));
+                }
             }
         }
+        // Said once per change, not every poll.
+        for (remote, problem) in &problems {
+            if nh.problems.get(remote) != Some(problem) {
+                warn!("gateway {remote} stays on the UDP socket: {problem}");
+            }
+        }
+        for remote in nh.problems.keys().filter(|r| !problems.contains_key(r)) {
+            info!("gateway {remote}: next hop problem cleared");
+        }
+        nh.problems = problems;
         links.sort_by_key(|(ip, _, _)| *ip);
         if links != nh.sent {
             nh.sent = links.clone();

@@ -178,13 +178,21 @@ impl Tunnel {
     pub fn spawn(mut params: TunnelParams) -> Result<Self> {
         let underlay = Underlay::bind(params.bind)?;
         let xdp = match params.af_xdp {
-            Some(p) => Some(XdpUnderlay::open(
-                p.ifindex,
-                params.bind,
-                p.mtu,
-                p.rx_queues,
-                &mut params.xsk_map,
-            )?),
+            Some(p) => {
+                let x = XdpUnderlay::open(
+                    p.ifindex,
+                    params.bind,
+                    p.mtu,
+                    p.rx_queues,
+                    &mut params.xsk_map,
+                )?;
+                info!(
+                    "AF_XDP on the underlay: ifindex {}, {} queue(s)",
+                    p.ifindex,
+                    x.fds().count()
+                );
+                Some(x)
+            }
             None => None,
         };
         let (updates, rx) = mpsc::channel();
