@@ -51,6 +51,12 @@ pub const MAX_ROUTE_COUNTERS: u32 = 65536;
 /// frames). This is the largest IPv4 total length the encrypted path takes.
 pub const INTER_REGION_MTU: u16 = 1500;
 
+/// ICMP errors the gateway generates, per CPU: a token bucket of
+/// [`ICMP_BURST`] messages refilled at [`ICMP_RATE_PER_SEC`] (RFC 1812
+/// §4.3.2.8; Linux's defaults are 1000/s with a burst of 50, machine-wide).
+pub const ICMP_RATE_PER_SEC: u64 = 1000;
+pub const ICMP_BURST: u64 = 50;
+
 /// The 802.1Q tag protocol identifier.
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_IPV4: u16 = 0x0800;
@@ -275,6 +281,9 @@ stats! {
     DropBadRoute = 27, "drop_bad_route";
     /// Growing or shrinking the frame failed.
     DropAdjustFailed = 28, "drop_adjust_failed";
+    /// Would have been answered with an ICMP error, but the gateway's ICMP
+    /// rate limit was reached.
+    DropIcmpRateLimited = 29, "drop_icmp_rate_limited";
 }
 
 /// Size of [`maps::STATS`].

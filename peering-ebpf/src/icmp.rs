@@ -10,7 +10,7 @@ use peering_common::{Stat, ETH_P_8021Q, ETH_P_IPV4};
 
 use crate::{
     packet::{self, fold, ptr_at, ptr_at_mut, sum_words, Ipv4, ETH_LEN, L2},
-    rewrite,
+    ratelimit, rewrite,
 };
 
 const ICMP_DEST_UNREACH: u8 = 3;
@@ -37,6 +37,9 @@ pub fn frag_needed(
     // another ICMP error.
     if !ip.is_first_fragment() || is_icmp_error(ctx, l2.l3, ip)? {
         return Err(Stat::DropMtuExceeded);
+    }
+    if !ratelimit::allow_icmp() {
+        return Err(Stat::DropIcmpRateLimited);
     }
     let l3 = l2.l3;
     rewrite::adjust_head(ctx, -(NEW_HDRS as i32))?;

@@ -10,6 +10,8 @@ mod packet;
 #[cfg(target_arch = "bpf")]
 mod pipeline;
 #[cfg(target_arch = "bpf")]
+mod ratelimit;
+#[cfg(target_arch = "bpf")]
 mod rewrite;
 #[cfg(target_arch = "bpf")]
 mod stats;
@@ -21,7 +23,7 @@ pub use bpf::*;
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
-    use crate::{packet, pipeline, stats, underlay};
+    use crate::{packet, pipeline, ratelimit::Bucket, stats, underlay};
 
     use aya_ebpf::{
         bindings::xdp_action,
@@ -60,6 +62,9 @@ mod bpf {
     /// Verdict counters, indexed by [`Stat`].
     #[map(name = "STATS")]
     pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_LEN, 0);
+    /// The ICMP error rate limit's token bucket, one per CPU.
+    #[map(name = "ICMP_BUCKET")]
+    pub static ICMP_BUCKET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
     /// Per-route counters, indexed by [`RouteValue::counter`].
     #[map(name = "ROUTE_STATS")]
     pub static ROUTE_STATS: PerCpuArray<Counter> =

@@ -2,7 +2,7 @@
 //! ICMP "fragmentation needed" built in XDP, and the AF_XDP hand-off.
 
 use etherparse::IpNumber;
-use peering_common::{IfaceInfo, Stat, INTER_REGION_MTU};
+use peering_common::{IfaceInfo, Stat, ICMP_BURST, ICMP_RATE_PER_SEC, INTER_REGION_MTU};
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_A, HOST_A},
     verdict::{LO, XDP_DROP, XDP_REDIRECT},
@@ -72,6 +72,34 @@ fn oversized_with_df_gets_fragmentation_needed() {
     );
     assert_frag_needed(&out.frame, &sent, None);
     assert_eq!(h.packets(Stat::TxIcmpFragNeeded), 1);
+}
+
+/// ICMP errors are rate-limited per CPU: a burst of ICMP_BURST, then
+/// ICMP_RATE_PER_SEC. A flood of oversized packets gets the burst (per CPU
+/// the test thread ran on) plus what the elapsed time refilled; the rest is
+/// dropped and counted.
+#[test]
+fn fragmentation_needed_is_rate_limited() {
+    let h = harness();
+    let sent = Frame::udp(A_HOST, REMOTE_HOST, INTER_REGION_MTU as usize + 1).df(true);
+    let bytes = sent.bytes();
+    let flood = 3000u64;
+    let start = std::time::Instant::now();
+    let answered = (0..flood)
+        .filter(|_| h.run(LO, &bytes).verdict == XDP_REDIRECT)
+        .count() as u64;
+    let elapsed_ms = start.elapsed().as_millis() as u64;
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+    let limited = h.packets(Stat::DropIcmpRateLimited);
+    assert_eq!(h.packets(Stat::TxIcmpFragNeeded), answered);
+    assert_eq!(answered + limited, flood);
+    assert!(limited > 0, "{answered} answered in {elapsed_ms} ms");
+    assert!(answered >= ICMP_BURST, "the burst is answered: {answered}");
+    let most = cpus * ICMP_BURST + (elapsed_ms + 1) * ICMP_RATE_PER_SEC / 1000;
+    assert!(
+        answered <= most,
+        "{answered} answered in {elapsed_ms} ms on {cpus} CPUs (at most {most})"
+    );
 }
 
 #[test]
