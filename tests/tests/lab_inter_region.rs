@@ -401,3 +401,40 @@ fn peering_is_not_transitive_across_regions() {
     let s = lab.gw1.tunnel_stats();
     assert!(s.drop_count("dst_outside_peer") >= 3, "{s:?}");
 }
+
+/// A restarted agent picks the tunnel up again: the pinned underlay program
+/// stays attached, the new tunnel binds its AF_XDP sockets on the queues
+/// the old one left, and traffic flows through AF_XDP again.
+#[test]
+fn a_restarted_agent_resumes_the_af_xdp_tunnel() {
+    let _serial = one_lab();
+    let mut lab = InterRegionLab::new(verbose(), &[]);
+    peer_a_with_c(&lab);
+    lab.gw2.stop_agent();
+    // The counters read below must be the new agent's.
+    std::fs::remove_file(lab.gw2.stats_path()).expect("the old agent's counters");
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!lab.a.ping("10.3.0.10", 1), "no tunnel without the agent");
+    lab.start_agent(2);
+    assert!(
+        eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
+        "A reaches C again"
+    );
+    assert!(lab.a.ping("10.3.0.10", 3));
+    let u = eventually_stats(&lab, |s| {
+        s.underlay.rx_af_xdp >= 3 && s.underlay.tx_af_xdp >= 3
+    });
+    assert_eq!(u.underlay_io, Some(UnderlayIo::AfXdp), "{u:?}");
+}
+
+/// Gateway 2's counters once `ok` holds for them (they are written four
+/// times a second).
+fn eventually_stats(
+    lab: &InterRegionLab,
+    ok: impl Fn(&peering_userspace::gateway::TunnelStats) -> bool,
+) -> peering_userspace::gateway::TunnelStats {
+    let met = eventually(Duration::from_secs(3), || ok(&lab.gw2.tunnel_stats()));
+    let s = lab.gw2.tunnel_stats();
+    assert!(met, "gateway 2 counters: {s:?}");
+    s
+}
