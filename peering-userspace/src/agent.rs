@@ -252,14 +252,15 @@ impl TunnelLink {
             }
             Err(e) => return Err(e),
         };
-        let next_hops = match (af_xdp, tunnel.uses_af_xdp()) {
-            (Some(_), true) => Some(NextHops {
+        let next_hops = if tunnel.uses_af_xdp() {
+            Some(NextHops {
                 resolver: Resolver::new()?,
                 sent: Vec::new(),
                 last_nudge: None,
                 problems: BTreeMap::new(),
-            }),
-            _ => None,
+            })
+        } else {
+            None
         };
         info!(
             "tunnel up: gateway {gateway_id} of {} on {underlay} ({}), keys rotated every {} ms",

@@ -238,7 +238,6 @@ struct Worker {
     underlay: Underlay,
     /// Taken out while its frames are handled (see `decapsulate`).
     xdp: Option<XdpUnderlay>,
-    xdp_enabled: bool,
     /// Datagrams through the socket, for the underlay counters.
     socket_tx: u64,
     socket_rx: u64,
@@ -268,7 +267,6 @@ impl Worker {
         Worker {
             core: TunnelCore::new(params.config),
             underlay,
-            xdp_enabled: xdp.is_some(),
             xdp,
             socket_tx: 0,
             socket_rx: 0,
@@ -602,7 +600,7 @@ impl Worker {
                 .chain(self.xdp.iter_mut().flat_map(|x| x.sockets()))
                 .map(|p| (format!("{}/{}", p.ifindex, p.queue), p.counters))
                 .collect(),
-            underlay_io: Some(if self.xdp_enabled {
+            underlay_io: Some(if self.xdp.is_some() {
                 UnderlayIo::AfXdp
             } else {
                 UnderlayIo::Socket

@@ -30,13 +30,13 @@ const SOL_XDP: libc::c_int = 283;
 pub const META_LEN: usize = 4;
 
 /// Page-aligned anonymous memory for a UMEM, unmapped on drop.
-struct Area {
+pub struct Area {
     ptr: NonNull<u8>,
     len: usize,
 }
 
 impl Area {
-    fn new(len: usize) -> Result<Self> {
+    pub fn new(len: usize) -> Result<Self> {
         // SAFETY: anonymous private mapping, no file descriptor involved.
         let ptr = unsafe {
             libc::mmap(
@@ -55,15 +55,17 @@ impl Area {
         Ok(Area { ptr, len })
     }
 
-    fn slice(&self) -> NonNull<[u8]> {
+    /// The whole mapping, for `Umem::new`.
+    pub fn slice(&self) -> NonNull<[u8]> {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
     }
 }
 
 impl Drop for Area {
     fn drop(&mut self) {
-        // SAFETY: the mapping was created in `new` with this length; the
-        // sockets using it are dropped first (field order in `XskPort`).
+        // SAFETY: the mapping was created in `new` with this length; its
+        // owner drops the UMEM and sockets using it first (field order in
+        // `XskPort`).
         unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
     }
 }

@@ -56,9 +56,10 @@
 use std::{
     io,
     mem::zeroed,
-    net::SocketAddrV4,
+    net::{SocketAddrV4, UdpSocket},
     num::NonZeroU32,
-    ptr::{null_mut, NonNull},
+    os::fd::AsRawFd,
+    ptr::null_mut,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc, Arc,
@@ -72,7 +73,10 @@ use peering_common::UNDERLAY_XSK_BASE;
 use peering_tests::lab::{veth, Netns};
 use peering_userspace::{
     dataplane::{AttachMode, Dataplane},
-    gateway::{frame, xsk::XskPort},
+    gateway::{
+        frame,
+        xsk::{Area, XskPort},
+    },
     sys,
 };
 use xdpilone::{xdp::XdpDesc, BufIdx, IfInfo, Socket, SocketConfig, Umem, UmemConfig};
@@ -544,34 +548,6 @@ fn udp_rcvbuf_errors() -> Result<u64> {
         .parse()?)
 }
 
-fn sockaddr(ip: [u8; 4], port: u16) -> libc::sockaddr_in {
-    let mut sa: libc::sockaddr_in = unsafe { zeroed() };
-    sa.sin_family = libc::AF_INET as libc::sa_family_t;
-    sa.sin_port = port.to_be();
-    sa.sin_addr.s_addr = u32::from_ne_bytes(ip);
-    sa
-}
-
-struct Fd(libc::c_int);
-
-impl Drop for Fd {
-    fn drop(&mut self) {
-        unsafe { libc::close(self.0) };
-    }
-}
-
-fn udp_socket(nonblock: bool) -> Result<Fd> {
-    let mut ty = libc::SOCK_DGRAM | libc::SOCK_CLOEXEC;
-    if nonblock {
-        ty |= libc::SOCK_NONBLOCK;
-    }
-    let fd = unsafe { libc::socket(libc::AF_INET, ty, 0) };
-    if fd < 0 {
-        bail!("socket: {}", io::Error::last_os_error());
-    }
-    Ok(Fd(fd))
-}
-
 fn set_int_opt(
     fd: libc::c_int,
     level: libc::c_int,
@@ -639,22 +615,19 @@ fn wait_readable(fd: libc::c_int, ms: libc::c_int) -> bool {
 
 /// `recvmmsg`: the kernel's IP/UDP stack and a UDP socket.
 fn receive_socket(stop: &AtomicBool, ready: Ready) -> Result<RxStats> {
-    let fd = ready.check((|| -> Result<Fd> {
-        let fd = udp_socket(true)?;
-        set_int_opt(fd.0, libc::SOL_SOCKET, libc::SO_RCVBUFFORCE, 4 << 20)?;
-        let sa = sockaddr(DST, PORT);
-        let r = unsafe {
-            libc::bind(
-                fd.0,
-                (&sa as *const libc::sockaddr_in).cast(),
-                size_of::<libc::sockaddr_in>() as libc::socklen_t,
-            )
-        };
-        if r != 0 {
-            bail!("bind 198.18.0.2:{PORT}: {}", io::Error::last_os_error());
-        }
-        Ok(fd)
+    let socket = ready.check((|| -> Result<UdpSocket> {
+        let socket = UdpSocket::bind(SocketAddrV4::new(DST.into(), PORT))
+            .with_context(|| format!("bind 198.18.0.2:{PORT}"))?;
+        socket.set_nonblocking(true)?;
+        set_int_opt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUFFORCE,
+            4 << 20,
+        )?;
+        Ok(socket)
     })())?;
+    let fd = socket.as_raw_fd();
     let drops0 = ready.check(udp_rcvbuf_errors())?;
     let cpu0 = thread_cpu();
     ready.go();
@@ -680,7 +653,7 @@ fn receive_socket(stop: &AtomicBool, ready: Ready) -> Result<RxStats> {
     loop {
         let n = unsafe {
             libc::recvmmsg(
-                fd.0,
+                fd,
                 msgs.as_mut_ptr(),
                 BATCH as libc::c_uint,
                 libc::MSG_DONTWAIT,
@@ -702,7 +675,7 @@ fn receive_socket(stop: &AtomicBool, ready: Ready) -> Result<RxStats> {
         }
         let stopping = stop.load(Ordering::Relaxed);
         syscalls += 1;
-        if !wait_readable(fd.0, if stopping { 50 } else { 10 }) && stopping {
+        if !wait_readable(fd, if stopping { 50 } else { 10 }) && stopping {
             break;
         }
     }
@@ -803,18 +776,11 @@ fn receive_xdp(stop: &AtomicBool, ready: Ready) -> Result<RxStats> {
 
 /// (a) connected UDP socket, sendmmsg(2) with 64 datagrams per call.
 fn send_udp(payload: usize, window: Duration) -> Result<TxStats> {
-    let fd = udp_socket(false)?;
-    let sa = sockaddr(DST, PORT);
-    let r = unsafe {
-        libc::connect(
-            fd.0,
-            (&sa as *const libc::sockaddr_in).cast(),
-            size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if r != 0 {
-        bail!("connect: {}", io::Error::last_os_error());
-    }
+    let socket = UdpSocket::bind(SocketAddrV4::new(SRC.into(), 0)).context("bind")?;
+    socket
+        .connect(SocketAddrV4::new(DST.into(), PORT))
+        .context("connect")?;
+    let fd = socket.as_raw_fd();
     let mut buf = datagram(payload);
     let mut iov = libc::iovec {
         iov_base: buf.as_mut_ptr().cast(),
@@ -832,7 +798,7 @@ fn send_udp(payload: usize, window: Duration) -> Result<TxStats> {
     let cpu0 = thread_cpu();
     let start = Instant::now();
     while start.elapsed() < window {
-        let n = unsafe { libc::sendmmsg(fd.0, msgs.as_mut_ptr(), BATCH as libc::c_uint, 0) };
+        let n = unsafe { libc::sendmmsg(fd, msgs.as_mut_ptr(), BATCH as libc::c_uint, 0) };
         syscalls += 1;
         if n > 0 {
             sent += n as u64;
@@ -857,73 +823,21 @@ fn datagram(payload: usize) -> Vec<u8> {
 }
 
 /// A whole Ethernet/IPv4/UDP frame carrying `payload` bytes to
-/// 198.18.0.2:51900. UDP checksum 0 (allowed for IPv4).
-fn frame(src_mac: [u8; 6], dst_mac: [u8; 6], payload: usize) -> Vec<u8> {
-    let udp_len = 8 + payload;
-    let ip_len = 20 + udp_len;
-    let mut f = Vec::with_capacity(14 + ip_len);
-    f.extend_from_slice(&dst_mac);
-    f.extend_from_slice(&src_mac);
-    f.extend_from_slice(&0x0800u16.to_be_bytes());
-    let ip_start = f.len();
-    f.extend_from_slice(&[0x45, 0]);
-    f.extend_from_slice(&(ip_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0, 0x40, 0, 64, 17, 0, 0]); // id 0, DF, TTL 64, UDP
-    f.extend_from_slice(&SRC);
-    f.extend_from_slice(&DST);
-    let csum = ipv4_checksum(&f[ip_start..]);
-    f[ip_start + 10..ip_start + 12].copy_from_slice(&csum.to_be_bytes());
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&PORT.to_be_bytes());
-    f.extend_from_slice(&(udp_len as u16).to_be_bytes());
-    f.extend_from_slice(&[0, 0]);
+/// 198.18.0.2:51900, with the headers the tunnel writes.
+fn tunnel_frame(src_mac: [u8; 6], dst_mac: [u8; 6], payload: usize) -> Result<Vec<u8>> {
+    let outer = frame::Outer {
+        src_mac,
+        dst_mac,
+        src: SocketAddrV4::new(SRC.into(), PORT),
+        dst: SocketAddrV4::new(DST.into(), PORT),
+    };
+    let mut f = vec![0u8; frame::OUTER_LEN];
     f.extend_from_slice(&datagram(payload));
-    f
-}
-
-fn ipv4_checksum(header: &[u8]) -> u16 {
-    let mut sum: u32 = header
-        .chunks(2)
-        .map(|c| u32::from(u16::from_be_bytes([c[0], c[1]])))
-        .sum();
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
+    let len = frame::write_outer(&mut f, &outer, 0, payload);
+    if len != f.len() {
+        bail!("a {payload}-byte datagram does not fit one frame");
     }
-    !(sum as u16)
-}
-
-/// An anonymous, page-aligned mapping, unmapped on drop.
-struct Area {
-    ptr: NonNull<u8>,
-    len: usize,
-}
-
-impl Area {
-    fn new(len: usize) -> Result<Self> {
-        let p = unsafe {
-            libc::mmap(
-                null_mut(),
-                len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
-                -1,
-                0,
-            )
-        };
-        if p == libc::MAP_FAILED {
-            bail!("mmap UMEM: {}", io::Error::last_os_error());
-        }
-        Ok(Self {
-            ptr: NonNull::new(p.cast()).context("mmap returned NULL")?,
-            len,
-        })
-    }
-}
-
-impl Drop for Area {
-    fn drop(&mut self) {
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
-    }
+    Ok(f)
 }
 
 fn xsk_err(what: &'static str) -> impl Fn(xdpilone::Errno) -> anyhow::Error {
@@ -935,7 +849,7 @@ fn xsk_err(what: &'static str) -> impl Fn(xdpilone::Errno) -> anyhow::Error {
 /// round, completions reclaimed into a free list.
 fn send_xdp(payload: usize, window: Duration, peer_mac: [u8; 6], batch: u32) -> Result<TxStats> {
     let src_mac = sys::mac(TX_IF)?;
-    let pkt = frame(src_mac, peer_mac, payload);
+    let pkt = tunnel_frame(src_mac, peer_mac, payload)?;
     let area = Area::new((FRAMES * FRAME_SIZE) as usize)?;
     let cfg = UmemConfig {
         fill_size: TX_RING,
@@ -945,8 +859,7 @@ fn send_xdp(payload: usize, window: Duration, peer_mac: [u8; 6], batch: u32) -> 
         flags: 0,
     };
     // Declared before the sockets so it is dropped (unmapped) after them.
-    let region = NonNull::slice_from_raw_parts(area.ptr, area.len);
-    let umem = unsafe { Umem::new(cfg, region) }.map_err(xsk_err("UMEM registration"))?;
+    let umem = unsafe { Umem::new(cfg, area.slice()) }.map_err(xsk_err("UMEM registration"))?;
     let mut descs = Vec::with_capacity(FRAMES as usize);
     for i in 0..FRAMES {
         let chunk = umem.frame(BufIdx(i)).context("UMEM frame")?;
