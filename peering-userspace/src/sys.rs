@@ -155,14 +155,24 @@ pub fn setsockopt_int(
     opt: libc::c_int,
     value: libc::c_int,
 ) -> std::io::Result<()> {
-    // SAFETY: the option value is a live c_int of the length passed.
+    setsockopt(fd, level, opt, &value)
+}
+
+/// setsockopt(2) with `value` (a plain C type, such as `int` or `timeval`).
+pub fn setsockopt<T: Copy>(
+    fd: libc::c_int,
+    level: libc::c_int,
+    opt: libc::c_int,
+    value: &T,
+) -> std::io::Result<()> {
+    // SAFETY: the option value is a live T of the length passed.
     let rc = unsafe {
         libc::setsockopt(
             fd,
             level,
             opt,
-            (&value as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            (value as *const T).cast(),
+            std::mem::size_of::<T>() as libc::socklen_t,
         )
     };
     if rc == 0 {
