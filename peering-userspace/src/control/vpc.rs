@@ -110,6 +110,7 @@ impl State {
         self.check_call(call)?;
         let vpc = self.owned_vpc(call, vpc_id)?;
         let cidr = cidr::parse_vpc_block(cidr_block)?;
+        cidr::check_secondary(&vpc.primary_cidr(), &cidr)?;
         if vpc.cidrs.len() >= self.config.limits.cidr_blocks_per_vpc {
             return Err(ApiError::new(
                 ErrorCode::CidrLimitExceeded,

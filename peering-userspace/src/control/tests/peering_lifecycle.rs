@@ -186,9 +186,11 @@ fn transitions_are_recorded() {
 #[test]
 fn overlap_fails_including_secondary_blocks() {
     let mut w = World::new();
-    let a = w.vpc(A, E1, &["10.0.0.0/16", "172.16.0.0/16"]);
-    let b = w.vpc(B, W2, &["192.168.0.0/16", "172.16.128.0/20"]);
-    let c = w.vpc(B, W2, &["10.1.0.0/16", "172.17.0.0/16"]);
+    // Secondary blocks outside RFC 1918 (AWS allows no second private
+    // range in a VPC).
+    let a = w.vpc(A, E1, &["10.0.0.0/16", "100.64.0.0/16"]);
+    let b = w.vpc(B, W2, &["192.168.0.0/16", "100.64.128.0/20"]);
+    let c = w.vpc(B, W2, &["10.1.0.0/16", "100.65.0.0/16"]);
     let p = w.request(A, E1, &a, &b, B, W2).unwrap();
     assert_eq!(p.status.code, S::Failed);
     assert!(p.status.message.contains("overlapping"));
@@ -197,7 +199,7 @@ fn overlap_fails_including_secondary_blocks() {
         S::PendingAcceptance
     );
     // Reverse direction also overlaps via the secondary block.
-    let d = w.vpc(B, E1, &["172.16.255.240/28"]);
+    let d = w.vpc(B, E1, &["100.64.255.240/28"]);
     assert_eq!(
         w.request(B, E1, &d, &a, A, E1).unwrap().status.code,
         S::Failed
