@@ -1046,3 +1046,93 @@ fn concurrent_writes_are_serialized() {
     described.sort();
     assert_eq!(described, vpcs);
 }
+
+#[test]
+fn vpc_blocks_in_reserved_or_other_private_ranges_are_refused() {
+    let s = Server::start();
+    let a = Caller::new(&s, A, E1);
+    let vpc = a.create_vpc("10.0.0.0/16");
+    let rev = s.revision();
+    for cidr in [
+        "0.0.0.0/16",
+        "127.0.0.0/16",
+        "169.254.0.0/16",
+        "224.0.0.0/16",
+        "239.255.255.240/28",
+        "240.0.0.0/16",
+        "255.255.255.240/28",
+    ] {
+        let r = a.call("CreateVpc", json!({"CidrBlock": cidr}));
+        assert_error(&r, 400, "InvalidVpc.Range");
+        assert_eq!(
+            r.body["Error"]["Message"],
+            format!("The CIDR '{cidr}' is invalid.")
+        );
+        let r = a.call(
+            "AssociateVpcCidrBlock",
+            json!({"VpcId": vpc, "CidrBlock": cidr}),
+        );
+        assert_error(&r, 400, "InvalidVpc.Range");
+    }
+    // A VPC in 10.0.0.0/8 cannot add a block of another RFC 1918 range.
+    let r = a.call(
+        "AssociateVpcCidrBlock",
+        json!({"VpcId": vpc, "CidrBlock": "192.168.0.0/16"}),
+    );
+    assert_error(&r, 400, "InvalidVpc.Range");
+    assert_eq!(s.revision(), rev, "a refused block changed the store");
+    // Next to the reserved ranges, and public space, is fine.
+    a.create_vpc("1.0.0.0/16");
+    a.create_vpc("223.255.255.240/28");
+    a.ok(
+        "AssociateVpcCidrBlock",
+        json!({"VpcId": vpc, "CidrBlock": "100.64.0.0/16"}),
+    );
+}
+
+/// `body` with an extra (unknown) field `name`.
+fn with_field(mut body: Value, name: &str) -> Value {
+    body.as_object_mut().unwrap().insert(name.into(), json!(1));
+    body
+}
+
+#[test]
+fn long_values_are_cut_in_error_messages() {
+    let s = Server::start();
+    let a = Caller::new(&s, A, E1);
+    let long = "x".repeat(10_000);
+    let spaced = "x ".repeat(5_000);
+    let cases = [
+        ("CreateVpc", json!({"CidrBlock": long})),
+        ("CreateVpc", json!({"CidrBlock": spaced})),
+        (
+            "CreateVpc",
+            with_field(json!({"CidrBlock": "10.9.0.0/16"}), &long),
+        ),
+        ("CreateVpc", json!({"CidrBlock": ["a", long]})),
+        ("DescribeVpcs", json!({"VpcIds": [format!("vpc-{long}")]})),
+        (
+            "DescribeVpcs",
+            json!({"Filters": [{"Name": long, "Values": ["a"]}]}),
+        ),
+        (
+            "DescribeVpcPeeringConnections",
+            with_field(
+                json!({"Filters": [{"Name": "status-code", "Values": [long]}]}),
+                &spaced,
+            ),
+        ),
+        (
+            "AcceptVpcPeeringConnection",
+            json!({"VpcPeeringConnectionId": format!("pcx-{long}")}),
+        ),
+        (long.as_str(), json!({})),
+    ];
+    for (action, body) in cases {
+        let r = a.call(action, body);
+        assert!(r.status >= 400 && r.status < 500, "{}", r.text);
+        let msg = r.body["Error"]["Message"].as_str().unwrap();
+        assert!(msg.chars().count() <= 513, "{action}: {msg}");
+        assert!(!msg.contains(&"x".repeat(65)), "{action}: {msg}");
+    }
+}

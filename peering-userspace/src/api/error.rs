@@ -6,7 +6,7 @@
 //! actions), so clients can always parse an error the same way.
 
 use crate::api::types::{ErrorBody, ErrorResponse};
-use crate::control::error::ApiError;
+use crate::control::error::{bound_message, ApiError};
 use crate::control::store::StoreError;
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -45,11 +45,13 @@ pub struct Fault {
 }
 
 impl Fault {
+    /// A fault with `message` bounded by [`bound_message`]: it may echo a
+    /// caller's value (an unknown field, a wrongly typed value, an action).
     pub fn new(status: StatusCode, code: &str, message: impl Into<String>) -> Self {
         Fault {
             status,
             code: code.to_owned(),
-            message: message.into(),
+            message: bound_message(message.into()),
         }
     }
 

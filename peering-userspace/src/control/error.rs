@@ -120,11 +120,54 @@ pub struct ApiError {
     pub message: String,
 }
 
+/// Longest run of non-blank characters an error message keeps: ids, CIDRs,
+/// names and values a caller sends are echoed in messages, and a caller may
+/// send 256 KiB of them. No fixed text of ours has a word this long.
+pub const MAX_ECHO_CHARS: usize = 64;
+/// Longest message kept, for values with blanks in them.
+pub const MAX_MESSAGE_CHARS: usize = 512;
+
+/// Bounds an error message: every run of non-blank characters longer than
+/// [`MAX_ECHO_CHARS`] is cut to that many characters and "…", then the
+/// whole message to [`MAX_MESSAGE_CHARS`] and "…" (cuts fall on character
+/// boundaries). Every error constructor of the API, the model's and the
+/// HTTP layer's, goes through here, so no site that formats a caller's value
+/// into a message can forget it. Applying it twice changes nothing.
+pub fn bound_message(message: String) -> String {
+    let mut word = 0usize;
+    let long_word = message.chars().any(|c| {
+        word = if c.is_whitespace() { 0 } else { word + 1 };
+        word > MAX_ECHO_CHARS + 1
+    });
+    if !long_word && message.chars().nth(MAX_MESSAGE_CHARS + 1).is_none() {
+        return message;
+    }
+    let mut out = String::with_capacity(MAX_MESSAGE_CHARS + 8);
+    let mut word = 0usize;
+    let mut kept = 0usize;
+    for c in message.chars() {
+        if kept == MAX_MESSAGE_CHARS {
+            out.push('…');
+            break;
+        }
+        word = if c.is_whitespace() { 0 } else { word + 1 };
+        if word <= MAX_ECHO_CHARS {
+            out.push(c);
+            kept += 1;
+        } else if word == MAX_ECHO_CHARS + 1 {
+            out.push('…');
+            kept += 1;
+        }
+    }
+    out
+}
+
 impl ApiError {
+    /// An error with `message` bounded by [`bound_message`].
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         ApiError {
             code,
-            message: message.into(),
+            message: bound_message(message.into()),
         }
     }
 
@@ -159,6 +202,33 @@ impl ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_values_are_cut() {
+        let short = "The vpc ID 'vpc-0123456789abcdef0' does not exist".to_string();
+        assert_eq!(bound_message(short.clone()), short);
+        // A 10,000-character id: cut to 64 characters and "…".
+        let id = "x".repeat(10_000);
+        let m = ApiError::vpc_not_found(&id).message;
+        assert_eq!(m, format!("The vpc ID '{}… does not exist", "x".repeat(63)));
+        // Exactly 64 and 65 characters: kept; 66 characters: cut.
+        for (len, kept) in [(64, true), (65, true), (66, false)] {
+            let w = "y".repeat(len);
+            assert_eq!(bound_message(w.clone()) == w, kept, "{len}");
+        }
+        // Multi-byte characters are cut on a boundary.
+        let m = bound_message(format!("value {}", "é".repeat(5000)));
+        assert_eq!(m, format!("value {}…", "é".repeat(64)));
+        // Values with blanks are bounded as a whole.
+        let m = bound_message(format!("value '{}'", "ab ".repeat(5000)));
+        assert_eq!(m.chars().count(), MAX_MESSAGE_CHARS + 1);
+        assert!(m.ends_with('…'));
+        // Idempotent, so errors passed on through another constructor stay
+        // the same.
+        for m in [m, ApiError::vpc_not_found(&id).message] {
+            assert_eq!(bound_message(m.clone()), m);
+        }
+    }
 
     #[test]
     fn codes_and_statuses() {
