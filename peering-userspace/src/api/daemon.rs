@@ -152,14 +152,14 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let account = AccountId::parse(&account).map_err(|e| anyhow::anyhow!(e.message))?;
             let store = open_store(&db, &[])?;
             let token = store.create_token(&account)?;
-            println!("{token}");
+            crate::out::println(&token.to_string())?;
             Ok(())
         }
         Command::RevokeTokens { db, account } => {
             let account = AccountId::parse(&account).map_err(|e| anyhow::anyhow!(e.message))?;
             let store = open_store(&db, &[])?;
             let n = store.revoke_tokens(&account)?;
-            println!("revoked {n} token(s) of {account}");
+            crate::out::println(&format!("revoked {n} token(s) of {account}"))?;
             Ok(())
         }
     }

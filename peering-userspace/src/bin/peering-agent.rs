@@ -17,7 +17,7 @@ use peering_userspace::{
     agent,
     dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
     gateway::{self, TunnelStats},
-    report, sys,
+    out, report, sys,
 };
 
 #[derive(Parser)]
@@ -288,11 +288,14 @@ fn run(cli: Cli) -> Result<()> {
         }
         Cmd::TunnelStats { state_dir, json } => {
             let stats = TunnelStats::read(&state_dir.join(agent::TUNNEL_STATS_FILE))?;
-            print!("{}", report::tunnel_stats(&stats, json));
+            out::print(&report::tunnel_stats(&stats, json))?;
         }
         Cmd::Load => {
             Dataplane::load(Some(pins))?;
-            println!("dataplane loaded, pinned under {}", pins.display());
+            out::println(&format!(
+                "dataplane loaded, pinned under {}",
+                pins.display()
+            ))?;
         }
         Cmd::Attach { iface, mode } => {
             let mut dp = Dataplane::load(Some(pins))?;
@@ -301,11 +304,11 @@ fn run(cli: Cli) -> Result<()> {
                 Attached::Generic => "attached in generic mode",
                 Attached::Existing => "already attached; kept",
             };
-            println!("{iface}: {how}");
+            out::println(&format!("{iface}: {how}"))?;
         }
         Cmd::Detach { iface } => {
             Dataplane::detach(pins, &iface)?;
-            println!("{iface}: detached");
+            out::println(&format!("{iface}: detached"))?;
         }
         cmd => edit_maps(pins, cmd)?,
     }
@@ -354,8 +357,8 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
             m.set_neighbour(sys::ifindex(&iface)?, ip, mac)?
         }
         Cmd::Neigh(NeighCmd::Del { iface, ip }) => m.remove_neighbour(sys::ifindex(&iface)?, ip)?,
-        Cmd::Show { json } => print!("{}", report::snapshot(&m.snapshot()?, json)),
-        Cmd::Stats { json } => print!("{}", report::stats(&m.stats()?, json)),
+        Cmd::Show { json } => out::print(&report::snapshot(&m.snapshot()?, json))?,
+        Cmd::Stats { json } => out::print(&report::stats(&m.stats()?, json))?,
         Cmd::Run { .. }
         | Cmd::TunnelStats { .. }
         | Cmd::Load

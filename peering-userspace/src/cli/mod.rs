@@ -17,7 +17,6 @@ use crate::cli::client::CallError;
 use crate::cli::profile::{Overrides, ENV_TOKEN};
 use clap::Parser;
 use std::ffi::OsString;
-use std::io::Write;
 
 pub const EXIT_USAGE: i32 = 252;
 pub const EXIT_CONFIG: i32 = 253;
@@ -84,8 +83,13 @@ where
         Ok(value) => {
             let text = output::render(&value, settings.output);
             // A closed stdout (e.g. `| head`) is not an error of the call.
-            let _ = std::io::stdout().write_all(text.as_bytes());
-            0
+            match crate::out::print(&text) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("peerctl: writing the output: {e}");
+                    1
+                }
+            }
         }
         Err(CallError::Service { code, message, .. }) => {
             eprintln!(
