@@ -5,23 +5,15 @@
 
 use std::{
     path::PathBuf,
-    process::{Child, Command, Stdio},
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
 use serde_json::Value;
 
-use crate::lab::{bin, unique, Netns, PinDir};
-
-/// Kills and reaps a child process on drop.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use crate::lab::{bin, run, unique, Netns, PinDir};
+use crate::teardown;
+pub use crate::teardown::Proc;
 
 pub struct ControlPlane {
     pub dir: PathBuf,
@@ -46,6 +38,7 @@ impl ControlPlane {
     /// Starts peering-controld with extra `serve` arguments.
     pub fn start_with(verbose: bool, extra: &[&str]) -> Self {
         let dir = std::env::temp_dir().join(unique("ctl"));
+        teardown::add_path(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let db = dir.join("peering.db");
         // Bind-and-release finds a free loopback port for the daemon.
@@ -54,20 +47,20 @@ impl ControlPlane {
             .expect("free port")
             .port();
         let listen = format!("127.0.0.1:{port}");
-        let child = Command::new(bin("peering-controld"))
-            .args(["serve", "--listen", &listen, "--db"])
-            .arg(&db)
-            .args(extra)
-            .stdout(Stdio::null())
-            // The daemon's request log only with PEERING_TEST_VERBOSE.
-            .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("start peering-controld");
-        let daemon = Proc(child);
+        let daemon = teardown::spawn(
+            Command::new(bin("peering-controld"))
+                .args(["serve", "--listen", &listen, "--db"])
+                .arg(&db)
+                .args(extra)
+                .stdout(Stdio::null())
+                // The daemon's request log only with PEERING_TEST_VERBOSE.
+                .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                }),
+        )
+        .expect("start peering-controld");
         let deadline = Instant::now() + Duration::from_secs(20);
         while std::net::TcpStream::connect(&listen).is_err() {
             assert!(Instant::now() < deadline, "peering-controld did not start");
@@ -84,11 +77,9 @@ impl ControlPlane {
 
     /// Creates an account and its token with the admin command.
     pub fn account(&self, id: &str) -> Account {
-        let out = Command::new(bin("peering-controld"))
+        let out = run(Command::new(bin("peering-controld"))
             .args(["create-account", "--account", id, "--db"])
-            .arg(&self.db)
-            .output()
-            .expect("peering-controld create-account");
+            .arg(&self.db));
         assert!(
             out.status.success(),
             "{}",
@@ -103,7 +94,7 @@ impl ControlPlane {
 
     pub fn peerctl_cmd(&self, who: &Account, region: &str, args: &[&str]) -> Command {
         if self.verbose {
-            println!("  [{} @ {region}] $ peerctl {}", who.id, args.join(" "));
+            crate::say!("  [{} @ {region}] $ peerctl {}", who.id, args.join(" "));
         }
         let mut c = Command::new(bin("peerctl"));
         c.args(args)
@@ -116,10 +107,7 @@ impl ControlPlane {
 
     /// Runs `peerctl` as `who` in `region`; it must succeed.
     pub fn peerctl(&self, who: &Account, region: &str, args: &[&str]) -> Value {
-        let out = self
-            .peerctl_cmd(who, region, args)
-            .output()
-            .expect("run peerctl");
+        let out = run(&mut self.peerctl_cmd(who, region, args));
         assert!(
             out.status.success(),
             "peerctl {args:?} failed: {}",
@@ -244,29 +232,29 @@ impl ControlPlane {
     }
 
     fn spawn_agent(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> Proc {
-        let child = Command::new(bin("peering-agent"))
-            .arg("--netns")
-            .arg(&gw.name)
-            .arg("--pin-dir")
-            .arg(&pins.path)
-            .args(["run", "--region", region, "--db"])
-            .arg(&self.db)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(if self.verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
-            .spawn()
-            .expect("start peering-agent run");
-        Proc(child)
+        teardown::spawn(
+            Command::new(bin("peering-agent"))
+                .arg("--netns")
+                .arg(&gw.name)
+                .arg("--pin-dir")
+                .arg(&pins.path)
+                .args(["run", "--region", region, "--db"])
+                .arg(&self.db)
+                .args(extra)
+                .stdout(Stdio::null())
+                .stderr(if self.verbose {
+                    Stdio::inherit()
+                } else {
+                    Stdio::null()
+                }),
+        )
+        .expect("start peering-agent run")
     }
 }
 
 impl Drop for ControlPlane {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
+        teardown::remove_path(&self.dir);
     }
 }
 

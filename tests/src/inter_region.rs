@@ -56,6 +56,7 @@ pub struct Gateway {
 impl Gateway {
     fn new(role: &str, region: &'static str, underlay: &'static str) -> Self {
         let state = std::env::temp_dir().join(unique(&format!("{role}-state")));
+        crate::teardown::add_path(&state);
         Gateway {
             ns: Netns::new(role),
             pins: PinDir::new(&format!("{role}-pins")),
@@ -85,7 +86,7 @@ impl Gateway {
 impl Drop for Gateway {
     fn drop(&mut self) {
         self.agent = None;
-        let _ = std::fs::remove_dir_all(&self.state);
+        crate::teardown::remove_path(&self.state);
     }
 }
 
@@ -283,17 +284,21 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(ns: &Netns, iface: &str, file: &Path) -> Self {
-        let child = ns
-            .cmd(&["tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w"])
+        // `-Z root`: Debian's tcpdump would switch to its own user, which
+        // clears the parent-death signal that kills it with this process.
+        let proc = crate::teardown::spawn(
+            ns.cmd(&[
+                "tcpdump", "-Z", "root", "-U", "-n", "-s", "0", "-i", iface, "-w",
+            ])
             .arg(file)
             .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("start tcpdump");
+            .stderr(std::process::Stdio::null()),
+        )
+        .expect("start tcpdump");
         // tcpdump needs a moment before it captures.
         std::thread::sleep(Duration::from_millis(700));
         Capture {
-            proc: Proc(child),
+            proc,
             file: file.to_path_buf(),
         }
     }

@@ -1,5 +1,6 @@
 //! Network-namespace labs: namespaces and veth pairs created for one test
-//! and removed when it ends, also when it fails (cleanup runs on drop).
+//! and removed when it ends, also when it fails (cleanup runs on drop) or
+//! is interrupted (see [`crate::teardown`]).
 //!
 //! Names carry the process id and a counter, so concurrent tests and runs
 //! never collide. Test addresses live only inside these namespaces.
@@ -19,9 +20,10 @@ pub fn unique(prefix: &str) -> String {
 }
 
 /// Runs a command and returns its output; panics with the command and its
-/// stderr if it cannot be started.
+/// stderr if it cannot be started. The command dies with this process.
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
+    crate::teardown::die_with_parent(cmd)
+        .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"))
 }
 
@@ -49,7 +51,7 @@ pub struct Netns {
 impl Netns {
     pub fn new(role: &str) -> Self {
         let name = unique(role);
-        ip(&["netns", "add", &name]);
+        crate::teardown::add_netns(&name);
         let ns = Self { name };
         ns.exec_ok(&["ip", "link", "set", "lo", "up"]);
         ns
@@ -90,9 +92,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
+        crate::teardown::del_netns(&self.name);
     }
 }
 
@@ -127,13 +127,34 @@ pub struct PinDir {
 impl PinDir {
     pub fn new(role: &str) -> Self {
         let path = Path::new("/sys/fs/bpf").join(unique(role));
+        crate::teardown::add_path(&path);
         Self { path }
     }
 }
 
 impl Drop for PinDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.path);
+        crate::teardown::remove_path(&self.path);
+    }
+}
+
+/// A file or directory in the temporary directory with a unique name,
+/// removed on drop (it is created by whoever uses it).
+pub struct TempPath {
+    pub path: PathBuf,
+}
+
+impl TempPath {
+    pub fn new(role: &str) -> Self {
+        let path = std::env::temp_dir().join(unique(role));
+        crate::teardown::add_path(&path);
+        Self { path }
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        crate::teardown::remove_path(&self.path);
     }
 }
 
@@ -175,7 +196,7 @@ pub struct Agent<'a> {
 impl Agent<'_> {
     pub fn cmd(&self, args: &[&str]) -> Command {
         if self.verbose {
-            println!("  $ peering-agent {}", args.join(" "));
+            crate::say!("  $ peering-agent {}", args.join(" "));
         }
         let mut c = Command::new(agent_bin());
         c.arg("--netns")
@@ -216,27 +237,6 @@ impl Agent<'_> {
                 (f.next() == Some(label)).then(|| f.next().unwrap().parse().unwrap())
             })
             .unwrap_or_else(|| panic!("no counter {label} in:\n{out}"))
-    }
-}
-
-/// Removes namespaces and pin directories this process created, by name.
-/// For a signal handler: drops do not run when the process is interrupted.
-pub fn cleanup_own() {
-    let prefix = format!("pt{}-", std::process::id());
-    let list = run(Command::new("ip").args(["netns", "list"]));
-    for line in String::from_utf8_lossy(&list.stdout).lines() {
-        if let Some(name) = line.split_whitespace().next() {
-            if name.starts_with(&prefix) {
-                let _ = Command::new("ip").args(["netns", "del", name]).status();
-            }
-        }
-    }
-    if let Ok(dir) = std::fs::read_dir("/sys/fs/bpf") {
-        for e in dir.flatten() {
-            if e.file_name().to_string_lossy().starts_with(&prefix) {
-                let _ = std::fs::remove_dir_all(e.path());
-            }
-        }
     }
 }
 

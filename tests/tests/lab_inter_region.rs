@@ -128,12 +128,12 @@ fn send_tcp_marker(lab: &InterRegionLab, marker: &str) {
 
 /// Runs iperf3 TCP from A to C for two seconds; returns bit/s received.
 fn iperf3(lab: &InterRegionLab) -> f64 {
-    let mut server = lab
-        .c
-        .cmd(&["iperf3", "-s", "-1", "-B", "10.3.0.10"])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start iperf3 server");
+    let server = peering_tests::teardown::spawn(
+        lab.c
+            .cmd(&["iperf3", "-s", "-1", "-B", "10.3.0.10"])
+            .stdout(std::process::Stdio::null()),
+    )
+    .expect("start iperf3 server");
     std::thread::sleep(Duration::from_millis(500));
     let out = lab
         .a

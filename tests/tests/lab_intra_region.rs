@@ -36,11 +36,11 @@ fn ping_and_tcp_cross_through_xdp_only() {
     );
 
     // A TCP transfer of 20 MB.
-    let mut server = r.b.cmd(&["iperf3", "-s", "-1", "-B", "10.2.0.10"]);
-    let mut server = server
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("iperf3 server");
+    let server = peering_tests::teardown::spawn(
+        r.b.cmd(&["iperf3", "-s", "-1", "-B", "10.2.0.10"])
+            .stdout(std::process::Stdio::null()),
+    )
+    .expect("iperf3 server");
     std::thread::sleep(std::time::Duration::from_millis(500));
     // Bounded: a broken path must fail the test, not hang it.
     let client =
@@ -55,8 +55,7 @@ fn ping_and_tcp_cross_through_xdp_only() {
             "-J",
         ])
         .output();
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     let out = String::from_utf8_lossy(&client.expect("iperf3 client").stdout).into_owned();
     assert!(out.contains("\"sum_received\""), "iperf3 finished: {out}");
     let after = ag.stat("fwd_local");

@@ -52,15 +52,18 @@ fn cases() -> Vec<Case> {
 fn main() {
     let mut h = Harness::new();
     world::program(&mut h.dp.maps);
-    println!(
+    peering_tests::say!(
         "BPF_PROG_TEST_RUN, {}-byte frames, {} x {} runs per case, one CPU",
         64 + 14,
         CALLS,
         REPEAT
     );
-    println!(
+    peering_tests::say!(
         "{:<36} {:>8} {:>12} {:>10}",
-        "case", "verdict", "ns/packet", "Mpps"
+        "case",
+        "verdict",
+        "ns/packet",
+        "Mpps"
     );
     for c in cases() {
         let mut total_ns = 0u64;
@@ -71,7 +74,7 @@ fn main() {
             total_ns += ns;
         }
         let ns = total_ns as f64 / CALLS as f64;
-        println!(
+        peering_tests::say!(
             "{:<36} {:>8} {:>12.1} {:>10.1}",
             c.name,
             verdict_name(verdict),

@@ -4,23 +4,31 @@
 //! (the XDP fast path). Everything is driven through `peerctl` against
 //! `peering-controld`; each region's `peering-agent` programs its gateway.
 //! All of it lives in network namespaces and temporary files of this
-//! process, torn down on exit or Ctrl-C.
+//! process, torn down when it ends, fails, or gets SIGINT, SIGTERM or
+//! SIGHUP; its processes also die if it is killed (see
+//! `peering_tests::teardown`).
+//!
+//! `--hold` keeps the lab up after the story until interrupted; `--up`
+//! only builds the lab (namespaces, controller, both agents), prints
+//! `lab up: …` and holds.
 
 use std::time::Duration;
 
 use peering_tests::{
     control_lab::eventually,
     inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2, WIRE_IF},
-    lab::{cleanup_own, unique, Agent, Netns},
+    lab::{Agent, Netns, TempPath},
+    say,
 };
+use peering_userspace::out;
 
 fn step(title: &str) {
-    println!("\n== {title}");
+    say!("\n== {title}");
 }
 
 fn ping(from: &Netns, who: &str, dst: &str) -> bool {
     let ok = from.ping(dst, 2);
-    println!(
+    say!(
         "  ping from {who} to {dst}: {}",
         if ok { "replies" } else { "no reply" }
     );
@@ -29,26 +37,29 @@ fn ping(from: &Netns, who: &str, dst: &str) -> bool {
 
 fn main() {
     let hold = std::env::args().any(|a| a == "--hold");
-    ctrlc::set_handler(|| {
-        println!("\ninterrupted: tearing the lab down");
-        cleanup_own();
-        std::process::exit(130);
-    })
-    .expect("install Ctrl-C handler");
+    let up_only = std::env::args().any(|a| a == "--up");
 
     step("Lab: gateways of us-east-1 (198.18.0.1) and us-west-2 (198.18.1.2), underlay subnets joined by a router");
     let lab = InterRegionLab::new(true, &[]);
-    println!(
+    if up_only {
+        say!(
+            "lab up: namespaces {}…, peering-controld on {}. Ctrl-C tears it down.",
+            lab.gw1.ns.name,
+            lab.cp.endpoint
+        );
+        hold_until_interrupted();
+    }
+    say!(
         "  peering-controld on {} (SQLite store {}), keys rotated every 10 min",
         lab.cp.endpoint,
         lab.cp.db.display()
     );
-    println!("  one peering-agent per region, tunnel on UDP port 51900, AF_XDP on the underlay interfaces");
+    say!("  one peering-agent per region, tunnel on UDP port 51900, AF_XDP on the underlay interfaces");
 
     step("Three accounts create a VPC each: A in us-east-1, B and C in us-west-2");
     let v = lab.vpcs();
     lab.wait_for_keys();
-    println!(
+    say!(
         "  both gateways hold the deployment's tunnel key (epoch {})",
         lab.gw1.tunnel_stats().current_epoch.unwrap_or(0)
     );
@@ -70,27 +81,27 @@ fn main() {
     );
     eventually(Duration::from_secs(5), || lab.b.ping("10.3.0.10", 1));
     ping(&lab.b, "VPC B", "10.3.0.10");
-    println!("  peerings: {ac} (inter-region), {bc} (intra-region)");
+    say!("  peerings: {ac} (inter-region), {bc} (intra-region)");
 
     step("No transitive peering: A is not peered with B");
     ping(&lab.a, "VPC A", "10.2.0.10");
 
     step("What the underlay carries while A and B both talk to C");
-    let file = std::env::temp_dir().join(unique("demo.pcap"));
-    let capture = Capture::start(&lab.wan, WIRE_IF, &file);
+    let file = TempPath::new("demo.pcap");
+    let capture = Capture::start(&lab.wan, WIRE_IF, &file.path);
     lab.a.ping("10.3.0.10", 5);
     lab.b.ping("10.3.0.10", 5);
     let frames = capture.finish();
-    let _ = std::fs::remove_file(&file);
+    drop(file);
     let tunnel = frames
         .iter()
         .filter(|f| matches!(udp_of(f), Some((17, 51900, 51900, _))))
         .count();
-    println!(
+    say!(
         "  {} frames captured, {tunnel} of them UDP 51900 <-> 51900 (sealed, no VPC address or id visible);",
         frames.len()
     );
-    println!("  B <-> C never touches the underlay: XDP redirects it inside the gateway");
+    say!("  B <-> C never touches the underlay: XDP redirects it inside the gateway");
 
     step("Tunnel counters on us-east-1 (per peering, per remote gateway, drops by reason)");
     let ag1 = Agent {
@@ -99,7 +110,7 @@ fn main() {
         verbose: false,
     };
     let state = lab.gw1.state.to_string_lossy().into_owned();
-    print!("{}", ag1.ok(&["tunnel-stats", "--state-dir", &state]));
+    let _ = out::print(&ag1.ok(&["tunnel-stats", "--state-dir", &state]));
 
     step("XDP counters on us-west-2: fwd_local (B <-> C) next to fwd_remote (to the tunnel)");
     let ag2 = Agent {
@@ -113,18 +124,16 @@ fn main() {
             || line.starts_with("fwd_")
             || (line.starts_with("drop_") && count.is_some_and(|n| n != "0"));
         if shown {
-            println!("  {line}");
+            say!("  {line}");
         }
     }
 
     if hold {
-        println!(
+        say!(
             "\nThe lab is up: try `ip netns exec {} ping 10.3.0.10`. Ctrl-C tears it down.",
             lab.a.name
         );
-        loop {
-            std::thread::park();
-        }
+        hold_until_interrupted();
     }
 
     step("A deletes its peering with C: routes become blackholes, traffic stops");
@@ -135,4 +144,11 @@ fn main() {
     ping(&lab.b, "VPC B", "10.3.0.10");
 
     step("Tearing the lab down");
+}
+
+/// Parks until a signal's teardown ends the process.
+fn hold_until_interrupted() -> ! {
+    loop {
+        std::thread::park();
+    }
 }

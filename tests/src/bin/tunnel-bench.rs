@@ -18,11 +18,11 @@ use serde_json::Value;
 const SECS: &str = "5";
 
 fn iperf3(from: &Netns, to: &Netns, dst: &str, extra: &[&str]) -> Value {
-    let mut server = to
-        .cmd(&["iperf3", "-s", "-1", "-B", dst])
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("start iperf3 server");
+    let server = peering_tests::teardown::spawn(
+        to.cmd(&["iperf3", "-s", "-1", "-B", dst])
+            .stdout(std::process::Stdio::null()),
+    )
+    .expect("start iperf3 server");
     std::thread::sleep(Duration::from_millis(500));
     let mut args = vec!["iperf3", "-c", dst, "-t", SECS, "-J"];
     args.extend(extra);
@@ -73,7 +73,7 @@ fn measure(underlay_io: &'static str, intra: bool) {
     for (name, from) in paths {
         let gbps = tcp(from, &lab.c, "10.3.0.10") / 1e9;
         let (sent, recv) = udp64(from, &lab.c, "10.3.0.10");
-        println!(
+        peering_tests::say!(
             "{name:<44} {gbps:>12.2} {:>16.0} {:>16.0}",
             sent / 1e3,
             recv / 1e3
@@ -82,18 +82,25 @@ fn measure(underlay_io: &'static str, intra: bool) {
     for (gw, g) in [("us-east-1", &lab.gw1), ("us-west-2", &lab.gw2)] {
         let s = g.tunnel_stats();
         let u = s.underlay;
-        println!(
+        peering_tests::say!(
             "  {gw}: underlay sent af_xdp {} socket {}, received af_xdp {} socket {}; drops {:?}",
-            u.tx_af_xdp, u.tx_socket, u.rx_af_xdp, u.rx_socket, s.drops
+            u.tx_af_xdp,
+            u.tx_socket,
+            u.rx_af_xdp,
+            u.rx_socket,
+            s.drops
         );
     }
 }
 
 fn main() {
-    println!("two-region lab, iperf3 for {SECS} s per case, AES-256-GCM");
-    println!(
+    peering_tests::say!("two-region lab, iperf3 for {SECS} s per case, AES-256-GCM");
+    peering_tests::say!(
         "{:<44} {:>12} {:>16} {:>16}",
-        "path", "TCP Gbit/s", "64 B sent kpps", "64 B recv kpps"
+        "path",
+        "TCP Gbit/s",
+        "64 B sent kpps",
+        "64 B recv kpps"
     );
     measure("af-xdp", true);
     measure("socket", false);

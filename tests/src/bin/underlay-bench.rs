@@ -234,7 +234,7 @@ fn main() -> Result<()> {
         (fast, Receiver::Recvmmsg, RxWork::ReceiverCpu),
         (fast, Receiver::AfXdp, RxWork::ReceiverCpu),
     ];
-    println!(
+    peering_tests::say!(
         "underlay-bench: veth {TX_IF} -> {RX_IF}, UDP/{PORT}, {secs} s per case, \
          receivers take batches of {BATCH}, {}",
         if pin {
@@ -261,9 +261,22 @@ fn main() -> Result<()> {
         ("dgrams/call", "snd    rcv"),
     ];
     for c in [columns.map(|c| c.0), columns.map(|c| c.1)] {
-        println!(
+        peering_tests::say!(
             "{:<12} {:<8} {:<7} {:>7} {:>6} {:>6} {:>6} {:>5} {:>7} {:>7} {:>4} {:>4} {:>4} {:>13}",
-            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7], c[8], c[9], c[10], c[11], c[12], c[13]
+            c[0],
+            c[1],
+            c[2],
+            c[3],
+            c[4],
+            c[5],
+            c[6],
+            c[7],
+            c[8],
+            c[9],
+            c[10],
+            c[11],
+            c[12],
+            c[13]
         );
     }
     for inner in [64usize, 1400] {
@@ -286,7 +299,7 @@ fn main() -> Result<()> {
             } else {
                 0.0
             };
-            println!(
+            peering_tests::say!(
                 "{:<12} {:<8} {:<7} {:>7} {:>6.3} {:>6.3} {:>6.2} {:>5.1} {:>7} {:>7} {:>4.0} {:>4.0} {:>4.0} {:>6.1} {:>6.1}",
                 m.name(),
                 rcv.name(),
