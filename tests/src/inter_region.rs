@@ -284,15 +284,15 @@ pub struct Capture {
 
 impl Capture {
     pub fn start(ns: &Netns, iface: &str, file: &Path) -> Self {
-        // `-Z root`: Debian's tcpdump would switch to its own user, which
-        // clears the parent-death signal that kills it with this process.
+        // tcpdump switches to its own user once capturing, which clears
+        // the parent-death signal: only the drop or the signal handler of
+        // `teardown` stop it (`-Z root` would keep it, but changed what the
+        // replay test captures; not understood yet).
         let proc = crate::teardown::spawn(
-            ns.cmd(&[
-                "tcpdump", "-Z", "root", "-U", "-n", "-s", "0", "-i", iface, "-w",
-            ])
-            .arg(file)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null()),
+            ns.cmd(&["tcpdump", "-U", "-n", "-s", "0", "-i", iface, "-w"])
+                .arg(file)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null()),
         )
         .expect("start tcpdump");
         // tcpdump needs a moment before it captures.
