@@ -49,7 +49,8 @@ fn create_account_then_serve_and_call() {
     assert!(!bad.status.success());
 
     let port = closed_port();
-    let child = Command::new(daemon_bin())
+    // Dies with the test even if the test process is killed.
+    let child = peering_tests::teardown::die_with_parent(&mut Command::new(daemon_bin()))
         .args([
             "serve",
             "--listen",

@@ -110,9 +110,7 @@ fn peering_across_regions_carries_sealed_traffic_only() {
 fn send_tcp_marker(lab: &InterRegionLab, marker: &str) {
     let server = "import socket;s=socket.socket();s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1);\
                   s.bind(('10.3.0.10',7001));s.listen(1);s.settimeout(10);c,_=s.accept();print(c.recv(4096).decode())";
-    let srv = lab
-        .c
-        .cmd(&["python3", "-c", server])
+    let srv = peering_tests::teardown::die_with_parent(&mut lab.c.cmd(&["python3", "-c", server]))
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("start marker server");
