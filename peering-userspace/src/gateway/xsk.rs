@@ -260,6 +260,9 @@ impl XskPort {
             return false;
         };
         let Some(chunk) = self.umem.frame(BufIdx((offset / u64::from(FRAME)) as u32)) else {
+            // Cannot happen for offsets we made; keep the frame in the
+            // cycle all the same rather than lose it.
+            self.tx_free.push(offset);
             return false;
         };
         // SAFETY: the frame is on our free list: the kernel does not hold it.
