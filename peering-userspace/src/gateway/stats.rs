@@ -40,9 +40,10 @@ use super::{
 pub struct Counter(AtomicU64);
 
 impl Counter {
-    /// Adds `n`. Only one thread may call this for a given counter.
+    /// Adds `n`. Only one thread may call this for a given counter: the
+    /// packet thread, hence not public outside the crate.
     #[inline]
-    pub fn add(&self, n: u64) {
+    pub(crate) fn add(&self, n: u64) {
         self.0.store(self.0.load(Relaxed).wrapping_add(n), Relaxed);
     }
 
@@ -101,7 +102,7 @@ impl PathCounters {
     }
 
     /// Charges a failed open to the gateway it claims to come from.
-    pub fn charge_open_failure(&self, reason: DropReason) {
+    pub(super) fn charge_open_failure(&self, reason: DropReason) {
         match reason {
             DropReason::AuthFailed => self.auth_failures.add(1),
             DropReason::Replay => self.replays.add(1),
@@ -159,7 +160,7 @@ impl Shared {
     }
 
     #[inline]
-    pub fn count_drop(&self, reason: DropReason) {
+    pub(super) fn count_drop(&self, reason: DropReason) {
         self.drops[reason.index()].add(1);
     }
 
@@ -169,7 +170,7 @@ impl Shared {
 
     /// Publishes the key ring's state (called by the packet thread on
     /// ticks and key installs: a handful of stores).
-    pub fn set_epochs(&self, current: Option<u32>, held: impl Iterator<Item = u32>) {
+    pub(super) fn set_epochs(&self, current: Option<u32>, held: impl Iterator<Item = u32>) {
         self.current_epoch
             .store(current.map_or(NO_EPOCH, u64::from), Relaxed);
         let mut held = held.map(u64::from);
