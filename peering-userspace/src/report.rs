@@ -127,9 +127,15 @@ pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
             c.policy_drops
         );
     }
-    for (reason, n) in &s.drops {
+    // Every reason is exported; the zeros are left out here.
+    for (reason, n) in s.drops.iter().filter(|(_, n)| **n > 0) {
         let _ = writeln!(out, "drop {reason:<23} {n:>10}");
     }
+    let _ = writeln!(
+        out,
+        "drops before authentication {:>10}",
+        s.drops_before_auth()
+    );
     for (name, c) in &s.sockets {
         let _ = writeln!(
             out,
@@ -192,11 +198,17 @@ mod tests {
             },
         );
         s.drops.insert("replay".into(), 4);
+        s.drops.insert("no_subnet".into(), 0);
         s.sockets.insert("5/0".into(), Default::default());
         let text = tunnel_stats(&s, false);
         assert!(text.starts_with("gateway 3  current epoch 9  held epochs [8, 9]"));
         assert!(text.contains("peering pcx-1"), "{text}");
         assert!(text.contains("drop replay"), "{text}");
+        assert!(!text.contains("no_subnet"), "zeros left out: {text}");
+        assert!(
+            text.contains("drops before authentication          4"),
+            "{text}"
+        );
         assert!(text.contains("socket 5/0"), "{text}");
         assert!(
             text.contains("underlay (af-xdp)  sent: af_xdp 1200 socket 2"),

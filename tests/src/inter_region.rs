@@ -77,6 +77,11 @@ impl Gateway {
         TunnelStats::read(&self.stats_path()).unwrap_or_default()
     }
 
+    /// The agent's process id, while it runs.
+    pub fn agent_pid(&self) -> Option<u32> {
+        self.agent.as_ref().map(|p| p.0.id())
+    }
+
     /// Stops the agent (the pinned dataplane stays).
     pub fn stop_agent(&mut self) {
         self.agent = None;

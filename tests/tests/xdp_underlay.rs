@@ -18,6 +18,7 @@ use peering_userspace::{
     dataplane::Dataplane,
     gateway::{
         xdp_underlay::{Transmit, XdpUnderlay},
+        xsk::TX_FRAMES,
         Link,
     },
     sys,
@@ -111,4 +112,53 @@ fn frames_reach_a_udp_socket_and_the_rest_goes_back_to_the_socket_path() {
     assert!(buf[..n].iter().all(|b| *b == 0xa5));
     socket.set_nonblocking(true).unwrap();
     assert!(socket.recv_from(&mut buf).is_err(), "nothing else arrived");
+}
+
+/// Every way a transmit can end (staged and sent, too big, seal failed)
+/// returns its frame to the free list: three times the TX half of the UMEM
+/// go through without the ring ever running dry, and once the completions
+/// are in, every frame is free again.
+#[test]
+fn no_transmit_outcome_loses_a_frame() {
+    let (tx, rx) = (Netns::new("xl-tx"), Netns::new("xl-rx"));
+    veth(&tx, "ul0", &rx, "ul1");
+    for (ns, dev, addr) in [(&tx, "ul0", "198.18.0.1/24"), (&rx, "ul1", "198.18.0.2/24")] {
+        ns.exec_ok(&["ip", "link", "set", dev, "mtu", "1600"]);
+        ns.exec_ok(&["ip", "addr", "add", addr, "dev", dev]);
+    }
+    let link = Link {
+        src_mac: sys::parse_mac(&tx.mac("ul0")).unwrap(),
+        dst_mac: sys::parse_mac(&rx.mac("ul1")).unwrap(),
+    };
+    within(&tx, || {
+        let mut dp = Dataplane::load(None).expect("load the XDP object");
+        let ifindex = sys::ifindex("ul0").unwrap();
+        let mut ul =
+            XdpUnderlay::open(ifindex, LOCAL, MTU, 1, dp.maps.xsks_mut()).expect("AF_XDP on ul0");
+        ul.set_links([(*PEER.ip(), ifindex, link)]);
+        let free = |ul: &mut XdpUnderlay| ul.sockets().next().unwrap().tx_frames_free();
+        assert_eq!(free(&mut ul), TX_FRAMES);
+        for round in 0..3 * TX_FRAMES / 64 {
+            for _ in 0..64 {
+                let t = ul.transmit(PEER, seal_bytes(vec![7; 100]));
+                assert_eq!(t, Transmit::Staged, "round {round}");
+            }
+            let too_big = vec![0u8; MTU];
+            assert_eq!(ul.transmit(PEER, seal_bytes(too_big)), Transmit::TooBig);
+            let failed = ul.transmit(PEER, |_| Err::<usize, _>("no key"));
+            assert_eq!(failed, Transmit::Failed("no key"));
+            ul.flush();
+            ul.maintain();
+        }
+        let all_back = (0..200).any(|_| {
+            ul.maintain();
+            std::thread::sleep(Duration::from_millis(5));
+            free(&mut ul) == TX_FRAMES
+        });
+        let c = ul.sockets().next().unwrap().counters;
+        assert!(all_back, "free {} of {TX_FRAMES}", free(&mut ul));
+        assert_eq!(c.tx_ring_full, 0, "{c:?}");
+        assert_eq!(c.tx_invalid, 0, "{c:?}");
+        assert_eq!(ul.counters.tx_af_xdp, (3 * TX_FRAMES) as u64);
+    });
 }

@@ -31,6 +31,7 @@ pub mod daemon;
 pub mod error;
 pub mod extract;
 pub mod filters;
+pub mod listener;
 pub mod types;
 
 use crate::api::error::{codes, json_response, Fault};
@@ -81,12 +82,14 @@ pub fn router<S: Store + Send + Sync + 'static>(app: App<S>) -> Router {
         .with_state(Arc::new(app))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes.
+/// Serves `router` on `listener` until `shutdown` completes, holding at
+/// most [`listener::MAX_CONNECTIONS`] connections at once.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let listener = listener::Limited::new(listener, listener::MAX_CONNECTIONS);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await

@@ -19,21 +19,24 @@
 //! exist; all of that arrives as [`Update`]s on a channel. The thread sleeps
 //! in poll(2) when there is nothing to move.
 
+pub mod core;
 pub mod frame;
 pub mod nexthop;
+pub mod reason;
+pub mod stats;
 pub mod table;
 pub mod udp;
 pub mod xdp_underlay;
 pub mod xsk;
 
 use std::{
-    collections::{btree_map::Entry, BTreeMap, HashMap},
+    collections::{btree_map::Entry, BTreeMap},
     net::{Ipv4Addr, SocketAddrV4},
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::{self, Receiver, Sender, TryRecvError},
-        Arc,
+        Arc, Weak,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -45,19 +48,24 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::control::clock::unix_ms;
-use crate::tunnel::{wire::Packet, EpochKey, OpenError, SealError, TunnelConfig, TunnelCore};
+use crate::tunnel::{EpochKey, TunnelConfig};
 
+pub use self::core::{Action, GatewayCore, Route};
+pub use self::reason::DropReason;
+pub use self::stats::{PathStats, TunnelStats};
 pub use self::table::{PolicyDrop, TunnelTable};
 pub use self::xdp_underlay::{Link, UnderlayCounters};
 use self::{
+    stats::Shared,
     udp::{Batch, Underlay},
     xdp_underlay::{Transmit, XdpUnderlay},
-    xsk::{XskCounters, XskPort},
+    xsk::XskPort,
 };
 
 /// Frames read from one socket per turn.
 const RX_BATCH: u32 = 64;
-/// Longest sleep in poll(2): bounds how late keys activate and stats flush.
+/// Longest sleep in poll(2): bounds how late keys activate and socket
+/// counters reach the exporter.
 const IDLE_POLL_MS: libc::c_int = 50;
 const STATS_EVERY: Duration = Duration::from_millis(250);
 
@@ -99,66 +107,13 @@ pub struct UnderlayPort {
     pub rx_queues: u32,
 }
 
-/// Counters of one peering or one remote gateway. Authentication failures,
-/// replays, unknown epochs and malformed datagrams are charged to the
-/// gateway the datagram claims to come from (the peering is inside the
-/// ciphertext); policy drops and MTU drops to the peering.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PathStats {
-    pub sealed: u64,
-    pub sealed_bytes: u64,
-    pub opened: u64,
-    pub opened_bytes: u64,
-    pub auth_failures: u64,
-    pub replays: u64,
-    pub unknown_epoch: u64,
-    pub malformed: u64,
-    pub mtu_drops: u64,
-    pub policy_drops: u64,
-}
-
-/// What the tunnel exports (as JSON, see [`TunnelParams::stats_path`]).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TunnelStats {
-    pub gateway_id: u32,
-    pub current_epoch: Option<u32>,
-    pub held_epochs: Vec<u32>,
-    pub peerings: BTreeMap<String, PathStats>,
-    pub gateways: BTreeMap<String, PathStats>,
-    /// Drops by reason, over all peerings and gateways.
-    pub drops: BTreeMap<String, u64>,
-    /// Per AF_XDP socket (VPC ports and underlay), "ifindex/queue".
-    pub sockets: BTreeMap<String, XskCounters>,
-    /// The underlay path in use ("af-xdp" or "socket") and its counters.
-    #[serde(default)]
-    pub underlay_io: Option<UnderlayIo>,
-    #[serde(default)]
-    pub underlay: UnderlayCounters,
-}
-
-impl TunnelStats {
-    pub fn read(path: &std::path::Path) -> Result<Self> {
-        let text =
-            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
-        serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))
-    }
-
-    /// Sum of one counter over all gateways.
-    pub fn gateway_total(&self, f: impl Fn(&PathStats) -> u64) -> u64 {
-        self.gateways.values().map(f).sum()
-    }
-
-    pub fn drop_count(&self, reason: &str) -> u64 {
-        self.drops.get(reason).copied().unwrap_or(0)
-    }
-}
-
 pub struct TunnelParams {
     pub config: TunnelConfig,
     /// Local address of the underlay socket (port: the tunnel port).
     pub bind: SocketAddrV4,
     pub xsk_map: XskMap<MapData>,
-    /// Where the counters are written, atomically, four times a second.
+    /// Where the counters are written, atomically, four times a second
+    /// (by a thread of their own, see [`stats`]).
     pub stats_path: PathBuf,
     /// The underlay interface when AF_XDP is to be used on it.
     pub af_xdp: Option<UnderlayPort>,
@@ -169,6 +124,9 @@ pub struct Tunnel {
     updates: Sender<Update>,
     af_xdp: bool,
     thread: Option<JoinHandle<()>>,
+    /// Writes the counters; ends with the tunnel thread.
+    _exporter: JoinHandle<()>,
+    counters: Weak<Shared>,
     rotation_needed: Arc<AtomicBool>,
 }
 
@@ -198,7 +156,18 @@ impl Tunnel {
         let (updates, rx) = mpsc::channel();
         let rotation_needed = Arc::new(AtomicBool::new(false));
         let af_xdp = xdp.is_some();
-        let mut worker = Worker::new(params, underlay, xdp, rx, rotation_needed.clone());
+        let mut core = GatewayCore::new(params.config);
+        core.set_underlay_mtu(params.af_xdp.map(|p| p.mtu));
+        let counters = Arc::downgrade(core.shared());
+        let exporter = stats::spawn_exporter(counters.clone(), params.stats_path, STATS_EVERY)?;
+        let mut worker = Worker::new(
+            core,
+            params.xsk_map,
+            underlay,
+            xdp,
+            rx,
+            rotation_needed.clone(),
+        );
         let thread = std::thread::Builder::new()
             .name("tunnel".into())
             .spawn(move || worker.run())
@@ -207,6 +176,8 @@ impl Tunnel {
             updates,
             af_xdp,
             thread: Some(thread),
+            _exporter: exporter,
+            counters,
             rotation_needed,
         })
     }
@@ -228,13 +199,18 @@ impl Tunnel {
         self.af_xdp
     }
 
+    /// The live counters, while the tunnel thread runs.
+    pub fn counters(&self) -> Option<Arc<Shared>> {
+        self.counters.upgrade()
+    }
+
     pub fn is_running(&self) -> bool {
         self.thread.as_ref().is_some_and(|t| !t.is_finished())
     }
 }
 
 struct Worker {
-    core: TunnelCore,
+    core: GatewayCore,
     underlay: Underlay,
     /// Taken out while its frames are handled (see `decapsulate`).
     xdp: Option<XdpUnderlay>,
@@ -243,14 +219,9 @@ struct Worker {
     socket_rx: u64,
     updates: Receiver<Update>,
     xsk_map: XskMap<MapData>,
-    stats_path: PathBuf,
-    table: TunnelTable,
     ports: BTreeMap<(u32, u32), XskPort>,
     out: Batch,
     inbound: Option<Batch>,
-    by_peering: HashMap<u32, PathStats>,
-    by_gateway: HashMap<u32, PathStats>,
-    drops: BTreeMap<&'static str, u64>,
     last_stats: Instant,
     last_tick: Instant,
     rotation_needed: Arc<AtomicBool>,
@@ -258,28 +229,24 @@ struct Worker {
 
 impl Worker {
     fn new(
-        params: TunnelParams,
+        core: GatewayCore,
+        xsk_map: XskMap<MapData>,
         underlay: Underlay,
         xdp: Option<XdpUnderlay>,
         updates: Receiver<Update>,
         rotation_needed: Arc<AtomicBool>,
     ) -> Self {
         Worker {
-            core: TunnelCore::new(params.config),
+            core,
             underlay,
             xdp,
             socket_tx: 0,
             socket_rx: 0,
             updates,
-            xsk_map: params.xsk_map,
-            stats_path: params.stats_path,
-            table: TunnelTable::default(),
+            xsk_map,
             ports: BTreeMap::new(),
             out: Batch::default(),
             inbound: Some(Batch::default()),
-            by_peering: HashMap::new(),
-            by_gateway: HashMap::new(),
-            drops: BTreeMap::new(),
             last_stats: Instant::now(),
             last_tick: Instant::now(),
             rotation_needed,
@@ -308,7 +275,7 @@ impl Worker {
                 x.maintain();
             }
             if self.last_stats.elapsed() >= STATS_EVERY {
-                self.write_stats();
+                self.publish_io_stats();
             }
             if moved == 0 {
                 self.sleep();
@@ -320,7 +287,7 @@ impl Worker {
     fn apply_updates(&mut self) -> bool {
         loop {
             match self.updates.try_recv() {
-                Ok(Update::Table(table)) => self.table = *table,
+                Ok(Update::Table(table)) => self.core.set_table(*table),
                 Ok(Update::Key(key)) => {
                     let epoch = key.epoch;
                     match self.core.install_key(key, unix_ms()) {
@@ -393,76 +360,36 @@ impl Worker {
         }
     }
 
+    /// Seals one frame the XDP program handed over: into an AF_XDP frame
+    /// when the underlay path allows, else into the socket batch.
     fn seal_one(&mut self, meta: &[u8], frame: &[u8]) {
         let pcx = meta.try_into().map(u32::from_ne_bytes).unwrap_or(0);
-        let Some(packet) = frame::ipv4_in_frame(frame) else {
-            self.drop_for_peering(pcx, PolicyDrop::BadInner);
+        let Ok(route) = self.core.route(pcx, frame) else {
             return;
         };
-        let Some((_, dst)) = frame::addresses(packet) else {
-            self.drop_for_peering(pcx, PolicyDrop::BadInner);
-            return;
-        };
-        let to = match self.table.seal_to(pcx, dst) {
-            Ok(to) => to,
-            Err(reason) => return self.drop_for_peering(pcx, reason),
-        };
-        let sealed = match self.seal_xdp(pcx, packet, to) {
-            XdpSeal::Sent => Ok(()),
-            XdpSeal::Failed(e) => Err(e),
-            XdpSeal::Dropped => return,
-            XdpSeal::UseSocket => {
-                if self.out.is_full() {
-                    self.send_socket_batch();
+        if let Some(xdp) = self.xdp.as_mut() {
+            let core = &mut self.core;
+            let sent = xdp.transmit(route.to, |buf| {
+                match core.seal_routed(pcx, frame, &route, buf) {
+                    Action::Transmit { len, .. } => Ok(len),
+                    _ => Err(()),
                 }
-                let slot = self.out.slot();
-                self.core
-                    .seal(pcx, packet, slot)
-                    .map(|len| self.out.push(len, to))
+            });
+            match sent {
+                // Sent, or dropped and counted by the core.
+                Transmit::Staged | Transmit::Failed(()) => return,
+                Transmit::TooBig => return self.core.count_drop(DropReason::UnderlayMtuExceeded),
+                Transmit::UseSocket | Transmit::RingFull => {}
             }
-        };
-        match sealed {
-            Ok(()) => {
-                let gateway = self.table.peers.get(&pcx).and_then(|p| p.remote);
-                for stats in [
-                    Some(self.by_peering.entry(pcx).or_default()),
-                    gateway.map(|g| self.by_gateway.entry(g.id).or_default()),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    stats.sealed += 1;
-                    stats.sealed_bytes += packet.len() as u64;
-                }
-            }
-            Err(SealError::MtuExceeded { .. }) => {
-                self.by_peering.entry(pcx).or_default().mtu_drops += 1;
-                *self.drops.entry("mtu_exceeded").or_default() += 1;
-            }
-            Err(e) => *self.drops.entry(seal_error_name(&e)).or_default() += 1,
         }
-    }
-
-    /// Seals into an AF_XDP frame when AF_XDP can carry the datagram.
-    fn seal_xdp(&mut self, pcx: u32, packet: &[u8], to: SocketAddrV4) -> XdpSeal {
-        let Some(xdp) = self.xdp.as_mut() else {
-            return XdpSeal::UseSocket;
-        };
-        let core = &mut self.core;
-        match xdp.transmit(to, |buf| core.seal(pcx, packet, buf)) {
-            Transmit::Staged => XdpSeal::Sent,
-            Transmit::Failed(e) => XdpSeal::Failed(e),
-            Transmit::TooBig => {
-                *self.drops.entry("underlay_mtu_exceeded").or_default() += 1;
-                XdpSeal::Dropped
-            }
-            Transmit::UseSocket | Transmit::RingFull => XdpSeal::UseSocket,
+        if self.out.is_full() {
+            self.send_socket_batch();
         }
-    }
-
-    fn drop_for_peering(&mut self, pcx: u32, reason: PolicyDrop) {
-        self.by_peering.entry(pcx).or_default().policy_drops += 1;
-        *self.drops.entry(reason.name()).or_default() += 1;
+        if let Action::Transmit { to, len } =
+            self.core.seal_routed(pcx, frame, &route, self.out.slot())
+        {
+            self.out.push(len, to);
+        }
     }
 
     /// Underlay → VPC ports. Returns the number of datagrams read.
@@ -488,59 +415,14 @@ impl Worker {
     }
 
     fn open_one(&mut self, datagram: &mut [u8]) {
-        // The claimed sender names the counters; it is authenticated below
-        // as part of the header (the AEAD's additional data).
-        let claimed = Packet::new_checked(&*datagram)
-            .map(|p| p.sender())
-            .unwrap_or(0);
-        let opened = match self.core.open_in_place(datagram) {
-            Ok(opened) => opened,
-            Err(e) => {
-                let stats = self.by_gateway.entry(claimed).or_default();
-                let reason = match e {
-                    OpenError::AuthenticationFailed => {
-                        stats.auth_failures += 1;
-                        "auth_failed"
-                    }
-                    OpenError::Replay => {
-                        stats.replays += 1;
-                        "replay"
-                    }
-                    OpenError::UnknownOrErasedEpoch(_) => {
-                        stats.unknown_epoch += 1;
-                        "unknown_epoch"
-                    }
-                    _ => {
-                        stats.malformed += 1;
-                        "malformed"
-                    }
-                };
-                *self.drops.entry(reason).or_default() += 1;
-                return;
-            }
-        };
-        let packet = &datagram[opened.inner.clone()];
-        let delivery = frame::addresses(packet)
-            .ok_or(PolicyDrop::BadInner)
-            .and_then(|(src, dst)| {
-                self.table
-                    .deliver(opened.pcx_dp_id, opened.sender, src, dst)
-            });
-        let gw = self.by_gateway.entry(opened.sender).or_default();
-        gw.opened += 1;
-        gw.opened_bytes += packet.len() as u64;
-        let delivery = match delivery {
-            Ok(d) => d,
-            Err(reason) => return self.drop_for_peering(opened.pcx_dp_id, reason),
-        };
-        let pcx = self.by_peering.entry(opened.pcx_dp_id).or_default();
-        pcx.opened += 1;
-        pcx.opened_bytes += packet.len() as u64;
-        // Any queue of the port can transmit; queue 0 always exists.
-        let Some(port) = self.ports.get_mut(&(delivery.ifindex, 0)) else {
-            *self.drops.entry("no_socket").or_default() += 1;
+        let Action::Deliver { delivery, inner } = self.core.open(datagram) else {
             return;
         };
+        // Any queue of the port can transmit; queue 0 always exists.
+        let Some(port) = self.ports.get_mut(&(delivery.ifindex, 0)) else {
+            return self.core.count_drop(DropReason::NoSocket);
+        };
+        let packet = &datagram[inner];
         port.stage(|buf| {
             frame::write_frame(
                 buf,
@@ -568,82 +450,35 @@ impl Worker {
         unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, IDLE_POLL_MS) };
     }
 
-    fn write_stats(&mut self) {
+    /// Hands the socket and underlay counters to the exporter: a copy per
+    /// socket (bounded by configuration), nothing the network can grow.
+    /// The packet counters need nothing here: they are shared atomics.
+    fn publish_io_stats(&mut self) {
         self.last_stats = Instant::now();
-        let keys = self.core.keys();
-        let stats = TunnelStats {
-            gateway_id: self.core.gateway_id(),
-            current_epoch: keys.current_epoch(),
-            held_epochs: keys.held_epochs().collect(),
-            peerings: self
-                .by_peering
-                .iter()
-                .map(|(id, s)| (self.table.peering_name(*id), *s))
-                .collect(),
-            gateways: self
-                .by_gateway
-                .iter()
-                .map(|(id, s)| (self.table.gateway_name(*id), *s))
-                .collect(),
-            drops: self
-                .drops
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), *v))
-                .collect(),
-            sockets: self
-                .ports
-                .values_mut()
-                .map(|p| {
-                    p.refresh_kernel_counters();
-                    &*p
-                })
-                .chain(self.xdp.iter_mut().flat_map(|x| x.sockets()))
-                .map(|p| (format!("{}/{}", p.ifindex, p.queue), p.counters))
-                .collect(),
-            underlay_io: Some(if self.xdp.is_some() {
-                UnderlayIo::AfXdp
-            } else {
-                UnderlayIo::Socket
-            }),
-            underlay: UnderlayCounters {
-                tx_socket: self.socket_tx,
-                rx_socket: self.socket_rx,
-                ..self.xdp.as_ref().map(|x| x.counters).unwrap_or_default()
-            },
+        let shared = self.core.shared().clone();
+        let mut io = stats::lock(&shared.io);
+        io.sockets.clear();
+        let sockets = self
+            .ports
+            .values_mut()
+            .map(|p| {
+                p.refresh_kernel_counters();
+                &*p
+            })
+            .chain(self.xdp.iter_mut().flat_map(|x| x.sockets()));
+        io.sockets
+            .extend(sockets.map(|p| ((p.ifindex, p.queue), p.counters)));
+        io.underlay_io = Some(if self.xdp.is_some() {
+            UnderlayIo::AfXdp
+        } else {
+            UnderlayIo::Socket
+        });
+        io.underlay = UnderlayCounters {
+            tx_socket: self.socket_tx,
+            rx_socket: self.socket_rx,
+            ..self.xdp.as_ref().map(|x| x.counters).unwrap_or_default()
         };
-        if let Err(e) = write_atomic(&self.stats_path, &stats) {
-            warn!("writing {}: {e:#}", self.stats_path.display());
-        }
     }
-}
-
-/// What became of a datagram offered to AF_XDP.
-enum XdpSeal {
-    Sent,
-    /// Sealed but dropped (and counted).
-    Dropped,
-    Failed(SealError),
-    UseSocket,
-}
-
-fn seal_error_name(e: &SealError) -> &'static str {
-    match e {
-        SealError::NoCurrentKey => "no_current_key",
-        SealError::MtuExceeded { .. } => "mtu_exceeded",
-        SealError::OutputTooSmall { .. } => "output_too_small",
-        SealError::KeyUsageExhausted { .. } => "key_usage_exhausted",
-        SealError::CounterExhausted => "counter_exhausted",
-        SealError::Crypto => "seal_failed",
-    }
-}
-
-/// Writes JSON to a temporary file and renames it over `path`, so a reader
-/// never sees half a file.
-fn write_atomic(path: &std::path::Path, value: &impl Serialize) -> Result<()> {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, serde_json::to_vec_pretty(value)?)?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
 }
 
 /// Parses `a.b.c.d` or `a.b.c.d:port` (default: the tunnel port).

@@ -19,6 +19,8 @@ use xdpilone::{
 
 /// Frames per half of the UMEM, and the size of every ring.
 const RING: u32 = 2048;
+/// Frames of the transmit half.
+pub const TX_FRAMES: usize = RING as usize;
 /// 2 KiB frames: after the kernel's 256-byte XDP headroom a frame still
 /// holds 1792 bytes, above the 1518 of an inter-region packet with a tag.
 const FRAME: u32 = 2048;
@@ -260,6 +262,9 @@ impl XskPort {
             return false;
         };
         let Some(chunk) = self.umem.frame(BufIdx((offset / u64::from(FRAME)) as u32)) else {
+            // Cannot happen for offsets we made; keep the frame in the
+            // cycle all the same rather than lose it.
+            self.tx_free.push(offset);
             return false;
         };
         // SAFETY: the frame is on our free list: the kernel does not hold it.
@@ -313,6 +318,12 @@ impl XskPort {
             self.counters.rx_fill_ring_empty = k.rx_fill_ring_empty_descs;
             self.counters.tx_invalid = k.tx_invalid_descs;
         }
+    }
+
+    /// TX frames on the free list: all of them ([`TX_FRAMES`]) once
+    /// everything sent has completed, unless a path lost one.
+    pub fn tx_frames_free(&self) -> usize {
+        self.tx_free.len()
     }
 
     /// Frames still queued for transmission.
