@@ -231,6 +231,21 @@ impl ControlPlane {
         underlay_io: &str,
         state: &std::path::Path,
     ) -> Proc {
+        let cmd = self.tunnel_agent_cmd(gw, pins, region, underlay, underlay_io, state);
+        Proc(cmd.spawn())
+    }
+
+    /// The command line of [`ControlPlane::tunnel_agent`], to start again
+    /// and again (a supervisor restarting it).
+    pub fn tunnel_agent_cmd(
+        &self,
+        gw: &Netns,
+        pins: &PinDir,
+        region: &str,
+        underlay: &str,
+        underlay_io: &str,
+        state: &std::path::Path,
+    ) -> AgentCmd {
         let state = state.to_string_lossy();
         let args = [
             "--underlay",
@@ -240,27 +255,61 @@ impl ControlPlane {
             "--state-dir",
             &state,
         ];
-        self.spawn_agent(gw, pins, region, &args)
+        self.agent_cmd(gw, pins, region, &args)
     }
 
     fn spawn_agent(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> Proc {
-        let child = Command::new(bin("peering-agent"))
-            .arg("--netns")
-            .arg(&gw.name)
-            .arg("--pin-dir")
-            .arg(&pins.path)
-            .args(["run", "--region", region, "--db"])
-            .arg(&self.db)
-            .args(extra)
+        Proc(self.agent_cmd(gw, pins, region, extra).spawn())
+    }
+
+    fn agent_cmd(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> AgentCmd {
+        let mut args: Vec<String> = vec![
+            "--netns".into(),
+            gw.name.clone(),
+            "--pin-dir".into(),
+            pins.path.to_string_lossy().into_owned(),
+            "run".into(),
+            "--region".into(),
+            region.into(),
+            "--db".into(),
+            self.db.to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        AgentCmd {
+            args,
+            verbose: self.verbose,
+            log: None,
+        }
+    }
+}
+
+/// A `peering-agent` command line that can be started any number of times.
+#[derive(Clone)]
+pub struct AgentCmd {
+    pub args: Vec<String>,
+    pub verbose: bool,
+    /// Append the agent's log here instead of the test's stderr.
+    pub log: Option<PathBuf>,
+}
+
+impl AgentCmd {
+    pub fn spawn(&self) -> Child {
+        let stderr = match &self.log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .expect("agent log file"),
+            None if self.verbose => Stdio::inherit(),
+            None => Stdio::null(),
+        };
+        Command::new(bin("peering-agent"))
+            .args(&self.args)
             .stdout(Stdio::null())
-            .stderr(if self.verbose {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            })
+            .stderr(stderr)
             .spawn()
-            .expect("start peering-agent run");
-        Proc(child)
+            .expect("start peering-agent run")
     }
 }
 

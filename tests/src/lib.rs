@@ -5,5 +5,6 @@ pub mod control_lab;
 pub mod frame;
 pub mod inter_region;
 pub mod lab;
+pub mod supervisor;
 pub mod verdict;
 pub mod world;
