@@ -153,6 +153,14 @@ impl InterRegionLab {
         for (gw, addr, wan_if, wan_addr, other) in legs {
             veth(&gw.ns, "underlay", &wan, wan_if);
             let ns = &gw.ns;
+            // No IPv6 on the underlay: the kernel's router solicitations
+            // would show in the captures of what crosses it.
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
+            wan.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{wan_if}.disable_ipv6=1"),
+            ]);
             ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
             wan.exec_ok(&["ip", "link", "set", wan_if, "mtu", UNDERLAY_MTU]);
             ns.exec_ok(&[
