@@ -58,6 +58,7 @@ pub const TUNNEL_STATS_FILE: &str = "tunnel-stats.json";
 const RELOAD_EVERY: Duration = Duration::from_secs(5);
 
 pub fn run(cfg: &AgentConfig) -> Result<()> {
+    let mut startup = Startup::new();
     if !cfg.db.exists() {
         bail!(
             "no control store at {}: start peering-controld with --db {} first",
@@ -67,7 +68,9 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
     }
     let store = SqliteStore::open(&cfg.db, Config::default())
         .with_context(|| format!("opening {}", cfg.db.display()))?;
+    startup.step("store opened");
     let mut dp = Dataplane::load(Some(&cfg.pin_dir))?;
+    startup.step("dataplane loaded");
     let mut attached = BTreeSet::new();
     let mut state: Option<(State, Instant)> = None;
     let mut applied: Option<Applied> = None;
@@ -87,6 +90,7 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             matches!(&state, Some((s, at)) if s.revision == rev && at.elapsed() < RELOAD_EVERY);
         if !fresh {
             state = Some((store.load()?, Instant::now()));
+            startup.step("state loaded");
         }
         let (s, _) = state.as_ref().expect("loaded above");
         if let Some(underlay) = cfg.underlay {
@@ -95,6 +99,7 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             }
             if tunnel.is_none() {
                 tunnel = TunnelLink::start(cfg, &store, &mut dp, underlay)?;
+                startup.step("tunnel started");
             }
         }
         let gateways = match &tunnel {
@@ -112,7 +117,9 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             .as_ref()
             .is_some_and(|a| a.same_input(&input) && a.at.elapsed() < RELOAD_EVERY);
         if !unchanged {
-            match reconcile_once(cfg, &mut dp, &input, &mut attached) {
+            let result = reconcile_once(cfg, &mut dp, &input, &mut attached);
+            startup.step("dataplane reconciled");
+            match result {
                 Ok(desired) => {
                     if let Some(t) = tunnel.as_mut() {
                         t.follow(&input, &desired)?;
@@ -125,10 +132,41 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
         if let Some(t) = tunnel.as_mut() {
             t.sync_keys(&store)?;
         }
+        startup.done();
+        if let Some(t) = tunnel.as_mut() {
+            t.renew(&store, &cfg.region)?;
+        }
         if cfg.once {
             return Ok(());
         }
         std::thread::sleep(cfg.interval);
+    }
+}
+
+/// Logs how long each step of the first pass takes: after a crash, cross-
+/// region traffic waits for all of them (the tunnel's sockets die with the
+/// process), so they are what a restart costs.
+struct Startup {
+    at: Option<Instant>,
+}
+
+impl Startup {
+    fn new() -> Self {
+        Startup {
+            at: Some(Instant::now()),
+        }
+    }
+
+    fn step(&self, what: &str) {
+        if let Some(at) = self.at {
+            info!("start-up: {what} after {} ms", at.elapsed().as_millis());
+        }
+    }
+
+    /// The first pass is over: the tunnel has its ports, table and keys.
+    fn done(&mut self) {
+        self.step("first pass done");
+        self.at = None;
     }
 }
 
@@ -176,6 +214,8 @@ struct TunnelLink {
     underlay: SocketAddrV4,
     /// Next-hop resolution for AF_XDP on the underlay (None: socket only).
     next_hops: Option<NextHops>,
+    /// The registration is still to be renewed (see [`TunnelLink::renew`]).
+    renew: bool,
 }
 
 /// The remote gateways' next hops as last handed to the tunnel.
@@ -206,7 +246,18 @@ impl TunnelLink {
             return Ok(None);
         };
         let now = unix_ms();
-        let gateway_id = store.register_gateway(&cfg.region, underlay, now)?;
+        // A restart finds its registration in place: it reads the id and
+        // renews the registration after the first pass (see `renew`), as a
+        // write can wait hundreds of milliseconds for the lock and an fsync.
+        let known = store
+            .gateways()?
+            .into_iter()
+            .find(|g| g.region == cfg.region && g.endpoint == underlay)
+            .map(|g| g.gateway_id);
+        let gateway_id = match known {
+            Some(id) => id,
+            None => store.register_gateway(&cfg.region, underlay, now)?,
+        };
         let config = TunnelConfig::new(
             gateway_id,
             &settings.policy,
@@ -279,7 +330,16 @@ impl TunnelLink {
             epoch: 0,
             underlay,
             next_hops,
+            renew: known.is_some(),
         }))
+    }
+
+    /// Renews a registration that `start` only read (its update time).
+    fn renew(&mut self, store: &SqliteStore, region: &str) -> Result<()> {
+        if std::mem::take(&mut self.renew) {
+            store.register_gateway(region, self.underlay, unix_ms())?;
+        }
+        Ok(())
     }
 
     /// Resolves every remote gateway's next hop and hands changes to the

@@ -6,6 +6,7 @@ pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DI
 
 pub mod agent;
 pub mod api;
+pub mod bpffs;
 pub mod cli;
 pub mod control;
 pub mod dataplane;

@@ -10,9 +10,6 @@ use std::{
 
 use anyhow::{bail, Context as _, Result};
 
-/// `BPF_FS_MAGIC` from linux/magic.h.
-const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
-
 /// Fails with a clear message unless we run as root (or with CAP_BPF and
 /// CAP_NET_ADMIN, which euid 0 stands in for here).
 pub fn require_root() -> Result<()> {
@@ -22,29 +19,11 @@ pub fn require_root() -> Result<()> {
     Ok(())
 }
 
-/// Fails with a clear message unless `dir`'s bpffs mount exists: pinned
-/// maps and links can only live on a bpf filesystem.
+/// Fails with a clear message unless `dir` is on the host's bpffs: pinned
+/// maps and links can only live on a bpf filesystem, and only the host's
+/// holds the running dataplane (see [`crate::bpffs`]).
 pub fn require_bpffs(dir: &Path) -> Result<()> {
-    let mount = dir
-        .ancestors()
-        .find(|p| p.exists())
-        .unwrap_or_else(|| Path::new("/"));
-    let c = CString::new(mount.as_os_str().as_encoded_bytes())?;
-    let mut st: libc::statfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statfs(c.as_ptr(), &mut st) } != 0 {
-        bail!(
-            "statfs {}: {}",
-            mount.display(),
-            std::io::Error::last_os_error()
-        );
-    }
-    if st.f_type as i64 != BPF_FS_MAGIC {
-        bail!(
-            "{} is not on a bpf filesystem; mount it with: mount -t bpf bpf /sys/fs/bpf",
-            dir.display()
-        );
-    }
-    Ok(())
+    crate::bpffs::require(dir)
 }
 
 /// Moves the calling thread into the named network namespace (as created by

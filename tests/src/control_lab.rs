@@ -5,7 +5,7 @@
 
 use std::{
     path::PathBuf,
-    process::{Command, Stdio},
+    process::{Child, Command, Stdio},
     time::{Duration, Instant},
 };
 
@@ -219,6 +219,21 @@ impl ControlPlane {
         underlay_io: &str,
         state: &std::path::Path,
     ) -> Proc {
+        let cmd = self.tunnel_agent_cmd(gw, pins, region, underlay, underlay_io, state);
+        teardown::spawn(&mut cmd.command()).expect("start peering-agent run")
+    }
+
+    /// The command line of [`ControlPlane::tunnel_agent`], to start again
+    /// and again (a supervisor restarting it).
+    pub fn tunnel_agent_cmd(
+        &self,
+        gw: &Netns,
+        pins: &PinDir,
+        region: &str,
+        underlay: &str,
+        underlay_io: &str,
+        state: &std::path::Path,
+    ) -> AgentCmd {
         let state = state.to_string_lossy();
         let args = [
             "--underlay",
@@ -228,27 +243,67 @@ impl ControlPlane {
             "--state-dir",
             &state,
         ];
-        self.spawn_agent(gw, pins, region, &args)
+        self.agent_cmd(gw, pins, region, &args)
     }
 
     fn spawn_agent(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> Proc {
-        teardown::spawn(
-            Command::new(bin("peering-agent"))
-                .arg("--netns")
-                .arg(&gw.name)
-                .arg("--pin-dir")
-                .arg(&pins.path)
-                .args(["run", "--region", region, "--db"])
-                .arg(&self.db)
-                .args(extra)
-                .stdout(Stdio::null())
-                .stderr(if self.verbose {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                }),
-        )
-        .expect("start peering-agent run")
+        teardown::spawn(&mut self.agent_cmd(gw, pins, region, extra).command())
+            .expect("start peering-agent run")
+    }
+
+    fn agent_cmd(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> AgentCmd {
+        let mut args: Vec<String> = vec![
+            "--netns".into(),
+            gw.name.clone(),
+            "--pin-dir".into(),
+            pins.path.to_string_lossy().into_owned(),
+            "run".into(),
+            "--region".into(),
+            region.into(),
+            "--db".into(),
+            self.db.to_string_lossy().into_owned(),
+        ];
+        args.extend(extra.iter().map(|a| a.to_string()));
+        AgentCmd {
+            args,
+            verbose: self.verbose,
+            log: None,
+        }
+    }
+}
+
+/// A `peering-agent` command line that can be started any number of times.
+#[derive(Clone)]
+pub struct AgentCmd {
+    pub args: Vec<String>,
+    pub verbose: bool,
+    /// Append the agent's log here instead of the test's stderr.
+    pub log: Option<PathBuf>,
+}
+
+impl AgentCmd {
+    /// Starts it as a child that dies with the spawning thread (a
+    /// supervisor's, which outlives it).
+    pub fn spawn(&self) -> Child {
+        teardown::die_with_parent(&mut self.command())
+            .spawn()
+            .expect("start peering-agent run")
+    }
+
+    pub fn command(&self) -> Command {
+        let stderr = match &self.log {
+            Some(path) => std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map(Stdio::from)
+                .expect("agent log file"),
+            None if self.verbose => Stdio::inherit(),
+            None => Stdio::null(),
+        };
+        let mut cmd = Command::new(bin("peering-agent"));
+        cmd.args(&self.args).stdout(Stdio::null()).stderr(stderr);
+        cmd
     }
 }
 

@@ -25,6 +25,7 @@ use peering_userspace::gateway::TunnelStats;
 use crate::{
     control_lab::{eventually, Account, ControlPlane, Proc},
     lab::{host, unique, veth, Netns, PinDir},
+    supervisor::Supervisor,
 };
 
 pub const REGION_1: &str = "us-east-1";
@@ -51,6 +52,8 @@ pub struct Gateway {
     /// `peering-agent run --underlay-io` value.
     pub underlay_io: &'static str,
     agent: Option<Proc>,
+    /// The agent under a supervisor that restarts it (instead of `agent`).
+    pub supervisor: Option<Supervisor>,
 }
 
 impl Gateway {
@@ -65,6 +68,7 @@ impl Gateway {
             underlay,
             underlay_io: "af-xdp",
             agent: None,
+            supervisor: None,
         }
     }
 
@@ -85,11 +89,18 @@ impl Gateway {
     /// Stops the agent (the pinned dataplane stays).
     pub fn stop_agent(&mut self) {
         self.agent = None;
+        self.supervisor = None;
+    }
+
+    /// The log of the supervised agent (every start appends to it).
+    pub fn agent_log_path(&self) -> PathBuf {
+        self.state.join("agent.log")
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        self.supervisor = None;
         self.agent = None;
         crate::teardown::remove_path(&self.state);
     }
@@ -148,6 +159,14 @@ impl InterRegionLab {
         for (gw, addr, wan_if, wan_addr, other) in legs {
             veth(&gw.ns, "underlay", &wan, wan_if);
             let ns = &gw.ns;
+            // No IPv6 on the underlay: the kernel's router solicitations
+            // would show in the captures of what crosses it.
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
+            wan.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{wan_if}.disable_ipv6=1"),
+            ]);
             ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
             wan.exec_ok(&["ip", "link", "set", wan_if, "mtu", UNDERLAY_MTU]);
             ns.exec_ok(&[
@@ -219,6 +238,28 @@ impl InterRegionLab {
             gw.underlay,
             gw.underlay_io,
             &gw.state,
+        ));
+    }
+
+    /// Replaces gateway `n`'s agent with one under a [`Supervisor`] that
+    /// starts it again `restart_sec` after it exits, as systemd does for
+    /// the shipped unit. Its log goes to [`Gateway::agent_log_path`].
+    pub fn supervise_agent(&mut self, n: u8, restart_sec: Duration) {
+        let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
+        gw.stop_agent();
+        std::fs::create_dir_all(&gw.state).expect("state directory");
+        let mut cmd = self.cp.tunnel_agent_cmd(
+            &gw.ns,
+            &gw.pins,
+            gw.region,
+            gw.underlay,
+            gw.underlay_io,
+            &gw.state,
+        );
+        cmd.log = Some(gw.agent_log_path());
+        gw.supervisor = Some(Supervisor::start(
+            Box::new(move || cmd.spawn()),
+            restart_sec,
         ));
     }
 

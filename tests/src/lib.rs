@@ -6,6 +6,7 @@ pub mod control_lab;
 pub mod frame;
 pub mod inter_region;
 pub mod lab;
+pub mod supervisor;
 pub mod teardown;
 pub mod verdict;
 pub mod world;

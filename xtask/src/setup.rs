@@ -7,7 +7,9 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 
 /// Debian packages: LLVM for bpf-linker, and the tools the tests and demo
-/// run (ip, ping, iperf3, tcpdump, ethtool).
+/// run (ip, ping, iperf3, tcpdump, ethtool, and `systemd-analyze` to verify
+/// the shipped units; installing `systemd` starts nothing where it is not
+/// PID 1).
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -15,6 +17,7 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "ethtool",
+    "systemd",
 ];
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release known to work with LLVM 22 and aya 0.14.

@@ -246,7 +246,10 @@ fn parse_mac(s: &str) -> Result<[u8; 6]> {
 }
 
 fn main() -> ExitCode {
-    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    // Milliseconds: a restart's start-up steps take a few each.
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
@@ -258,6 +261,11 @@ fn main() -> ExitCode {
 }
 
 fn run(cli: Cli) -> Result<()> {
+    // Before entering --netns: refuse `ip netns exec` up front, naming the
+    // namespace the caller is in.
+    if !matches!(cli.cmd, Cmd::TunnelStats { .. }) {
+        sys::require_bpffs(&cli.pin_dir)?;
+    }
     if let Some(ns) = &cli.netns {
         sys::enter_netns(ns)?;
     }

@@ -9,7 +9,11 @@
 //! TX/completion rings. A frame is never dropped from either cycle (the
 //! XDP-NOTES pitfall: a starved fill ring stops reception for good).
 
-use std::{num::NonZeroU32, ptr::NonNull};
+use std::{
+    num::NonZeroU32,
+    ptr::NonNull,
+    time::{Duration, Instant},
+};
 
 use anyhow::{anyhow, Context as _, Result};
 use xdpilone::{
@@ -28,6 +32,9 @@ const FRAME: u32 = 2048;
 /// (Linux 6.16+; older kernels refuse it and keep 32).
 const XDP_MAX_TX_SKB_BUDGET: libc::c_int = 9;
 const SOL_XDP: libc::c_int = 283;
+/// How long, and how often, a bind is retried (see [`XskPort::bind`]).
+const BIND_RETRY_FOR: Duration = Duration::from_secs(1);
+const BIND_RETRY_EVERY: Duration = Duration::from_millis(3);
 /// Bytes of XDP metadata the program writes in front of a frame.
 pub const META_LEN: usize = 4;
 
@@ -123,18 +130,26 @@ unsafe impl Send for XskPort {}
 
 impl XskPort {
     /// Creates the socket and binds it. Copy mode: veth has no zero-copy.
-    /// Binding right after a previous socket on the same queue closed can
-    /// fail with EBUSY for a few tens of milliseconds, so it is retried.
+    /// Binding right after a previous socket on the same queue closed (an
+    /// agent restarting after a crash) fails with EBUSY for 20–40 ms on a
+    /// veth, so it is retried, often: each retry is traffic the tunnel is
+    /// not carrying yet.
     pub fn bind(ifindex: u32, queue: u32) -> Result<Self> {
-        let mut last = None;
-        for _ in 0..20 {
+        let deadline = Instant::now() + BIND_RETRY_FOR;
+        let mut tries = 0u32;
+        loop {
+            tries += 1;
             match Self::try_bind(ifindex, queue) {
-                Ok(port) => return Ok(port),
-                Err(e) => last = Some(e),
+                Ok(port) => {
+                    if tries > 1 {
+                        log::info!("ifindex {ifindex} queue {queue}: bound at try {tries}");
+                    }
+                    return Ok(port);
+                }
+                Err(e) if Instant::now() >= deadline => return Err(e),
+                Err(_) => std::thread::sleep(BIND_RETRY_EVERY),
             }
-            std::thread::sleep(std::time::Duration::from_millis(25));
         }
-        Err(last.unwrap_or_else(|| anyhow!("bind never tried")))
     }
 
     fn try_bind(ifindex: u32, queue: u32) -> Result<Self> {
