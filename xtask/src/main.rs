@@ -1,8 +1,9 @@
-//! `cargo xtask`: one-command setup, build, test, benchmark and demo.
+//! `cargo xtask`: one-command setup, build, test, fuzzing, benchmark and demo.
 //!
 //! This crate depends on nothing that needs the eBPF toolchain, so it
 //! builds on a fresh machine and can install that toolchain itself.
 
+mod fuzz;
 mod setup;
 
 use std::process::{Command, ExitCode, Stdio};
@@ -31,9 +32,23 @@ enum Cmd {
         /// Skip the setup step.
         #[arg(long)]
         no_setup: bool,
+        /// Seconds each fuzz target runs after the test suite (0: none).
+        #[arg(long, default_value_t = 5)]
+        fuzz_secs: u64,
         /// Extra arguments for `cargo test` (after `--`).
         #[arg(last = true)]
         args: Vec<String>,
+    },
+    /// Build the fuzz targets (cargo-fuzz, nightly) and run each for a while;
+    /// fails if any finds a crash, naming the reproducer.
+    Fuzz {
+        #[arg(long)]
+        no_setup: bool,
+        /// Seconds per target.
+        #[arg(long, default_value_t = 60)]
+        secs: u64,
+        /// Run only this target (default: every target `cargo fuzz list` shows).
+        target: Option<String>,
     },
     /// Set up if needed, then report dataplane performance figures.
     Bench {
@@ -64,11 +79,35 @@ fn run(cmd: Cmd) -> Result<()> {
     match cmd {
         Cmd::Setup => setup::run(),
         Cmd::Build { release } => build(release),
-        Cmd::Test { no_setup, args } => {
+        Cmd::Test {
+            no_setup,
+            fuzz_secs,
+            args,
+        } => {
             if !no_setup {
                 setup::run()?;
             }
-            test(&args)
+            test(&args, fuzz_secs)
+        }
+        Cmd::Fuzz {
+            no_setup,
+            secs,
+            target,
+        } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            let outcomes = fuzz::run(secs, target.as_deref())?;
+            let failed = fuzz::failed(&outcomes);
+            println!(
+                "{} passed, {} failed",
+                outcomes.len() - failed.len(),
+                failed.len()
+            );
+            if !failed.is_empty() {
+                bail!("fuzz targets crashed: {}", failed.join(", "));
+            }
+            Ok(())
         }
         Cmd::Bench { no_setup } => {
             if !no_setup {
@@ -124,8 +163,9 @@ fn cargo(args: &[&str]) -> Result<()> {
 }
 
 /// Builds the binaries the end-to-end tests drive, runs the whole suite,
-/// and closes with one summary line over all test binaries.
-fn test(extra: &[String]) -> Result<()> {
+/// then each fuzz target for `fuzz_secs` seconds (each counts as one test),
+/// and closes with one summary line over all of it.
+fn test(extra: &[String], fuzz_secs: u64) -> Result<()> {
     build(false)?;
     sweep_stale_labs();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
@@ -148,6 +188,9 @@ fn test(extra: &[String]) -> Result<()> {
         "\nall test binaries: {} passed, {} failed, {} ignored",
         totals.passed, totals.failed, totals.ignored
     );
+    if fuzz_secs > 0 {
+        totals.add_fuzz(fuzz_secs);
+    }
     println!("{} passed, {} failed", totals.passed, totals.failed);
     if !status.success() || totals.failed > 0 {
         bail!("tests failed");
@@ -192,6 +235,25 @@ struct Totals {
 }
 
 impl Totals {
+    /// Runs every fuzz target briefly; each counts as one test, and a
+    /// build failure as one failed test.
+    fn add_fuzz(&mut self, secs: u64) {
+        println!("\nfuzz targets, {secs} s each:");
+        match fuzz::run(secs, None) {
+            Ok(outcomes) => {
+                let failed = fuzz::failed(&outcomes);
+                let (n, bad) = (outcomes.len() as u64, failed.len() as u64);
+                println!("fuzz targets: {} passed, {bad} failed {failed:?}", n - bad);
+                self.passed += n - bad;
+                self.failed += bad;
+            }
+            Err(e) => {
+                println!("fuzz targets: not run: {e:#}");
+                self.failed += 1;
+            }
+        }
+    }
+
     /// Adds a libtest summary: `test result: ok. 3 passed; 0 failed; 1 ignored; …`.
     fn add(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {

@@ -22,6 +22,9 @@ const PACKAGES: &[&str] = &[
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release known to work with LLVM 22 and aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The cargo-fuzz release `cargo xtask fuzz` is used with (builds with
+/// `--locked` on the stable toolchain; runs targets on nightly).
+const CARGO_FUZZ_VERSION: &str = "0.13.1";
 
 pub fn run() -> Result<()> {
     if euid() != 0 {
@@ -33,6 +36,7 @@ pub fn run() -> Result<()> {
     apt_packages()?;
     nightly_rust_src()?;
     bpf_linker()?;
+    cargo_fuzz()?;
     bpffs()?;
     println!("setup: everything is in place");
     Ok(())
@@ -159,6 +163,31 @@ fn bpf_linker() -> Result<()> {
     }
     if !quiet(Command::new("bpf-linker").arg("--version")) {
         bail!("bpf-linker installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn cargo_fuzz() -> Result<()> {
+    if crate::fuzz::available() {
+        println!("setup: cargo-fuzz present");
+        return Ok(());
+    }
+    println!("setup: building cargo-fuzz {CARGO_FUZZ_VERSION} (a few minutes)");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "cargo-fuzz",
+            "--version",
+            CARGO_FUZZ_VERSION,
+            "--locked",
+        ])
+        .status()
+        .context("running cargo install")?;
+    if !status.success() {
+        bail!("cargo install cargo-fuzz failed");
+    }
+    if !crate::fuzz::available() {
+        bail!("cargo-fuzz installed but `cargo fuzz` does not run: add ~/.cargo/bin to PATH");
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use crate::api::filters;
 use crate::api::types::*;
 use crate::control::account::Call;
 use crate::control::error::ApiError;
-use crate::control::ids::RngIds;
+use crate::control::ids::{IdSource, RngIds};
 use crate::control::peering::{CreatePeering, ModifyPeeringOptions};
 use crate::control::state::State;
 use crate::control::store::Store;
@@ -80,11 +80,22 @@ pub fn execute<S: Store>(
     call: &Call,
     body: &[u8],
 ) -> Result<Value, Fault> {
-    let mut ids = RngIds::from_os();
+    execute_with(store, &mut RngIds::from_os(), action, call, body)
+}
+
+/// [`execute`] with the source of new resource ids passed in, so a caller
+/// (a test, a fuzz target) can make the ids predictable.
+pub fn execute_with<S: Store>(
+    store: &S,
+    ids: &mut dyn IdSource,
+    action: &str,
+    call: &Call,
+    body: &[u8],
+) -> Result<Value, Fault> {
     match action {
         "CreateVpc" => {
             let r: CreateVpcRequest = decode(body)?;
-            let vpc = write(store, |s| s.create_vpc(call, &mut ids, &r.cidr_block))?;
+            let vpc = write(store, |s| s.create_vpc(call, ids, &r.cidr_block))?;
             ok(VpcResponse { vpc })
         }
         "DeleteVpc" => {
@@ -132,7 +143,7 @@ pub fn execute<S: Store>(
                 interface: r.interface,
                 vlan: r.vlan,
             };
-            let subnet = write(store, |s| s.create_subnet(call, &mut ids, &req))?;
+            let subnet = write(store, |s| s.create_subnet(call, ids, &req))?;
             ok(SubnetResponse { subnet })
         }
         "DeleteSubnet" => {
@@ -153,7 +164,7 @@ pub fn execute<S: Store>(
         }
         "CreateRouteTable" => {
             let r: VpcIdRequest = decode(body)?;
-            let route_table = write(store, |s| s.create_route_table(call, &mut ids, &r.vpc_id))?;
+            let route_table = write(store, |s| s.create_route_table(call, ids, &r.vpc_id))?;
             ok(RouteTableResponse { route_table })
         }
         "DeleteRouteTable" => {
@@ -175,7 +186,7 @@ pub fn execute<S: Store>(
         "AssociateRouteTable" => {
             let r: AssociateRouteTableRequest = decode(body)?;
             let association_id = write(store, |s| {
-                s.associate_route_table(call, &mut ids, &r.route_table_id, &r.subnet_id)
+                s.associate_route_table(call, ids, &r.route_table_id, &r.subnet_id)
             })?;
             ok(AssociateRouteTableResponse { association_id })
         }
@@ -218,9 +229,7 @@ pub fn execute<S: Store>(
                 peer_owner_id: r.peer_owner_id,
                 peer_region: r.peer_region,
             };
-            let pcx = write(store, |s| {
-                s.create_vpc_peering_connection(call, &mut ids, &req)
-            })?;
+            let pcx = write(store, |s| s.create_vpc_peering_connection(call, ids, &req))?;
             ok(VpcPeeringConnectionResponse {
                 vpc_peering_connection: pcx,
             })

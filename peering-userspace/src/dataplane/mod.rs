@@ -15,7 +15,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use anyhow::{anyhow, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     programs::{
         links::{FdLink, PinnedLink},
@@ -80,6 +80,11 @@ impl Dataplane {
 
     pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
         sys::require_root()?;
+        if EBPF_OBJECT.is_empty() {
+            bail!(
+                "this build embeds no XDP object (built with AYA_BUILD_SKIP=1): rebuild without it"
+            );
+        }
         let Some(dir) = pin_dir else {
             return Self::load_unpinned();
         };

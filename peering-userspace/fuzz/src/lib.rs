@@ -1,0 +1,29 @@
+//! The checks behind the fuzz targets, as plain functions over bytes: each
+//! `fuzz_targets/NAME.rs` is one line calling [`TARGETS`]'s entry, and the
+//! tests here run every seed and every committed corpus file through the
+//! same functions without libFuzzer.
+//!
+//! Every check panics on a broken property; libFuzzer records the input
+//! that did it under `artifacts/NAME/`.
+
+pub mod api;
+pub mod frame;
+pub mod seeds;
+pub mod shorthand;
+pub mod tunnel;
+
+/// Every target by name, with its check. `cargo xtask fuzz` takes the
+/// list from `cargo fuzz list`; this table serves the seeds and the tests.
+pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+    ("tunnel_wire", tunnel::wire),
+    ("tunnel_open", tunnel::open),
+    ("tunnel_seal", tunnel::seal),
+    ("gateway_frame", frame::check),
+    ("api_request", api::check),
+    ("cli_shorthand", shorthand::check),
+];
+
+/// The check of target `name`.
+pub fn target(name: &str) -> Option<fn(&[u8])> {
+    TARGETS.iter().find(|(n, _)| *n == name).map(|(_, f)| *f)
+}
