@@ -35,6 +35,19 @@ const SOL_XDP: libc::c_int = 283;
 /// How long, and how often, a bind is retried (see [`XskPort::bind`]).
 const BIND_RETRY_FOR: Duration = Duration::from_secs(1);
 const BIND_RETRY_EVERY: Duration = Duration::from_millis(3);
+/// Other failures are retried too (as they always were), less often.
+const BIND_RETRY_OTHER: Duration = Duration::from_millis(25);
+
+/// A bind refused with EBUSY: the queue's previous socket is still being
+/// released.
+#[derive(Debug)]
+struct QueueBusy;
+
+impl std::fmt::Display for QueueBusy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the queue's previous AF_XDP socket is still being released")
+    }
+}
 /// Bytes of XDP metadata the program writes in front of a frame.
 pub const META_LEN: usize = 4;
 
@@ -147,7 +160,12 @@ impl XskPort {
                     return Ok(port);
                 }
                 Err(e) if Instant::now() >= deadline => return Err(e),
-                Err(_) => std::thread::sleep(BIND_RETRY_EVERY),
+                // Each try maps and populates a UMEM: only a busy queue,
+                // which frees itself soon, is worth trying often.
+                Err(e) if e.downcast_ref::<QueueBusy>().is_some() => {
+                    std::thread::sleep(BIND_RETRY_EVERY)
+                }
+                Err(_) => std::thread::sleep(BIND_RETRY_OTHER),
             }
         }
     }
@@ -191,10 +209,15 @@ impl XskPort {
             .map_tx()
             .map_err(|e| anyhow!("mapping the TX ring: errno {}", e.get_raw()))?;
         umem.bind(&user).map_err(|e| {
-            anyhow!(
+            let err = anyhow!(
                 "binding to ifindex {ifindex} queue {queue}: errno {}",
                 e.get_raw()
-            )
+            );
+            if e.get_raw() == libc::EBUSY {
+                err.context(QueueBusy)
+            } else {
+                err
+            }
         })?;
         raise_tx_budget(user.as_raw_fd());
         // The first half of the UMEM feeds the fill ring, once.
