@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod gateway;
+pub mod hosts;
 pub mod report;
 pub mod sys;
 pub mod tunnel;

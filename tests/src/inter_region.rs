@@ -24,7 +24,7 @@ use peering_userspace::gateway::TunnelStats;
 
 use crate::{
     control_lab::{eventually, Account, ControlPlane, Proc},
-    lab::{host, unique, veth, Netns, PinDir},
+    lab::{announce, host, unique, veth, Netns, PinDir},
 };
 
 pub const REGION_1: &str = "us-east-1";
@@ -166,12 +166,8 @@ impl InterRegionLab {
         veth(&gw1.ns, "vpc-a", &a, "eth0");
         veth(&gw2.ns, "vpc-b", &b, "eth0");
         veth(&gw2.ns, "vpc-c", &c, "eth0");
-        gw1.ns
-            .exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
-        gw2.ns
-            .exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
-        gw2.ns
-            .exec_ok(&["ip", "addr", "add", "10.3.0.1/24", "dev", "vpc-c"]);
+        // No address on the VPC ports: the agents put each subnet's router
+        // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
         host(&a, "10.1.0.10/24", "10.1.0.1");
         host(&b, "10.2.0.10/24", "10.2.0.1");
         host(&c, "10.3.0.10/24", "10.3.0.1");
@@ -239,9 +235,11 @@ impl InterRegionLab {
 
     /// Hosts resolve their gateway, so the gateways learn their MACs.
     pub fn hosts_announce(&self) {
-        self.a.ping("10.1.0.1", 1);
-        self.b.ping("10.2.0.1", 1);
-        self.c.ping("10.3.0.1", 1);
+        announce(&[
+            (&self.a, "10.1.0.1"),
+            (&self.b, "10.2.0.1"),
+            (&self.c, "10.3.0.1"),
+        ]);
     }
 
     /// Peers `from_vpc` (owned by `from`, in `from_region`) with `to_vpc`,

@@ -19,6 +19,7 @@
 //! exist; all of that arrives as [`Update`]s on a channel. The thread sleeps
 //! in poll(2) when there is nothing to move.
 
+pub mod addr;
 pub mod frame;
 pub mod nexthop;
 pub mod table;
@@ -32,7 +33,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, Sender, TryRecvError},
+        mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError},
         Arc,
     },
     thread::JoinHandle,
@@ -170,7 +171,13 @@ pub struct Tunnel {
     af_xdp: bool,
     thread: Option<JoinHandle<()>>,
     rotation_needed: Arc<AtomicBool>,
+    unresolved: Receiver<(u32, Ipv4Addr)>,
 }
+
+/// Hosts the tunnel found no MAC for, queued for the agent to resolve;
+/// beyond this the drop is still counted, but the host is not queued
+/// (`resolve_queue_full`).
+const UNRESOLVED_QUEUE: usize = 64;
 
 impl Tunnel {
     /// Binds the underlay socket and the AF_XDP sockets (failing here, not
@@ -196,9 +203,11 @@ impl Tunnel {
             None => None,
         };
         let (updates, rx) = mpsc::channel();
+        let (unresolved_tx, unresolved) = mpsc::sync_channel(UNRESOLVED_QUEUE);
         let rotation_needed = Arc::new(AtomicBool::new(false));
         let af_xdp = xdp.is_some();
         let mut worker = Worker::new(params, underlay, xdp, rx, rotation_needed.clone());
+        worker.unresolved = Some(unresolved_tx);
         let thread = std::thread::Builder::new()
             .name("tunnel".into())
             .spawn(move || worker.run())
@@ -208,7 +217,14 @@ impl Tunnel {
             af_xdp,
             thread: Some(thread),
             rotation_needed,
+            unresolved,
         })
+    }
+
+    /// Hosts (ifindex, address) a packet from the tunnel found no MAC for
+    /// since the last call: the agent asks the kernel to resolve them.
+    pub fn take_unresolved(&self) -> Vec<(u32, Ipv4Addr)> {
+        self.unresolved.try_iter().take(UNRESOLVED_QUEUE).collect()
     }
 
     /// True (once) when the current key nears its usage limit and the
@@ -254,6 +270,8 @@ struct Worker {
     last_stats: Instant,
     last_tick: Instant,
     rotation_needed: Arc<AtomicBool>,
+    /// Where hosts without a MAC are reported (bounded).
+    unresolved: Option<SyncSender<(u32, Ipv4Addr)>>,
 }
 
 impl Worker {
@@ -283,6 +301,7 @@ impl Worker {
             last_stats: Instant::now(),
             last_tick: Instant::now(),
             rotation_needed,
+            unresolved: None,
         }
     }
 
@@ -460,6 +479,16 @@ impl Worker {
         }
     }
 
+    /// Queues a host without a MAC for the agent to resolve.
+    fn report_unresolved(&mut self, pcx: u32, dst: Ipv4Addr) {
+        let (Some(tx), Some(ifindex)) = (&self.unresolved, self.table.port_of(pcx, dst)) else {
+            return;
+        };
+        if let Err(TrySendError::Full(_)) = tx.try_send((ifindex, dst)) {
+            *self.drops.entry("resolve_queue_full").or_default() += 1;
+        }
+    }
+
     fn drop_for_peering(&mut self, pcx: u32, reason: PolicyDrop) {
         self.by_peering.entry(pcx).or_default().policy_drops += 1;
         *self.drops.entry(reason.name()).or_default() += 1;
@@ -531,6 +560,12 @@ impl Worker {
         gw.opened_bytes += packet.len() as u64;
         let delivery = match delivery {
             Ok(d) => d,
+            Err(PolicyDrop::NoNeighbour) => {
+                if let Some((_, dst)) = frame::addresses(packet) {
+                    self.report_unresolved(opened.pcx_dp_id, dst);
+                }
+                return self.drop_for_peering(opened.pcx_dp_id, PolicyDrop::NoNeighbour);
+            }
             Err(reason) => return self.drop_for_peering(opened.pcx_dp_id, reason),
         };
         let pcx = self.by_peering.entry(opened.pcx_dp_id).or_default();
