@@ -161,6 +161,13 @@ impl InterRegionLab {
                 wan_if,
             ]);
             ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
+            // The underlay is IPv4: no IPv6 router solicitations on it.
+            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
+            wan.exec_ok(&[
+                "sysctl",
+                "-qw",
+                &format!("net.ipv6.conf.{wan_if}.disable_ipv6=1"),
+            ]);
             ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
         }
         veth(&gw1.ns, "vpc-a", &a, "eth0");
@@ -215,6 +222,13 @@ impl InterRegionLab {
     /// VPCs A (region 1, account A), B and C (region 2, accounts B and C),
     /// each with one subnet on its gateway port.
     pub fn vpcs(&self) -> Vpcs {
+        let v = self.quiet_vpcs();
+        self.hosts_announce();
+        v
+    }
+
+    /// [`InterRegionLab::vpcs`] with hosts that have sent nothing.
+    pub fn quiet_vpcs(&self) -> Vpcs {
         let cp = &self.cp;
         let a = cp.create_vpc(&self.acct_a, REGION_1, "10.1.0.0/16");
         let b = cp.create_vpc(&self.acct_b, REGION_2, "10.2.0.0/16");
@@ -222,7 +236,6 @@ impl InterRegionLab {
         cp.create_subnet(&self.acct_a, REGION_1, &a, "10.1.0.0/24", "vpc-a");
         cp.create_subnet(&self.acct_b, REGION_2, &b, "10.2.0.0/24", "vpc-b");
         cp.create_subnet(&self.acct_c, REGION_2, &c, "10.3.0.0/24", "vpc-c");
-        self.hosts_announce();
         Vpcs {
             rtb_a: cp.main_route_table(&self.acct_a, REGION_1, &a),
             rtb_b: cp.main_route_table(&self.acct_b, REGION_2, &b),

@@ -119,11 +119,16 @@ pub fn host(ns: &Netns, addr: &str, gw: &str) {
     ns.exec_ok(&["ethtool", "-K", "eth0", "gro", "on", "tx", "off"]);
 }
 
-/// Each host pings its router until it answers, for up to 5 s each.
+/// Each host pings its router until it answers (the agent adds router
+/// addresses within a poll), for up to 5 s each.
 pub fn announce(hosts: &[(&Netns, &str)]) {
     for (ns, router) in hosts {
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-        while !ns.ping(router, 1) && std::time::Instant::now() < deadline {}
+        let once = || {
+            let argv = ["ping", "-n", "-q", "-c", "1", "-W", "0.2", router];
+            run(&mut ns.cmd(&argv)).status.success()
+        };
+        while !once() && std::time::Instant::now() < deadline {}
     }
 }
 

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use peering_tests::{
     control_lab::{eventually, ControlPlane},
+    inter_region::{InterRegionLab, REGION_1, REGION_2},
     lab::{Agent, IntraRegionLab},
 };
 
@@ -96,4 +97,31 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
         "router address removed with its subnet"
     );
     assert!(has_addr(&lab, "vpc-b", "10.2.0.1/24"));
+}
+
+/// Across regions: C has sent nothing when A first pings it. The
+/// receiving gateway's tunnel finds no MAC for C, counts the drop, and has
+/// its agent resolve C; the ping then crosses.
+#[test]
+fn a_quiet_host_in_another_region_is_reached() {
+    let lab = InterRegionLab::new(false, &[]);
+    let v = lab.quiet_vpcs();
+    lab.wait_for_keys();
+    let cp = &lab.cp;
+    let pcx = cp.request_peering(&lab.acct_a, REGION_1, &v.a, &v.c, &lab.acct_c.id, REGION_2);
+    cp.peering_action(&lab.acct_c, REGION_2, "accept-vpc-peering-connection", &pcx);
+    cp.create_route(&lab.acct_a, REGION_1, &v.rtb_a, "10.3.0.0/16", &pcx);
+    cp.create_route(&lab.acct_c, REGION_2, &v.rtb_c, "10.1.0.0/16", &pcx);
+    let gw2 = lab.gateway(2);
+    let neigh = gw2
+        .ns
+        .exec_ok(&["ip", "neigh", "show", "10.3.0.10", "dev", "vpc-c"]);
+    assert!(neigh.trim().is_empty(), "C is unknown: {neigh}");
+    assert!(
+        eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
+        "A reaches C, which had sent nothing"
+    );
+    let dropped = gw2.tunnel_stats().drop_count("no_neighbour");
+    assert!(dropped >= 1, "the first packet was dropped and counted");
+    assert_eq!(gw2.tunnel_stats().drop_count("resolve_queue_full"), 0);
 }
