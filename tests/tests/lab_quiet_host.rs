@@ -16,6 +16,14 @@ const REGION: &str = "us-east-1";
 const OWNER_A: &str = "111111111111";
 const OWNER_B: &str = "222222222222";
 
+/// One lab at a time: two labs and their agents on two CPUs make the
+/// first-packet timing a test of the scheduler.
+static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_lab() -> std::sync::MutexGuard<'static, ()> {
+    ONE_LAB.lock().unwrap_or_else(|e| e.into_inner())
+}
+
 /// True when `dev` of the gateway holds `addr` (e.g. `10.1.0.1/24`).
 fn has_addr(lab: &IntraRegionLab, dev: &str, addr: &str) -> bool {
     lab.gw
@@ -25,6 +33,7 @@ fn has_addr(lab: &IntraRegionLab, dev: &str, addr: &str) -> bool {
 
 #[test]
 fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
+    let _serial = one_lab();
     let lab = IntraRegionLab::network(false);
     let cp = ControlPlane::start(false);
     let a = cp.account(OWNER_A);
@@ -45,7 +54,7 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
     let routers =
         || has_addr(&lab, "vpc-a", "10.1.0.1/24") && has_addr(&lab, "vpc-b", "10.2.0.1/24");
     assert!(
-        eventually(Duration::from_secs(3), routers),
+        eventually(Duration::from_secs(5), routers),
         "router addresses configured by the agent"
     );
 
@@ -60,7 +69,7 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
             .try_ok(&["show"])
             .is_some_and(|s| s.lines().filter(|l| l.contains("-> local-peer")).count() == 2)
     };
-    assert!(eventually(Duration::from_secs(3), programmed));
+    assert!(eventually(Duration::from_secs(5), programmed));
 
     // B has sent nothing: the gateway knows no MAC for it.
     let neigh = lab
@@ -72,11 +81,16 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
 
     // A pings B: the first packets may be dropped while the gateway
     // resolves B, then it answers.
+    let start = std::time::Instant::now();
     assert!(
-        eventually(Duration::from_secs(3), || lab.a.ping("10.2.0.10", 1)),
+        eventually(Duration::from_secs(5), || lab.a.ping("10.2.0.10", 1)),
         "B answers within a few seconds"
     );
     let dropped = stats.stat("drop_no_neighbour");
+    eprintln!(
+        "quiet host reached after {:?}, {dropped} packet(s) dropped",
+        start.elapsed()
+    );
     assert!(dropped >= 1, "the first packet was dropped and counted");
     assert_eq!(stats.stat("drop_no_neighbour_ring_full"), 0);
     assert!(
@@ -89,7 +103,7 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
     // A subnet that goes takes its router address with it.
     cp.peerctl(&a, REGION, &["delete-subnet", "--subnet-id", &sub_a]);
     assert!(
-        eventually(Duration::from_secs(3), || !has_addr(
+        eventually(Duration::from_secs(5), || !has_addr(
             &lab,
             "vpc-a",
             "10.1.0.1/24"
@@ -104,6 +118,7 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
 /// its agent resolve C; the ping then crosses.
 #[test]
 fn a_quiet_host_in_another_region_is_reached() {
+    let _serial = one_lab();
     let lab = InterRegionLab::new(false, &[]);
     let v = lab.quiet_vpcs();
     lab.wait_for_keys();
@@ -117,11 +132,16 @@ fn a_quiet_host_in_another_region_is_reached() {
         .ns
         .exec_ok(&["ip", "neigh", "show", "10.3.0.10", "dev", "vpc-c"]);
     assert!(neigh.trim().is_empty(), "C is unknown: {neigh}");
+    let start = std::time::Instant::now();
     assert!(
         eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C, which had sent nothing"
     );
     let dropped = gw2.tunnel_stats().drop_count("no_neighbour");
+    eprintln!(
+        "quiet host in another region reached after {:?}, {dropped} dropped",
+        start.elapsed()
+    );
     assert!(dropped >= 1, "the first packet was dropped and counted");
     assert_eq!(gw2.tunnel_stats().drop_count("resolve_queue_full"), 0);
 }
