@@ -24,6 +24,7 @@ pub mod maps {
     pub const STATS: &str = "STATS";
     pub const ROUTE_STATS: &str = "ROUTE_STATS";
     pub const UNDERLAY: &str = "UNDERLAY";
+    pub const RESOLVE: &str = "RESOLVE";
 }
 
 /// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
@@ -56,6 +57,18 @@ pub const INTER_REGION_MTU: u16 = 1500;
 /// §4.3.2.8; Linux's defaults are 1000/s with a burst of 50, machine-wide).
 pub const ICMP_RATE_PER_SEC: u64 = 1000;
 pub const ICMP_BURST: u64 = 50;
+
+/// Neighbour resolution requests the XDP program sends the agent (through
+/// [`maps::RESOLVE`]) when a packet's destination host has no MAC yet, per
+/// CPU: a token bucket of [`RESOLVE_BURST`] requests refilled at
+/// [`RESOLVE_RATE_PER_SEC`]. Each request costs the agent one netlink
+/// message; the bound keeps a flood to unknown hosts from costing more.
+pub const RESOLVE_RATE_PER_SEC: u64 = 100;
+pub const RESOLVE_BURST: u64 = 20;
+/// Size of the [`maps::RESOLVE`] ring buffer: a power of two and a whole
+/// number of 4 KiB pages, 1024 records of a [`NeighKey`] (8 bytes) and the
+/// ring's 8-byte record header. The agent drains it every poll interval.
+pub const RESOLVE_RING_BYTES: u32 = 16 * 1024;
 
 /// The 802.1Q tag protocol identifier.
 pub const ETH_P_8021Q: u16 = 0x8100;
@@ -269,7 +282,8 @@ stats! {
     DropDstOutsidePeer = 21, "drop_dst_outside_peer";
     /// No subnet of the peer VPC contains the destination.
     DropNoSubnet = 22, "drop_no_subnet";
-    /// The destination host's MAC is not known.
+    /// The destination host's MAC is not known; the agent was asked to
+    /// resolve it (a [`NeighKey`] in [`maps::RESOLVE`]).
     DropNoNeighbour = 23, "drop_no_neighbour";
     /// The egress interface is missing from the DEVMAP.
     DropRedirectFailed = 24, "drop_redirect_failed";
@@ -284,6 +298,12 @@ stats! {
     /// Would have been answered with an ICMP error, but the gateway's ICMP
     /// rate limit was reached.
     DropIcmpRateLimited = 29, "drop_icmp_rate_limited";
+    /// The destination host's MAC is not known, and the resolution request
+    /// rate limit was reached (nothing was sent to the agent).
+    DropNoNeighbourUnreported = 30, "drop_no_neighbour_unreported";
+    /// The destination host's MAC is not known, and the resolution request
+    /// ring was full.
+    DropNoNeighbourRingFull = 31, "drop_no_neighbour_ring_full";
 }
 
 /// Size of [`maps::STATS`].

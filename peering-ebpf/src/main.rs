@@ -12,6 +12,8 @@ mod pipeline;
 #[cfg(target_arch = "bpf")]
 mod ratelimit;
 #[cfg(target_arch = "bpf")]
+mod resolve;
+#[cfg(target_arch = "bpf")]
 mod rewrite;
 #[cfg(target_arch = "bpf")]
 mod stats;
@@ -28,7 +30,7 @@ mod bpf {
     use aya_ebpf::{
         bindings::xdp_action,
         macros::{map, xdp},
-        maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, XskMap},
+        maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap},
         programs::XdpContext,
     };
     use peering_common::*;
@@ -65,6 +67,12 @@ mod bpf {
     /// The ICMP error rate limit's token bucket, one per CPU.
     #[map(name = "ICMP_BUCKET")]
     pub static ICMP_BUCKET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
+    /// The rate limit on neighbour resolution requests, one bucket per CPU.
+    #[map(name = "RESOLVE_BUCKET")]
+    pub static RESOLVE_BUCKET: PerCpuArray<Bucket> = PerCpuArray::with_max_entries(1, 0);
+    /// Hosts to resolve ([`NeighKey`] records), read by the agent.
+    #[map(name = "RESOLVE")]
+    pub static RESOLVE: RingBuf = RingBuf::with_byte_size(RESOLVE_RING_BYTES, 0);
     /// Per-route counters, indexed by [`RouteValue::counter`].
     #[map(name = "ROUTE_STATS")]
     pub static ROUTE_STATS: PerCpuArray<Counter> =

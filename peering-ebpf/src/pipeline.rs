@@ -12,7 +12,7 @@ use peering_common::{
 use crate::{
     icmp,
     packet::{self, Ipv4, L2},
-    rewrite, stats, EGRESS, IFACES, NEIGHBOURS, ROUTES, SUBNETS, VPC_CIDRS, XSKS,
+    resolve, rewrite, stats, EGRESS, IFACES, NEIGHBOURS, ROUTES, SUBNETS, VPC_CIDRS, XSKS,
 };
 
 type Outcome = (u32, Stat);
@@ -88,9 +88,9 @@ fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, peer_vpc: u32) -> Result<
         ifindex: port.ifindex,
         addr: ip.dst,
     };
-    let mac = unsafe { NEIGHBOURS.get(&neigh) }
-        .ok_or(Stat::DropNoNeighbour)?
-        .mac;
+    let Some(mac) = unsafe { NEIGHBOURS.get(&neigh) }.map(|n| n.mac) else {
+        return Err(resolve::request(&neigh));
+    };
     rewrite::decrement_ttl(ctx, l2.l3, ip.ttl)?;
     rewrite::set_l2(ctx, l2, port.vlan, mac, port.src_mac)?;
     match EGRESS.redirect(port.ifindex, 0) {

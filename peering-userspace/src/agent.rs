@@ -22,12 +22,13 @@ use crate::{
     },
     dataplane::{
         reconcile::{self, Desired, Neighbour, Port},
-        AttachMode, Dataplane,
+        AttachMode, Attached, Dataplane,
     },
     gateway::{
         nexthop::{Resolution, Resolver},
         Link, PortSlots, Tunnel, TunnelParams, TunnelTable, UnderlayIo, UnderlayPort, Update,
     },
+    hosts::Hosts,
     sys,
     tunnel::{counter_floor_from_unix_ms, TunnelConfig},
 };
@@ -71,6 +72,7 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
     startup.step("store opened");
     let mut dp = Dataplane::load(Some(&cfg.pin_dir))?;
     startup.step("dataplane loaded");
+    let mut hosts = Hosts::new(dp.resolve_requests()?)?;
     let mut attached = BTreeSet::new();
     let mut state: Option<(State, Instant)> = None;
     let mut applied: Option<Applied> = None;
@@ -97,9 +99,14 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             if tunnel.as_ref().is_some_and(|t| !t.tunnel.is_running()) {
                 bail!("the tunnel thread stopped");
             }
-            if tunnel.is_none() {
+            // Maps an upgrade recreated are filled (by a reconciliation)
+            // before the underlay link switches programs.
+            if tunnel.is_none() && !dp.refill_pending() {
                 tunnel = TunnelLink::start(cfg, &store, &mut dp, underlay)?;
                 startup.step("tunnel started");
+                if tunnel.is_some() {
+                    applied = None; // hand the new tunnel its table now
+                }
             }
         }
         let gateways = match &tunnel {
@@ -121,8 +128,17 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
             startup.step("dataplane reconciled");
             match result {
                 Ok(desired) => {
+                    hosts.sync_router_addrs(&desired.router_addrs);
                     if let Some(t) = tunnel.as_mut() {
                         t.follow(&input, &desired)?;
+                    }
+                    if applied.is_none() {
+                        // Attachments of interfaces no longer configured
+                        // move to this build's programs too, once.
+                        match dp.upgrade_links() {
+                            Ok(done) => log_upgrades(&done),
+                            Err(e) => warn!("upgrading pinned links: {e:#}"),
+                        }
                     }
                     applied = Some(input);
                 }
@@ -139,6 +155,13 @@ pub fn run(cfg: &AgentConfig) -> Result<()> {
         if cfg.once {
             return Ok(());
         }
+        // Hosts asked for now are resolved by the kernel while we sleep,
+        // and installed on the next round.
+        let from_tunnel = tunnel
+            .as_ref()
+            .map(|t| t.tunnel.take_unresolved())
+            .unwrap_or_default();
+        hosts.resolve(from_tunnel);
         std::thread::sleep(cfg.interval);
     }
 }
@@ -441,16 +464,25 @@ fn underlay_port(
     let name = sys::iface_with_addr(*underlay.ip())?;
     let ifindex = sys::ifindex(&name)?;
     let mtu = sys::mtu(&name)? as usize;
+    // The map entry first: a program switched in by an upgrade finds it.
+    dp.maps.set_underlay(ifindex, underlay)?;
     let how = dp
         .attach_underlay(&name, cfg.attach_mode)
         .with_context(|| format!("attaching the underlay program to {name}"))?;
-    dp.maps.set_underlay(ifindex, underlay)?;
     info!("underlay {name} (ifindex {ifindex}, MTU {mtu}): XDP program {how:?}");
     Ok(UnderlayPort {
         ifindex,
         mtu,
         rx_queues: sys::rx_queues(&name),
     })
+}
+
+fn log_upgrades(done: &[(u32, Attached)]) {
+    for (ifindex, how) in done {
+        if *how == Attached::Upgraded {
+            info!("ifindex {ifindex}: switched to this build's program");
+        }
+    }
 }
 
 fn port(name: &str) -> Option<Port> {
@@ -476,6 +508,19 @@ fn reconcile_once(
     for w in warnings {
         warn!("{w}");
     }
+    // Maps first, then attachments: a port's entries exist before its
+    // program runs, and after an upgrade that recreated a map, the fresh
+    // map is filled before any link switches to the program that uses it.
+    let plan = reconcile::plan(&desired, &actual);
+    if !plan.is_empty() {
+        reconcile::apply(&mut dp.maps, &plan)?;
+        info!(
+            "revision {}: applied {} dataplane changes",
+            view.revision,
+            plan.len()
+        );
+    }
+    dp.maps_refilled();
     for p in desired
         .ports
         .difference(attached)
@@ -489,15 +534,6 @@ fn reconcile_once(
             }
             Err(e) => warn!("{p}: attach failed: {e:#}"),
         }
-    }
-    let plan = reconcile::plan(&desired, &actual);
-    if !plan.is_empty() {
-        reconcile::apply(&mut dp.maps, &plan)?;
-        info!(
-            "revision {}: applied {} dataplane changes",
-            view.revision,
-            plan.len()
-        );
     }
     Ok(desired)
 }

@@ -11,6 +11,7 @@ pub mod cli;
 pub mod control;
 pub mod dataplane;
 pub mod gateway;
+pub mod hosts;
 pub mod out;
 pub mod report;
 pub mod sys;

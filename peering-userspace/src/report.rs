@@ -6,7 +6,7 @@ use peering_common::{Counter, Stat};
 use serde_json::json;
 
 use crate::{
-    dataplane::{RouteTarget, Snapshot},
+    dataplane::{upgrade::LinkState, RouteTarget, Snapshot},
     sys::format_mac,
 };
 
@@ -21,9 +21,39 @@ pub fn stats(stats: &[(Stat, Counter)], as_json: bool) -> String {
             .collect();
         return format!("{}\n", serde_json::Value::Object(obj));
     }
-    let mut out = format!("{:<24} {:>14} {:>16}\n", "counter", "packets", "bytes");
+    let mut out = format!("{:<30} {:>14} {:>16}\n", "counter", "packets", "bytes");
     for (s, c) in stats {
-        let _ = writeln!(out, "{:<24} {:>14} {:>16}", s.label(), c.packets, c.bytes);
+        let _ = writeln!(out, "{:<30} {:>14} {:>16}", s.label(), c.packets, c.bytes);
+    }
+    out
+}
+
+/// Pinned attachments and this build's pinned programs.
+pub fn links(links: &[LinkState], programs: &[(String, u32)], as_json: bool) -> String {
+    if as_json {
+        let links: Vec<_> = links
+            .iter()
+            .map(|l| {
+                json!({"ifindex": l.ifindex, "link_id": l.link_id,
+                       "prog_id": l.prog_id, "prog_name": l.prog_name})
+            })
+            .collect();
+        let programs: Vec<_> = programs
+            .iter()
+            .map(|(pin, id)| json!({"pin": pin, "prog_id": id}))
+            .collect();
+        return format!("{}\n", json!({"links": links, "programs": programs}));
+    }
+    let mut out = String::new();
+    for (pin, id) in programs {
+        let _ = writeln!(out, "program {pin} id {id}");
+    }
+    for l in links {
+        let _ = writeln!(
+            out,
+            "link    if{} id {} -> program {} ({})",
+            l.ifindex, l.link_id, l.prog_id, l.prog_name
+        );
     }
     out
 }

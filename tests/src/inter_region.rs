@@ -24,7 +24,7 @@ use peering_userspace::gateway::TunnelStats;
 
 use crate::{
     control_lab::{eventually, Account, ControlPlane, Proc},
-    lab::{host, unique, veth, Netns, PinDir},
+    lab::{announce, host, unique, veth, Netns, PinDir},
     supervisor::Supervisor,
 };
 
@@ -191,12 +191,8 @@ impl InterRegionLab {
         veth(&gw1.ns, "vpc-a", &a, "eth0");
         veth(&gw2.ns, "vpc-b", &b, "eth0");
         veth(&gw2.ns, "vpc-c", &c, "eth0");
-        gw1.ns
-            .exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
-        gw2.ns
-            .exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
-        gw2.ns
-            .exec_ok(&["ip", "addr", "add", "10.3.0.1/24", "dev", "vpc-c"]);
+        // No address on the VPC ports: the agents put each subnet's router
+        // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
         host(&a, "10.1.0.10/24", "10.1.0.1");
         host(&b, "10.2.0.10/24", "10.2.0.1");
         host(&c, "10.3.0.10/24", "10.3.0.1");
@@ -266,6 +262,13 @@ impl InterRegionLab {
     /// VPCs A (region 1, account A), B and C (region 2, accounts B and C),
     /// each with one subnet on its gateway port.
     pub fn vpcs(&self) -> Vpcs {
+        let v = self.quiet_vpcs();
+        self.hosts_announce();
+        v
+    }
+
+    /// [`InterRegionLab::vpcs`] with hosts that have sent nothing.
+    pub fn quiet_vpcs(&self) -> Vpcs {
         let cp = &self.cp;
         let a = cp.create_vpc(&self.acct_a, REGION_1, "10.1.0.0/16");
         let b = cp.create_vpc(&self.acct_b, REGION_2, "10.2.0.0/16");
@@ -273,7 +276,6 @@ impl InterRegionLab {
         cp.create_subnet(&self.acct_a, REGION_1, &a, "10.1.0.0/24", "vpc-a");
         cp.create_subnet(&self.acct_b, REGION_2, &b, "10.2.0.0/24", "vpc-b");
         cp.create_subnet(&self.acct_c, REGION_2, &c, "10.3.0.0/24", "vpc-c");
-        self.hosts_announce();
         Vpcs {
             rtb_a: cp.main_route_table(&self.acct_a, REGION_1, &a),
             rtb_b: cp.main_route_table(&self.acct_b, REGION_2, &b),
@@ -286,9 +288,11 @@ impl InterRegionLab {
 
     /// Hosts resolve their gateway, so the gateways learn their MACs.
     pub fn hosts_announce(&self) {
-        self.a.ping("10.1.0.1", 1);
-        self.b.ping("10.2.0.1", 1);
-        self.c.ping("10.3.0.1", 1);
+        announce(&[
+            (&self.a, "10.1.0.1"),
+            (&self.b, "10.2.0.1"),
+            (&self.c, "10.3.0.1"),
+        ]);
     }
 
     /// Peers `from_vpc` (owned by `from`, in `from_region`) with `to_vpc`,

@@ -119,6 +119,19 @@ pub fn host(ns: &Netns, addr: &str, gw: &str) {
     ns.exec_ok(&["ethtool", "-K", "eth0", "gro", "on", "tx", "off"]);
 }
 
+/// Each host pings its router until it answers (the agent adds router
+/// addresses within a poll), for up to 5 s each.
+pub fn announce(hosts: &[(&Netns, &str)]) {
+    for (ns, router) in hosts {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        let once = || {
+            let argv = ["ping", "-n", "-q", "-c", "1", "-W", "0.2", router];
+            run(&mut ns.cmd(&argv)).status.success()
+        };
+        while !once() && std::time::Instant::now() < deadline {}
+    }
+}
+
 /// A bpffs directory for one gateway, removed on drop.
 pub struct PinDir {
     pub path: PathBuf,
@@ -256,6 +269,10 @@ impl IntraRegionLab {
     /// The lab, programmed by hand with `peering-agent` subcommands.
     pub fn new(verbose: bool) -> Self {
         let r = Self::network(verbose);
+        // The low-level subcommands leave the kernel alone: the VPC
+        // routers' addresses go on the ports by hand (`run` does it).
+        r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
+        r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
         let ag = r.agent();
         for (port, vpc, cidr, subnet, router, host_ns, host_ip) in [
             (
@@ -302,9 +319,9 @@ impl IntraRegionLab {
         r
     }
 
-    /// Namespaces, links, addresses and hosts only: nothing programmed.
-    /// The gateway ports carry the VPC routers' addresses (10.1.0.1,
-    /// 10.2.0.1) so hosts can resolve their gateway.
+    /// Namespaces, links and hosts only: nothing programmed, and no
+    /// address on the gateway's ports (`peering-agent run` puts the VPC
+    /// routers' addresses, 10.1.0.1 and 10.2.0.1, there itself).
     pub fn network(verbose: bool) -> Self {
         let r = Self {
             gw: Netns::new("gw"),
@@ -316,8 +333,6 @@ impl IntraRegionLab {
         veth(&r.gw, "vpc-a", &r.a, "eth0");
         veth(&r.gw, "vpc-b", &r.b, "eth0");
         r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-        r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
-        r.gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
         host(&r.a, "10.1.0.10/24", "10.1.0.1");
         host(&r.b, "10.2.0.10/24", "10.2.0.1");
         r
@@ -325,9 +340,11 @@ impl IntraRegionLab {
 
     /// Hosts resolve their gateway, as they do when they boot, so the
     /// gateway's kernel learns their MACs (the agent reads them there).
+    /// Not needed for reachability (the gateway resolves a host when a
+    /// packet for it arrives) but it spares the first packet. Waits until
+    /// the router addresses answer (an agent adds them within a poll).
     pub fn hosts_announce(&self) {
-        self.a.ping("10.1.0.1", 1);
-        self.b.ping("10.2.0.1", 1);
+        announce(&[(&self.a, "10.1.0.1"), (&self.b, "10.2.0.1")]);
     }
 
     pub fn agent(&self) -> Agent<'_> {

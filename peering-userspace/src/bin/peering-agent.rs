@@ -15,7 +15,7 @@ use ipnet::Ipv4Net;
 use peering_common::{EgressPort, IfaceInfo};
 use peering_userspace::{
     agent,
-    dataplane::{AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
+    dataplane::{upgrade, AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
     gateway::{self, TunnelStats},
     out, report, sys,
 };
@@ -85,6 +85,20 @@ enum Cmd {
         iface: String,
         #[arg(long, value_enum, default_value = "auto")]
         mode: AttachMode,
+    },
+    /// Switch every pinned attachment to this build's programs, each in one
+    /// atomic step (BPF_LINK_UPDATE): no packet is lost. `run` and `attach`
+    /// do this for the interfaces they handle.
+    Upgrade {
+        /// Load fresh instances of this build's programs even when they are
+        /// pinned already (e.g. after a kernel upgrade).
+        #[arg(long)]
+        reload: bool,
+    },
+    /// Show the pinned attachments and the programs they run.
+    Links {
+        #[arg(long)]
+        json: bool,
     },
     /// Detach the XDP program from an interface.
     Detach {
@@ -311,8 +325,25 @@ fn run(cli: Cli) -> Result<()> {
                 Attached::Native => "attached in native mode",
                 Attached::Generic => "attached in generic mode",
                 Attached::Existing => "already attached; kept",
+                Attached::Upgraded => "already attached; switched to this build's program",
             };
             out::println(&format!("{iface}: {how}"))?;
+        }
+        Cmd::Upgrade { reload } => {
+            let mut dp = if reload {
+                Dataplane::reload(pins)?
+            } else {
+                Dataplane::load(Some(pins))?
+            };
+            for (ifindex, how) in dp.upgrade_links()? {
+                println!("if{ifindex}: {how:?}");
+            }
+        }
+        Cmd::Links { json } => {
+            sys::require_root()?;
+            let links = upgrade::links(pins)?;
+            let programs = upgrade::pinned_program_ids(pins)?;
+            print!("{}", report::links(&links, &programs, json));
         }
         Cmd::Detach { iface } => {
             Dataplane::detach(pins, &iface)?;
@@ -371,6 +402,8 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
         | Cmd::TunnelStats { .. }
         | Cmd::Load
         | Cmd::Attach { .. }
+        | Cmd::Upgrade { .. }
+        | Cmd::Links { .. }
         | Cmd::Detach { .. } => {
             unreachable!("handled by run")
         }

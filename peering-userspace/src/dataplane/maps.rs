@@ -30,6 +30,7 @@ pub const NAMES: &[&str] = &[
     names::STATS,
     names::ROUTE_STATS,
     names::UNDERLAY,
+    names::RESOLVE,
 ];
 
 /// Where a route sends matching packets.

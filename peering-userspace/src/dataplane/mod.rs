@@ -3,10 +3,13 @@
 //!
 //! With a pin directory, maps, the program and every attachment (a BPF
 //! link) are pinned on bpffs, so forwarding survives the agent: a restarted
-//! agent finds the pins and reuses them instead of replacing them.
+//! agent finds the pins and reuses them instead of replacing them. A new
+//! build switches the pinned links to its programs in place (see
+//! [`upgrade`]).
 
 mod maps;
 pub mod reconcile;
+pub mod upgrade;
 
 pub use maps::{Maps, RouteTarget, Snapshot};
 
@@ -17,6 +20,7 @@ use std::{
 
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
+    maps::{Map, MapData, RingBuf},
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
@@ -25,7 +29,7 @@ use aya::{
     Ebpf, EbpfLoader,
 };
 use log::{info, warn};
-use peering_common::{PROG_UNDERLAY, PROG_VPC};
+use peering_common::{maps as names, PROG_UNDERLAY, PROG_VPC};
 
 use crate::{sys, EBPF_OBJECT};
 
@@ -50,8 +54,11 @@ pub enum AttachMode {
 pub enum Attached {
     Native,
     Generic,
-    /// A pinned attachment already existed and was kept.
+    /// A pinned attachment already existed and runs this program: kept.
     Existing,
+    /// A pinned attachment ran another program (an earlier build's, or an
+    /// earlier load): switched to this one atomically (BPF_LINK_UPDATE).
+    Upgraded,
 }
 
 pub struct Dataplane {
@@ -61,13 +68,12 @@ pub struct Dataplane {
     pinned: Vec<(&'static str, Xdp)>,
     pin_dir: Option<PathBuf>,
     pub maps: Maps,
+    /// Maps recreated at load because their definition changed, not yet
+    /// refilled: no link may switch to this build's programs meanwhile.
+    recreated: Vec<&'static str>,
 }
 
 impl Dataplane {
-    /// Loads the object. With `pin_dir`, maps are created and pinned there on
-    /// first use and reused afterwards, and the program is pinned under a
-    /// name derived from the object, so an agent built from the same object
-    /// reuses it.
     /// A handle on the AF_XDP socket map for the tunnel thread; needs a
     /// pin directory (the agent always has one).
     pub fn xsk_map(&self) -> Result<aya::maps::XskMap<aya::maps::MapData>> {
@@ -78,7 +84,42 @@ impl Dataplane {
         Maps::pinned_xsks(&dir.join("maps"))
     }
 
+    /// Loads the object. With `pin_dir`, maps are created and pinned there on
+    /// first use and reused afterwards, and the program is pinned under a
+    /// name derived from the object, so an agent built from the same object
+    /// reuses it.
     pub fn load(pin_dir: Option<&Path>) -> Result<Self> {
+        Self::load_with(pin_dir, false)
+    }
+
+    /// The ring buffer in which the VPC program asks for hosts to be
+    /// resolved (`NeighKey` records; see [`peering_common::maps::RESOLVE`]).
+    /// Unpinned, it can be taken once.
+    pub fn resolve_requests(&mut self) -> Result<RingBuf<MapData>> {
+        let map = match (&self.pin_dir, self.ebpf.as_mut()) {
+            (Some(dir), _) => {
+                let path = dir.join("maps").join(names::RESOLVE);
+                let data = MapData::from_pin(&path)
+                    .with_context(|| format!("opening pinned map {}", path.display()))?;
+                Map::from_map_data(data)?
+            }
+            (None, Some(ebpf)) => ebpf
+                .take_map(names::RESOLVE)
+                .ok_or_else(|| anyhow!("map {} is taken or missing", names::RESOLVE))?,
+            (None, None) => bail!("no dataplane loaded"),
+        };
+        RingBuf::try_from(map).with_context(|| format!("map {}", names::RESOLVE))
+    }
+
+    /// Like [`Dataplane::load`], but loads fresh instances of this build's
+    /// programs even when they are pinned already (the earlier instances
+    /// stay loaded while a link runs them). Attaching, or
+    /// [`Dataplane::upgrade_links`], then switches links to the new ones.
+    pub fn reload(pin_dir: &Path) -> Result<Self> {
+        Self::load_with(Some(pin_dir), true)
+    }
+
+    fn load_with(pin_dir: Option<&Path>, fresh_programs: bool) -> Result<Self> {
         sys::require_root()?;
         if EBPF_OBJECT.is_empty() {
             bail!(
@@ -96,18 +137,30 @@ impl Dataplane {
         fs::create_dir_all(&map_dir)
             .with_context(|| format!("creating pin directory {}", map_dir.display()))?;
         // Every map is pinned by name: an existing pin is reused, so state
-        // programmed by an earlier agent stays in force.
+        // programmed by an earlier agent stays in force, unless this
+        // object defines the map differently (then it starts afresh).
+        let defs = upgrade::object_maps(EBPF_OBJECT)?;
         let pins: Vec<(&str, PathBuf)> =
             maps::NAMES.iter().map(|n| (*n, map_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
+        let mut recreated = Vec::new();
         for (name, path) in &pins {
+            if upgrade::retire_incompatible_map(name, path, defs.get(*name))? {
+                recreated.push(*name);
+            }
             loader.map_pin_path(name, path.as_path());
         }
         let mut ebpf = loader.load(EBPF_OBJECT).context("loading the XDP object")?;
+        // A pinned program of this build would still use the retired maps.
+        let fresh_programs = fresh_programs || !recreated.is_empty();
         let tag = object_tag();
         let mut pinned = Vec::new();
         for name in PROGRAMS {
             let prog_pin = dir.join(format!("prog-{name}-{tag}"));
+            if fresh_programs && prog_pin.exists() {
+                fs::remove_file(&prog_pin)
+                    .with_context(|| format!("unpinning {}", prog_pin.display()))?;
+            }
             if !prog_pin.exists() {
                 let prog: &mut Xdp = program_mut(&mut ebpf, name)?;
                 prog.load()
@@ -116,6 +169,7 @@ impl Dataplane {
                     .with_context(|| format!("pinning {}", prog_pin.display()))?;
                 info!("loaded and pinned {}", prog_pin.display());
             }
+            upgrade::remove_stale_programs(dir, name, &prog_pin)?;
             let prog = Xdp::from_pin(&prog_pin, aya_obj::programs::XdpAttachType::Interface)
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
             pinned.push((name, prog));
@@ -126,6 +180,7 @@ impl Dataplane {
             pinned,
             pin_dir: Some(dir.to_path_buf()),
             maps,
+            recreated,
         })
     }
 
@@ -158,6 +213,7 @@ impl Dataplane {
             pinned,
             pin_dir: Some(dir.to_path_buf()),
             maps: Maps::from_pins(&map_dir)?,
+            recreated: Vec::new(),
         }))
     }
 
@@ -176,7 +232,40 @@ impl Dataplane {
             pinned: Vec::new(),
             pin_dir: None,
             maps,
+            recreated: Vec::new(),
         })
+    }
+
+    /// A map of an unpinned (test) dataplane by name, for maps the typed
+    /// API does not cover (e.g. resetting a rate limit's buckets).
+    pub fn object_map_mut(&mut self, name: &str) -> Result<&mut Map> {
+        self.ebpf
+            .as_mut()
+            .and_then(|e| e.map_mut(name))
+            .ok_or_else(|| anyhow!("no unpinned map {name}"))
+    }
+
+    /// Says the maps hold the dataplane's state again after a load that
+    /// recreated some (see [`upgrade`]): links may now switch programs.
+    pub fn maps_refilled(&mut self) {
+        self.recreated.clear();
+    }
+
+    /// True while recreated maps wait to be refilled.
+    pub fn refill_pending(&self) -> bool {
+        !self.recreated.is_empty()
+    }
+
+    /// Fails while recreated maps wait to be refilled.
+    fn may_switch(&self) -> Result<()> {
+        if self.recreated.is_empty() {
+            return Ok(());
+        }
+        bail!(
+            "maps {} changed definition and were recreated empty: attachments keep the \
+             earlier program until the agent (peering-agent run) has refilled them",
+            self.recreated.join(", ")
+        )
     }
 
     /// Opens the pinned maps of a running dataplane without loading anything.
@@ -208,7 +297,8 @@ impl Dataplane {
 
     /// Attaches the VPC program to `iface`. With a pin directory the
     /// attachment is a pinned BPF link that outlives this process;
-    /// attaching an interface that already has one keeps it.
+    /// attaching an interface that already has one keeps it, switching it
+    /// to this program when it runs another (an earlier build's).
     pub fn attach(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
         self.attach_program(PROG_VPC, iface, mode)
     }
@@ -223,7 +313,12 @@ impl Dataplane {
         let link_pin = self.link_pin(ifindex);
         if let Some(pin) = &link_pin {
             if pin.exists() {
-                return Ok(Attached::Existing);
+                self.may_switch()?;
+                let prog = self.program_mut(name)?;
+                return Ok(match upgrade::switch_link(prog, pin)? {
+                    true => Attached::Upgraded,
+                    false => Attached::Existing,
+                });
             }
         }
         let prog = self.program_mut(name)?;
@@ -238,6 +333,35 @@ impl Dataplane {
                 .with_context(|| format!("pinning link {}", pin.display()))?;
         }
         Ok(how)
+    }
+
+    /// Switches every pinned attachment to this build's program of the same
+    /// kind (VPC or underlay), each atomically. Returns, per interface
+    /// index, whether it was switched; a link whose program cannot be told
+    /// is left alone with a warning.
+    pub fn upgrade_links(&mut self) -> Result<Vec<(u32, Attached)>> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return Ok(Vec::new());
+        };
+        self.may_switch()?;
+        let mut out = Vec::new();
+        for link in upgrade::links(&dir)? {
+            let Some(name) = upgrade::program_for(&link.prog_name, &PROGRAMS) else {
+                warn!(
+                    "link on ifindex {} runs program {} ({:?}), not one of ours: left alone",
+                    link.ifindex, link.prog_id, link.prog_name
+                );
+                continue;
+            };
+            let pin = link_pin_path(&dir, link.ifindex);
+            let prog = self.program_mut(name)?;
+            let how = match upgrade::switch_link(prog, &pin)? {
+                true => Attached::Upgraded,
+                false => Attached::Existing,
+            };
+            out.push((link.ifindex, how));
+        }
+        Ok(out)
     }
 
     /// Removes the pinned attachment of `iface`, which detaches the program.

@@ -43,6 +43,10 @@ pub struct Desired {
     /// AF_XDP slots of each port (by ifindex): consecutive runs in ifindex
     /// order, one slot per receive queue.
     pub xsk_slots: BTreeMap<u32, PortSlots>,
+    /// The VPC routers' addresses to put on the ports: (ifindex, the
+    /// subnet's first host, its prefix length), for untagged subnets (a
+    /// VLAN's router would need a VLAN interface of its own).
+    pub router_addrs: BTreeSet<(u32, Ipv4Addr, u8)>,
 }
 
 /// Builds the desired state. `port` resolves an interface name (None: not
@@ -88,6 +92,10 @@ pub fn desired(
             src_mac: p.mac,
         };
         d.subnets.insert((s.vpc_dp_id, s.cidr.trunc()), egress);
+        if s.vlan == 0 {
+            d.router_addrs
+                .insert((p.ifindex, s.gateway_ip, s.cidr.prefix_len()));
+        }
         on_port.entry(p.ifindex).or_default().push(s.cidr);
         d.ports.insert(s.interface.clone());
     }
@@ -404,6 +412,11 @@ mod tests {
         );
         assert_eq!(d.vpc_cidrs.len(), 3);
         assert_eq!(d.subnets[&(1, net("10.1.0.0/24"))].src_mac, MAC_A);
+        // The router of the subnet on a present port goes on that port.
+        assert_eq!(
+            d.router_addrs.iter().copied().collect::<Vec<_>>(),
+            vec![(4, "10.1.0.1".parse().unwrap(), 24)]
+        );
         assert_eq!(
             d.routes[&(11, net("10.2.0.0/16"))],
             RouteTarget::LocalPeer { peer_vpc: 2 }

@@ -16,7 +16,12 @@
 //! plane). Per-sender counters move only for authentic datagrams from
 //! registered gateways.
 
-use std::{collections::HashMap, net::SocketAddrV4, ops::Range, sync::Arc};
+use std::{
+    collections::HashMap,
+    net::{Ipv4Addr, SocketAddrV4},
+    ops::Range,
+    sync::Arc,
+};
 
 use crate::tunnel::{
     wire::Packet, EpochKey, InstallError, Millis, RotationReason, TunnelConfig, TunnelCore,
@@ -44,6 +49,9 @@ pub enum Action {
     },
     /// Dropped (and counted) for this reason.
     Drop(DropReason),
+    /// Dropped and counted as [`DropReason::NoNeighbour`]: `host` has no
+    /// MAC on port `ifindex` yet; the caller should have it resolved.
+    Resolve { ifindex: u32, host: Ipv4Addr },
 }
 
 /// Where a frame from a VPC port is to be sealed to
@@ -251,6 +259,15 @@ impl GatewayCore {
                 Action::Deliver {
                     delivery,
                     inner: opened.inner,
+                }
+            }
+            Err(DropReason::NoNeighbour) => {
+                let dst = frame::addresses(packet).map(|(_, dst)| dst);
+                let port = dst.and_then(|dst| Some((self.table.port_of(pcx, dst)?, dst)));
+                let dropped = self.drop_for_peering(pcx, DropReason::NoNeighbour);
+                match port {
+                    Some((ifindex, host)) => Action::Resolve { ifindex, host },
+                    None => dropped,
                 }
             }
             Err(reason) => self.drop_for_peering(pcx, reason),

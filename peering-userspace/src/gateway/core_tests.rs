@@ -190,6 +190,8 @@ fn open(core: &mut GatewayCore, datagram: &[u8]) -> Action {
 fn reason(action: Action) -> DropReason {
     match action {
         Action::Drop(r) => r,
+        // Counted as no_neighbour; the host goes to the agent to resolve.
+        Action::Resolve { .. } => DropReason::NoNeighbour,
         other => panic!("not a drop: {other:?}"),
     }
 }
@@ -399,12 +401,10 @@ fn every_drop_reason_is_reached_and_counted() {
     );
 
     // At the IO edge.
-    east.count_drop(DropReason::NoSocket);
-    expect(
-        &es,
-        Action::Drop(DropReason::NoSocket),
-        DropReason::NoSocket,
-    );
+    for edge in [DropReason::NoSocket, DropReason::ResolveQueueFull] {
+        east.count_drop(edge);
+        expect(&es, Action::Drop(edge), edge);
+    }
 
     // ring's AEAD refuses to seal only input larger than it allows, which
     // the MTU check excludes: the reason exists for completeness.
@@ -487,4 +487,18 @@ fn counters_survive_table_changes_and_go_with_their_peering() {
     east.set_table(empty);
     assert!(stats(&east).peerings.is_empty());
     assert_eq!(stats(&east).gateways["us-west-2"].sealed, 1);
+}
+
+/// A host with no MAC is named for resolution, on the port it lies behind.
+#[test]
+fn an_unresolved_host_is_handed_out_for_resolution() {
+    let (mut east, mut west) = pair();
+    let d = seal_raw(&mut east, PCX, &ipv4("10.1.1.10", "10.3.0.11", 0));
+    match open(&mut west, &d) {
+        Action::Resolve { host, .. } => {
+            assert_eq!(host, "10.3.0.11".parse::<std::net::Ipv4Addr>().unwrap())
+        }
+        other => panic!("not a resolve: {other:?}"),
+    }
+    assert_eq!(west.shared().drops(DropReason::NoNeighbour), 1);
 }

@@ -19,6 +19,7 @@
 //! exist; all of that arrives as [`Update`]s on a channel. The thread sleeps
 //! in poll(2) when there is nothing to move.
 
+pub mod addr;
 pub mod core;
 pub mod frame;
 pub mod nexthop;
@@ -35,7 +36,7 @@ use std::{
     path::PathBuf,
     sync::{
         atomic::{AtomicBool, Ordering},
-        mpsc::{self, Receiver, Sender, TryRecvError},
+        mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError},
         Arc, Weak,
     },
     thread::JoinHandle,
@@ -128,7 +129,13 @@ pub struct Tunnel {
     _exporter: JoinHandle<()>,
     counters: Weak<Shared>,
     rotation_needed: Arc<AtomicBool>,
+    unresolved: Receiver<(u32, Ipv4Addr)>,
 }
+
+/// Hosts the tunnel found no MAC for, queued for the agent to resolve;
+/// beyond this the drop is still counted, but the host is not queued
+/// (`resolve_queue_full`).
+const UNRESOLVED_QUEUE: usize = 64;
 
 impl Tunnel {
     /// Binds the underlay socket and the AF_XDP sockets (failing here, not
@@ -154,6 +161,7 @@ impl Tunnel {
             None => None,
         };
         let (updates, rx) = mpsc::channel();
+        let (unresolved_tx, unresolved) = mpsc::sync_channel(UNRESOLVED_QUEUE);
         let rotation_needed = Arc::new(AtomicBool::new(false));
         let af_xdp = xdp.is_some();
         let mut core = GatewayCore::new(params.config);
@@ -168,6 +176,7 @@ impl Tunnel {
             rx,
             rotation_needed.clone(),
         );
+        worker.unresolved = Some(unresolved_tx);
         let thread = std::thread::Builder::new()
             .name("tunnel".into())
             .spawn(move || worker.run())
@@ -179,7 +188,14 @@ impl Tunnel {
             _exporter: exporter,
             counters,
             rotation_needed,
+            unresolved,
         })
+    }
+
+    /// Hosts (ifindex, address) a packet from the tunnel found no MAC for
+    /// since the last call: the agent asks the kernel to resolve them.
+    pub fn take_unresolved(&self) -> Vec<(u32, Ipv4Addr)> {
+        self.unresolved.try_iter().take(UNRESOLVED_QUEUE).collect()
     }
 
     /// True (once) when the current key nears its usage limit and the
@@ -225,6 +241,8 @@ struct Worker {
     last_stats: Instant,
     last_tick: Instant,
     rotation_needed: Arc<AtomicBool>,
+    /// Where hosts without a MAC are reported (bounded).
+    unresolved: Option<SyncSender<(u32, Ipv4Addr)>>,
 }
 
 impl Worker {
@@ -250,6 +268,7 @@ impl Worker {
             last_stats: Instant::now(),
             last_tick: Instant::now(),
             rotation_needed,
+            unresolved: None,
         }
     }
 
@@ -392,6 +411,14 @@ impl Worker {
         }
     }
 
+    /// Queues a host without a MAC for the agent to resolve.
+    fn report_unresolved(&mut self, ifindex: u32, host: Ipv4Addr) {
+        let Some(tx) = &self.unresolved else { return };
+        if let Err(TrySendError::Full(_)) = tx.try_send((ifindex, host)) {
+            self.core.count_drop(DropReason::ResolveQueueFull);
+        }
+    }
+
     /// Underlay → VPC ports. Returns the number of datagrams read.
     fn decapsulate(&mut self) -> usize {
         // Out of `self` for the loop so `open_one` may borrow it; an Option
@@ -415,8 +442,10 @@ impl Worker {
     }
 
     fn open_one(&mut self, datagram: &mut [u8]) {
-        let Action::Deliver { delivery, inner } = self.core.open(datagram) else {
-            return;
+        let (delivery, inner) = match self.core.open(datagram) {
+            Action::Deliver { delivery, inner } => (delivery, inner),
+            Action::Resolve { ifindex, host } => return self.report_unresolved(ifindex, host),
+            Action::Transmit { .. } | Action::Drop(_) => return,
         };
         // Any queue of the port can transmit; queue 0 always exists.
         let Some(port) = self.ports.get_mut(&(delivery.ifindex, 0)) else {

@@ -227,7 +227,7 @@ impl Resolver {
 
     /// Sends one request and collects its reply. The outer error is a
     /// transport or decoding failure; the inner one the kernel's refusal.
-    fn request(
+    pub(super) fn request(
         &mut self,
         msg: RouteNetlinkMessage,
         flags: u16,
@@ -404,6 +404,9 @@ fn request_name(msg: &RouteNetlinkMessage) -> &'static str {
         RouteNetlinkMessage::GetLink(_) => "RTM_GETLINK",
         RouteNetlinkMessage::GetNeighbour(_) => "RTM_GETNEIGH",
         RouteNetlinkMessage::NewNeighbour(_) => "RTM_NEWNEIGH",
+        RouteNetlinkMessage::GetAddress(_) => "RTM_GETADDR",
+        RouteNetlinkMessage::NewAddress(_) => "RTM_NEWADDR",
+        RouteNetlinkMessage::DelAddress(_) => "RTM_DELADDR",
         _ => "rtnetlink request",
     }
 }

@@ -84,6 +84,9 @@ reasons! {
     UnderlayMtuExceeded = 22, "underlay_mtu_exceeded";
     /// The delivery port has no AF_XDP socket (IO edge).
     NoSocket = 23, "no_socket";
+    /// A host without a MAC could not be queued for resolution (the queue
+    /// to the agent was full); its packet counts as `no_neighbour` too.
+    ResolveQueueFull = 24, "resolve_queue_full";
 }
 
 impl DropReason {

@@ -188,13 +188,7 @@ impl TunnelTable {
             return Err(PolicyDrop::DstOutsidePeer);
         }
         let port = self
-            .subnets
-            .get(&peer.local_vpc)
-            .into_iter()
-            .flatten()
-            .filter(|(net, _)| net.contains(&dst))
-            .max_by_key(|(net, _)| net.prefix_len())
-            .map(|(_, port)| *port)
+            .subnet_port(peer.local_vpc, dst)
             .ok_or(PolicyDrop::NoSubnet)?;
         let dst_mac = *self
             .neighbours
@@ -206,6 +200,24 @@ impl TunnelTable {
             dst_mac,
             src_mac: port.src_mac,
         })
+    }
+
+    /// The port of the subnet of `vpc` holding `dst`, the longest match.
+    fn subnet_port(&self, vpc: u32, dst: Ipv4Addr) -> Option<EgressPort> {
+        self.subnets
+            .get(&vpc)
+            .into_iter()
+            .flatten()
+            .filter(|(net, _)| net.contains(&dst))
+            .max_by_key(|(net, _)| net.prefix_len())
+            .map(|(_, port)| *port)
+    }
+
+    /// The port a packet for `dst` over peering `pcx` would leave by, for
+    /// resolving a host [`TunnelTable::deliver`] found no MAC for.
+    pub fn port_of(&self, pcx: u32, dst: Ipv4Addr) -> Option<u32> {
+        let peer = self.peers.get(&pcx)?;
+        self.subnet_port(peer.local_vpc, dst).map(|p| p.ifindex)
     }
 
     /// Counter label of a peering.
@@ -346,6 +358,10 @@ mod tests {
             (9, 2, "10.3.0.5", "10.1.2.10", PolicyDrop::NoSubnet),
             (9, 2, "10.3.0.5", "10.1.1.11", PolicyDrop::NoNeighbour),
         ];
+        // The host without a MAC is resolved on its subnet's port.
+        assert_eq!(t.port_of(9, ip("10.1.1.11")), Some(7));
+        assert_eq!(t.port_of(9, ip("10.1.2.11")), None);
+        assert_eq!(t.port_of(8, ip("10.1.1.11")), None);
         for (pcx, sender, src, dst, want) in cases {
             assert_eq!(
                 t.deliver(pcx, sender, ip(src), ip(dst)),
