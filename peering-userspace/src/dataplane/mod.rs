@@ -130,8 +130,10 @@ impl Dataplane {
             return Self::load_unpinned();
         };
         sys::require_bpffs(dir)?;
-        if let Some(dp) = Self::reopen_pinned(dir)? {
-            return Ok(dp);
+        if !fresh_programs {
+            if let Some(dp) = Self::reopen_pinned(dir)? {
+                return Ok(dp);
+            }
         }
         let map_dir = dir.join("maps");
         fs::create_dir_all(&map_dir)
@@ -207,6 +209,10 @@ impl Dataplane {
             let prog = Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface)
                 .with_context(|| format!("opening pinned program {}", pin.display()))?;
             pinned.push((name, prog));
+        }
+        if !programs_use_pinned_maps(&pinned, &map_dir)? {
+            info!("pinned programs use maps other than the pinned ones: loading the object");
+            return Ok(None);
         }
         Ok(Some(Self {
             ebpf: None,
@@ -393,6 +399,41 @@ impl Dataplane {
 
 /// Links are pinned by ifindex: a deleted and recreated interface gets a new
 /// index, so a stale pin can never be mistaken for a live attachment.
+/// True when the pinned programs use the pinned maps: every map a program
+/// uses that bears a pinned map's name is that pinned map (nothing replaced
+/// a pin since the programs were loaded against them). Maps of the
+/// program's own (`.rodata`, rate-limit state) are not pinned and not
+/// checked.
+fn programs_use_pinned_maps(programs: &[(&'static str, Xdp)], map_dir: &Path) -> Result<bool> {
+    let mut pinned = std::collections::BTreeMap::new();
+    for name in maps::NAMES {
+        let pin = map_dir.join(name);
+        let info = aya::maps::MapInfo::from_pin(&pin)
+            .with_context(|| format!("reading {}", pin.display()))?;
+        pinned.insert(*name, info.id());
+    }
+    for (name, prog) in programs {
+        let used = prog
+            .info()
+            .and_then(|i| i.map_ids())
+            .with_context(|| format!("reading the maps of program {name}"))?;
+        // A kernel that cannot list them gives no assurance.
+        let Some(used) = used else { return Ok(false) };
+        for id in used {
+            let info = aya::maps::MapInfo::from_id(id)
+                .with_context(|| format!("reading map {id} of program {name}"))?;
+            let stale = info
+                .name_as_str()
+                .and_then(|n| pinned.get(n))
+                .is_some_and(|pinned_id| *pinned_id != id);
+            if stale {
+                return Ok(false);
+            }
+        }
+    }
+    Ok(true)
+}
+
 fn link_pin_path(pin_dir: &Path, ifindex: u32) -> PathBuf {
     pin_dir.join("links").join(format!("if{ifindex}"))
 }
