@@ -13,7 +13,7 @@
 
 use axum::http::{HeaderMap, HeaderValue};
 use peering_userspace::api::{
-    actions::execute_with,
+    actions::{execute_with, REGIONLESS_ACTIONS},
     error::Fault,
     extract::{region, REGION_HEADER},
 };
@@ -49,10 +49,13 @@ pub fn successes(data: &[u8]) -> usize {
         let body = fields.next().unwrap_or_default();
         let account = ACCOUNTS[usize::from(account.first().copied().unwrap_or(0)) % 2];
         let account = AccountId::parse(account).expect("valid account");
-        let Ok(region) = region_of(region_value) else {
-            continue;
-        };
         let action = String::from_utf8_lossy(action);
+        // As the daemon does: regionless actions take a missing region.
+        let region = match region_of(region_value) {
+            Ok(region) => region,
+            Err(()) if REGIONLESS_ACTIONS.contains(&&*action) => String::new(),
+            Err(()) => continue,
+        };
         let call = Call::at(account, region, NOW);
         let before = store.revision().expect("memory store");
         match execute_with(&store, &mut ids, &action, &call, body) {
