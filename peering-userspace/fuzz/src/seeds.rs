@@ -168,6 +168,25 @@ fn shorthand(seeds: &mut Vec<Seed>) {
     }
 }
 
+/// Inner packets the east gateway seals (path byte 1): to the resolved
+/// host, to an unresolved one, outside the peer; and a datagram sealed
+/// under another key, offered from the underlay (path byte 0).
+fn gateway_core(seeds: &mut Vec<Seed>) {
+    let cases = [
+        ("to-host", [10, 3, 0, 10]),
+        ("to-unresolved", [10, 3, 0, 11]),
+        ("outside-peer", [10, 4, 0, 10]),
+    ];
+    for (name, dst) in cases {
+        let mut seed = vec![1u8];
+        seed.extend(crate::gateway::packet([10, 1, 1, 10], dst, 32));
+        seeds.push(("gateway_core", name.to_string(), seed));
+    }
+    let mut forged = vec![0u8];
+    forged.extend(crate::gateway::sealed_example());
+    seeds.push(("gateway_core", "other-key".to_string(), forged));
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -218,23 +237,4 @@ mod tests {
             SESSION.lines().count()
         );
     }
-}
-
-/// Inner packets the east gateway seals (path byte 1): to the resolved
-/// host, to an unresolved one, outside the peer; and a datagram sealed
-/// under another key, offered from the underlay (path byte 0).
-fn gateway_core(seeds: &mut Vec<Seed>) {
-    let cases = [
-        ("to-host", [10, 3, 0, 10]),
-        ("to-unresolved", [10, 3, 0, 11]),
-        ("outside-peer", [10, 4, 0, 10]),
-    ];
-    for (name, dst) in cases {
-        let mut seed = vec![1u8];
-        seed.extend(crate::gateway::packet([10, 1, 1, 10], dst, 32));
-        seeds.push(("gateway_core", name.to_string(), seed));
-    }
-    let mut forged = vec![0u8];
-    forged.extend(crate::gateway::sealed_example());
-    seeds.push(("gateway_core", "other-key".to_string(), forged));
 }
