@@ -20,7 +20,9 @@ pub struct ControlPlane {
     pub db: PathBuf,
     pub endpoint: String,
     pub verbose: bool,
-    _daemon: Proc,
+    listen: String,
+    extra: Vec<String>,
+    daemon: Option<Proc>,
 }
 
 /// An account's credentials for `peerctl`.
@@ -47,11 +49,27 @@ impl ControlPlane {
             .expect("free port")
             .port();
         let listen = format!("127.0.0.1:{port}");
+        let mut cp = Self {
+            dir,
+            db,
+            endpoint: format!("http://{listen}"),
+            verbose,
+            listen,
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            daemon: None,
+        };
+        cp.spawn_daemon();
+        cp
+    }
+
+    /// Starts the daemon on the same address and database and waits until
+    /// it listens.
+    fn spawn_daemon(&mut self) {
         let daemon = teardown::spawn(
             Command::new(bin("peering-controld"))
-                .args(["serve", "--listen", &listen, "--db"])
-                .arg(&db)
-                .args(extra)
+                .args(["serve", "--listen", &self.listen, "--db"])
+                .arg(&self.db)
+                .args(&self.extra)
                 .stdout(Stdio::null())
                 // The daemon's request log only with PEERING_TEST_VERBOSE.
                 .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
@@ -61,18 +79,24 @@ impl ControlPlane {
                 }),
         )
         .expect("start peering-controld");
+        self.daemon = Some(daemon);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&listen).is_err() {
+        while std::net::TcpStream::connect(&self.listen).is_err() {
             assert!(Instant::now() < deadline, "peering-controld did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Self {
-            dir,
-            db,
-            endpoint: format!("http://{listen}"),
-            verbose,
-            _daemon: daemon,
-        }
+    }
+
+    /// The daemon's process id.
+    pub fn pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Proc::pid)
+    }
+
+    /// Kills the daemon (SIGKILL, a crash) and starts it again on the same
+    /// address and database.
+    pub fn restart(&mut self) {
+        self.daemon = None;
+        self.spawn_daemon();
     }
 
     /// Creates an account and its token with the admin command.

@@ -81,6 +81,13 @@ impl Supervisor {
         Instant::now()
     }
 
+    /// The process id of the current process (it may have exited and be
+    /// waiting for its restart).
+    pub fn pid(&self) -> Option<u32> {
+        let child = self.shared.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.as_ref().map(Child::id)
+    }
+
     /// Start times of every process so far.
     pub fn starts(&self) -> Vec<Instant> {
         self.shared

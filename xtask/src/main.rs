@@ -1,4 +1,4 @@
-//! `cargo xtask`: one-command setup, build, test, fuzzing, benchmark and demo.
+//! `cargo xtask`: one-command setup, build, test, fuzzing, benchmark, soak and demo.
 //!
 //! This crate depends on nothing that needs the eBPF toolchain, so it
 //! builds on a fresh machine and can install that toolchain itself.
@@ -54,6 +54,16 @@ enum Cmd {
     Bench {
         #[arg(long)]
         no_setup: bool,
+    },
+    /// Set up if needed, build (debug), and run the two-region lab under
+    /// churn, restarts and floods for a while, measuring steady flows and
+    /// resources; fails if a resource grows or intra-region traffic is lost.
+    Soak {
+        #[arg(long)]
+        no_setup: bool,
+        /// How long to run.
+        #[arg(long, default_value_t = 5.0)]
+        minutes: f64,
     },
     /// Set up if needed, build, and run the lab demo.
     Demo {
@@ -127,6 +137,24 @@ fn run(cmd: Cmd) -> Result<()> {
                 ])?;
             }
             Ok(())
+        }
+        Cmd::Soak { no_setup, minutes } => {
+            if !no_setup {
+                setup::run()?;
+            }
+            build(false)?;
+            let minutes = minutes.to_string();
+            cargo(&[
+                "run",
+                "-q",
+                "-p",
+                "peering-tests",
+                "--bin",
+                "soak",
+                "--",
+                "--minutes",
+                &minutes,
+            ])
         }
         Cmd::Demo { no_setup, hold } => {
             if !no_setup {
