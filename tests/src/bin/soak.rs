@@ -171,6 +171,18 @@ impl Series {
     }
 }
 
+/// Whether a series grew without bound: descriptors, map entries and stats
+/// files must not double (plus a little slack for small counts); RSS may
+/// grow (allocator, caches) but not triple.
+fn grew(name: &str, first: u64, last: u64) -> bool {
+    let bound = if name.contains("rss") {
+        first * 3 + 4096
+    } else {
+        first * 2 + 2
+    };
+    last > bound
+}
+
 /// A steady ping whose output (with receive timestamps) goes to a file.
 struct Flow {
     name: &'static str,
@@ -448,12 +460,14 @@ fn soak(args: &Args) -> bool {
         "epoch",
         "restarts"
     );
-    while Instant::now() < end {
+    loop {
         let now = Instant::now();
+        // The last pass only takes a final sample.
+        let done = now >= end;
         if let Some(e) = lab.gw1.tunnel_stats().current_epoch {
             last_epoch = last_epoch.max(e);
         }
-        if now >= next_churn {
+        if !done && now >= next_churn {
             next_churn += CHURN_EVERY;
             if churn_tick.is_multiple_of(2) {
                 churn.peering_step(&lab, &v);
@@ -461,7 +475,7 @@ fn soak(args: &Args) -> bool {
             churn.route_step(&lab, &v, &pcx_ac);
             churn_tick += 1;
         }
-        if now >= next_kill {
+        if !done && now >= next_kill {
             next_kill += AGENT_KILL_EVERY;
             let gw = if kills.len().is_multiple_of(2) {
                 &lab.gw1
@@ -473,12 +487,12 @@ fn soak(args: &Args) -> bool {
                 kills.push(unix_now());
             }
         }
-        if now >= next_ctl {
+        if !done && now >= next_ctl {
             next_ctl += CONTROLLER_RESTART_EVERY;
             lab.cp.restart();
             controller_restarts += 1;
         }
-        if now >= next_flood {
+        if !done && now >= next_flood {
             next_flood += FLOOD_EVERY;
             if let Some(p) = flood.take() {
                 let _ = p.wait();
@@ -504,7 +518,7 @@ fn soak(args: &Args) -> bool {
             );
             floods += 1;
         }
-        if now >= next_sample {
+        if done || now >= next_sample {
             next_sample += SAMPLE_EVERY;
             let t = now - start;
             let pid = |g: &peering_tests::inter_region::Gateway| {
@@ -537,6 +551,9 @@ fn soak(args: &Args) -> bool {
                 last_epoch,
                 kills.len() as u32 + controller_restarts
             );
+        }
+        if done {
+            break;
         }
         std::thread::sleep(Duration::from_millis(200));
     }
@@ -601,14 +618,7 @@ fn soak(args: &Args) -> bool {
         else {
             continue;
         };
-        // Descriptors and map entries must not double; RSS may grow
-        // (allocator, caches) but not triple. Stats files as map entries.
-        let bound = if s.name.contains("rss") {
-            first * 3 + 4096
-        } else {
-            first * 2 + 2
-        };
-        let verdict = if last > bound {
+        let verdict = if grew(&s.name, first, last) {
             ok = false;
             "GREW"
         } else {
@@ -630,4 +640,38 @@ fn soak(args: &Args) -> bool {
     say!("soak: {}", if ok { "ok" } else { "FAILED" });
     drop(lab);
     ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OUT: &str = "\
+PING 10.3.0.10 (10.3.0.10) 56(84) bytes of data.
+[100.000] 64 bytes from 10.3.0.10: icmp_seq=1 ttl=62 time=1.0 ms
+[100.050] 64 bytes from 10.3.0.10: icmp_seq=2 ttl=62 time=1.0 ms
+[100.200] 64 bytes from 10.3.0.10: icmp_seq=5 ttl=62 time=1.0 ms
+[100.200] 64 bytes from 10.3.0.10: icmp_seq=5 ttl=62 time=1.0 ms (DUP!)
+[100.250] 64 bytes from 10.3.0.10: icmp_seq=6 ttl=62 time=1.0 ms
+
+--- 10.3.0.10 ping statistics ---
+7 packets transmitted, 4 received, 42% packet loss, time 300ms
+";
+
+    #[test]
+    fn lost_pings_are_placed_between_the_replies_around_them() {
+        let l = loss(OUT);
+        assert_eq!((l.sent, l.received), (7, 4));
+        let at: Vec<String> = l.lost_at.iter().map(|t| format!("{t:.3}")).collect();
+        assert_eq!(at, ["100.100", "100.150", "100.300"]);
+    }
+
+    #[test]
+    fn growth_bounds() {
+        assert!(!grew("agent1 fds", 27, 56));
+        assert!(grew("agent1 fds", 27, 57));
+        assert!(!grew("gw1 map entries", 1, 4));
+        assert!(!grew("agent1 rss KiB", 30_000, 94_096));
+        assert!(grew("agent1 rss KiB", 30_000, 94_097));
+    }
 }
