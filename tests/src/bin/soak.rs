@@ -410,6 +410,7 @@ fn soak(args: &Args) -> bool {
         Flow::start("B→C", &lab.b, "10.3.0.10", secs, dir),
     ];
     let start = Instant::now();
+    let start_unix = unix_now();
     let end = start + Duration::from_secs_f64(secs);
     let first_epoch = lab.gw1.tunnel_stats().current_epoch.unwrap_or(0);
     let mut last_epoch = first_epoch;
@@ -436,6 +437,7 @@ fn soak(args: &Args) -> bool {
     };
     let mut kills: Vec<f64> = Vec::new();
     let mut controller_restarts = 0u32;
+    let mut ctl_at: Vec<f64> = Vec::new();
     let mut floods = 0u32;
     let mut flood: Option<Proc> = None;
     let (mut next_sample, mut next_churn) = (start + SAMPLE_EVERY, start + CHURN_EVERY);
@@ -489,6 +491,7 @@ fn soak(args: &Args) -> bool {
         }
         if !done && now >= next_ctl {
             next_ctl += CONTROLLER_RESTART_EVERY;
+            ctl_at.push(unix_now());
             lab.cp.restart();
             controller_restarts += 1;
         }
@@ -569,11 +572,22 @@ fn soak(args: &Args) -> bool {
         "  key rotations        {} (epoch {first_epoch} -> {last_epoch})",
         last_epoch.saturating_sub(first_epoch)
     );
+    let at = |ts: &[f64]| -> String {
+        let t: Vec<String> = ts
+            .iter()
+            .map(|t| format!("{:.0}", t - start_unix))
+            .collect();
+        t.join(", ")
+    };
     say!(
-        "  agent kills          {} (SIGKILL, supervisor restart)",
-        kills.len()
+        "  agent kills          {} (SIGKILL, supervisor restart; at t = {} s)",
+        kills.len(),
+        at(&kills)
     );
-    say!("  controller restarts  {controller_restarts}");
+    say!(
+        "  controller restarts  {controller_restarts} (at t = {} s)",
+        at(&ctl_at)
+    );
     say!("  flood bursts         {floods} x {FLOOD_COUNT} datagrams");
     say!(
         "  peering A<->B        {} created, {} deleted; route changes {}",
@@ -584,21 +598,28 @@ fn soak(args: &Args) -> bool {
     let mut ok = true;
     for (name, out) in &outputs {
         let l = loss(out);
-        let in_window = l
+        let outside: Vec<f64> = l
             .lost_at
             .iter()
             .filter(|t| {
-                kills
+                !kills
                     .iter()
                     .any(|k| **t >= k - 0.5 && **t <= k + RESTART_WINDOW)
             })
-            .count() as u64;
+            .map(|t| t - start_unix)
+            .collect();
         let lost = l.sent.saturating_sub(l.received);
+        let shown: Vec<String> = outside.iter().take(10).map(|t| format!("{t:.1}")).collect();
         say!(
-            "  flow {name}: sent {}, received {}, lost {lost} ({} outside agent-restart windows)",
+            "  flow {name}: sent {}, received {}, lost {lost} ({} outside agent-restart windows{})",
             l.sent,
             l.received,
-            lost.saturating_sub(in_window)
+            outside.len(),
+            if shown.is_empty() {
+                String::new()
+            } else {
+                format!(", at t = {} s", shown.join(", "))
+            }
         );
         if *name == "B→C" && (lost > 0 || l.sent == 0) {
             say!("  FAIL: the intra-region flow lost packets");
