@@ -75,8 +75,8 @@ pub struct PeeringView {
 }
 
 /// What the agent of `region` must program, at `now` (which decides whether
-/// peerings are active). Lists are in id order, so equal states give equal
-/// views.
+/// peerings are active). Lists are sorted by [`crate::control::delta::ViewKey`],
+/// so equal states give equal views.
 pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
     let in_region = |vpc_id: &str| state.vpc(vpc_id).is_some_and(|v| v.region == region);
     let vpcs = state
@@ -121,14 +121,16 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
         .flat_map(|p| [Side::Requester, Side::Accepter].map(|s| peering_view(state, p, s, region)))
         .flatten()
         .collect();
-    RegionView {
+    let mut view = RegionView {
         revision: state.revision,
         region: region.to_owned(),
         vpcs,
         subnets,
         routes,
         peerings,
-    }
+    };
+    view.sort();
+    view
 }
 
 fn other(side: Side) -> Side {

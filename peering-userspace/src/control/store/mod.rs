@@ -11,6 +11,7 @@
 //!   its [`crate::control::view::RegionView`] if its region is listed
 //!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
 
+pub mod kv;
 pub mod memory;
 pub mod sqlite;
 pub mod tunnel;
