@@ -242,6 +242,9 @@ struct TunnelLink {
     /// When the registration was last written (it is leased: see
     /// [`RENEW_EVERY`]).
     renewed_at: Instant,
+    /// A renewal in progress: renewals run on their own thread, so a write
+    /// waiting for the store's lock never delays key updates.
+    renewing: Option<std::thread::JoinHandle<Result<u32, crate::control::store::StoreError>>>,
 }
 
 /// The remote gateways' next hops as last handed to the tunnel.
@@ -363,15 +366,26 @@ impl TunnelLink {
             next_hops,
             renew: known.is_some(),
             renewed_at: Instant::now(),
+            renewing: None,
         }))
     }
 
     /// Renews a registration that `start` only read (its update time).
     /// Also renews the lease of the registration every [`RENEW_EVERY`].
     fn renew(&mut self, store: &SqliteStore, region: &str) -> Result<()> {
+        if let Some(h) = self.renewing.take_if(|h| h.is_finished()) {
+            match h.join() {
+                Ok(Ok(_)) => {}
+                Ok(Err(e)) => warn!("renewing the gateway registration: {e}"),
+                Err(_) => warn!("the registration renewal thread panicked"),
+            }
+        }
         let due = self.renewed_at.elapsed() >= RENEW_EVERY;
-        if std::mem::take(&mut self.renew) || due {
-            store.register_gateway(region, self.underlay, unix_ms())?;
+        if (std::mem::take(&mut self.renew) || due) && self.renewing.is_none() {
+            let (store, region, underlay) = (store.clone(), region.to_owned(), self.underlay);
+            self.renewing = Some(std::thread::spawn(move || {
+                store.register_gateway(&region, underlay, unix_ms())
+            }));
             self.renewed_at = Instant::now();
         }
         Ok(())

@@ -68,7 +68,8 @@ pub(crate) struct Inner {
 /// reads at its own rate; the change thread catches up anyway).
 const MISS_CATCH_UP_EVERY: u64 = 100;
 
-/// See the module documentation.
+/// See the module documentation. Clones share one controller.
+#[derive(Clone)]
 pub struct Controller {
     inner: Arc<Inner>,
 }

@@ -75,7 +75,11 @@ CREATE TABLE IF NOT EXISTS kv_meta (
 ";
 
 pub struct SqliteKv {
+    /// Commits and sweeps. Reads use `reader`, so a write waiting for the
+    /// database lock (or a checkpoint) never holds up this process's reads
+    /// of changes.
     conn: Mutex<Connection>,
+    reader: Mutex<Connection>,
     /// Bumped (and notified) on every commit of this process.
     commits: (Mutex<u64>, Condvar),
 }
@@ -103,12 +107,8 @@ impl SqliteKv {
         path: impl AsRef<Path>,
         initial: impl FnOnce() -> Vec<(String, Vec<u8>)>,
     ) -> Result<Self, StoreError> {
-        let mut conn = Connection::open(path)?;
-        conn.busy_timeout(BUSY_TIMEOUT)?;
-        let _mode: String =
-            conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
-        // Deleted key material is overwritten with zeros (per connection).
-        conn.pragma_update(None, "secure_delete", true)?;
+        let path = path.as_ref();
+        let mut conn = connect(path)?;
         if !up_to_date(&conn)? {
             let mut migrated = false;
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -138,6 +138,7 @@ impl SqliteKv {
         }
         Ok(SqliteKv {
             conn: Mutex::new(conn),
+            reader: Mutex::new(connect(path)?),
             commits: (Mutex::new(0), Condvar::new()),
         })
     }
@@ -145,6 +146,10 @@ impl SqliteKv {
     fn lock(&self) -> MutexGuard<'_, Connection> {
         // A panic drops any open transaction (rolling it back): still sound.
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn lock_reader(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn notify(&self) {
@@ -155,10 +160,10 @@ impl SqliteKv {
 
     /// Deletes expired leases now, if any (one batch at a new revision).
     pub fn sweep(&self) -> Result<(), StoreError> {
-        let mut conn = self.lock();
-        if !any_expired(&conn, unix_ms())? {
+        if !any_expired(&self.lock_reader(), unix_ms())? {
             return Ok(());
         }
+        let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut meta = read_meta(&tx)?;
         let swept = sweep_expired(&tx, &mut meta, unix_ms())?;
@@ -174,7 +179,7 @@ impl SqliteKv {
     }
 
     fn read_batches(&self, since: u64) -> Result<Option<Vec<Batch>>, StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock_reader();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let meta = read_meta(&tx)?;
         if since < meta.oldest {
@@ -209,7 +214,7 @@ impl SqliteKv {
 
 impl Kv for SqliteKv {
     fn snapshot(&self) -> Result<(u64, Vec<Entry>), StoreError> {
-        let mut conn = self.lock();
+        let mut conn = self.lock_reader();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
         let meta = read_meta(&tx)?;
         let mut stmt = tx.prepare_cached(
@@ -322,6 +327,17 @@ impl Kv for SqliteKv {
     fn lead(&self) -> Result<bool, StoreError> {
         Ok(true)
     }
+}
+
+/// A connection with the settings every one of ours has.
+fn connect(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let _mode: String =
+        conn.pragma_update_and_check(None, "journal_mode", "WAL", |row| row.get(0))?;
+    // Deleted key material is overwritten with zeros (per connection).
+    conn.pragma_update(None, "secure_delete", true)?;
+    Ok(conn)
 }
 
 /// True when the schema is in place at [`SCHEMA_VERSION`], so opening needs
