@@ -348,6 +348,28 @@ fn agent_client_fails_over_when_its_controller_is_killed() {
     assert_eq!(c.current(), url_b);
 }
 
+#[test]
+fn a_stopped_controller_does_not_wait_for_long_polls() {
+    let store = Store::new("gwstop");
+    let (_, cred) = store.credential("gw-e1");
+    let (daemon, url) = store.start();
+    let mut c = client(std::slice::from_ref(&url), &store.pki.ca, cred);
+    let mut since = None;
+    sync_until(&mut c, &mut since, Duration::from_secs(10), |_| true);
+    let at = since.unwrap();
+    let poll = std::thread::spawn(move || c.sync(Some(at), Duration::from_secs(30)));
+    std::thread::sleep(Duration::from_millis(500));
+    // SAFETY: kill(2) on our own child.
+    assert_eq!(unsafe { libc::kill(daemon.pid() as i32, libc::SIGTERM) }, 0);
+    let stopped = Instant::now();
+    let status = daemon.wait().unwrap();
+    let took = stopped.elapsed();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(5), "stopping took {took:?}");
+    // The gateway sees the controller go (and would move to another one).
+    let _ = poll.join().unwrap();
+}
+
 fn port_of(url: &str) -> u16 {
     url.rsplit(':').next().unwrap().parse().unwrap()
 }
