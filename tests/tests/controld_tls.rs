@@ -159,6 +159,15 @@ fn peerctl_verifies_the_controller_certificate() {
     assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
     assert!(stderr(&out).contains("CA file"), "{}", stderr(&out));
 
+    // A CA file that cannot be read: a configuration error too.
+    let out = s.peerctl(
+        &ep,
+        &[("PEERING_CA_FILE", "/nonexistent/ca.pem")],
+        &["describe-vpcs"],
+    );
+    assert_eq!(out.status.code(), Some(253), "{}", stderr(&out));
+    assert!(stderr(&out).contains("CA file"), "{}", stderr(&out));
+
     // Plain HTTP to a lab address: refused by peerctl, the token never
     // leaves.
     let out = s.peerctl(&format!("http://{ADDR}:{PORT}"), &[], &["describe-vpcs"]);
