@@ -195,3 +195,34 @@ fn peerctl_verifies_the_controller_certificate() {
     );
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[test]
+fn the_plain_server_refuses_a_non_loopback_listener() {
+    let ns = Netns::new("plain");
+    ns.exec_ok(&["ip", "addr", "add", "198.18.77.2/32", "dev", "lo"]);
+    let path = format!("/var/run/netns/{}", ns.name);
+    // A thread of our own enters the namespace; the test thread stays.
+    let result = std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).expect("netns file");
+        use std::os::fd::AsRawFd;
+        // SAFETY: setns on this thread only, with a namespace fd we hold.
+        let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let l = tokio::net::TcpListener::bind("198.18.77.2:0")
+                .await
+                .unwrap();
+            let router = axum::Router::new();
+            peering_userspace::api::serve(l, router, async {}).await
+        })
+    })
+    .join()
+    .unwrap();
+    let err = result.expect_err("refused");
+    assert_eq!(err.kind(), std::io::ErrorKind::PermissionDenied);
+    assert!(err.to_string().contains("loopback"), "{err}");
+}
