@@ -51,6 +51,7 @@ where
     let over = Overrides {
         profile: cli.profile,
         endpoint_url: cli.endpoint_url,
+        ca_file: cli.ca_file,
         region: cli.region,
         output: cli.output,
         token: std::env::var(ENV_TOKEN).ok(),
@@ -62,6 +63,12 @@ where
             return EXIT_CONFIG;
         }
     };
+    if let Some(ca) = &settings.ca_file {
+        if let Err(e) = crate::https::load_ca(ca) {
+            eprintln!("peerctl: {e:#}");
+            return EXIT_CONFIG;
+        }
+    }
     let Some(token) = settings.token.as_deref() else {
         eprintln!(
             "peerctl: Unable to locate credentials. Set PEERING_TOKEN or `token` in the profile."
@@ -76,6 +83,7 @@ where
     }
     match client::call(
         &settings.endpoint_url,
+        settings.ca_file.as_deref(),
         token,
         settings.region.as_deref(),
         &request,
