@@ -11,6 +11,7 @@
 //!   its [`crate::control::view::RegionView`] if its region is listed
 //!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
 
+pub mod etcd;
 pub mod kv;
 pub mod memory;
 pub mod sqlite;
@@ -70,6 +71,10 @@ pub enum StoreError {
     /// No gateway id is left (ids are never reused).
     #[error("gateway ids exhausted")]
     GatewayIdsExhausted,
+    /// An etcd request failed or timed out (for a commit: its outcome is
+    /// unknown), or an etcd store was misconfigured.
+    #[error("etcd: {0}")]
+    Etcd(String),
 }
 
 /// One committed revision and the regions whose dataplane view it changed
