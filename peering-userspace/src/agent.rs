@@ -239,6 +239,9 @@ struct TunnelLink {
     next_hops: Option<NextHops>,
     /// The registration is still to be renewed (see [`TunnelLink::renew`]).
     renew: bool,
+    /// When the registration was last written (it is leased: see
+    /// [`RENEW_EVERY`]).
+    renewed_at: Instant,
 }
 
 /// The remote gateways' next hops as last handed to the tunnel.
@@ -254,6 +257,11 @@ struct NextHops {
 /// AF_XDP never confirm a neighbour, so the kernel would let it go stale
 /// and never notice a changed MAC.
 const NUDGE_EVERY: Duration = Duration::from_secs(5);
+
+/// How often the gateway's registration is renewed: a third of its lease
+/// ([`crate::control::store::codec::REGISTRATION_TTL`]), so two renewals
+/// may fail before it lapses.
+const RENEW_EVERY: Duration = Duration::from_secs(5);
 
 impl TunnelLink {
     /// Registers this gateway and starts the tunnel, once peering-controld
@@ -354,13 +362,17 @@ impl TunnelLink {
             underlay,
             next_hops,
             renew: known.is_some(),
+            renewed_at: Instant::now(),
         }))
     }
 
     /// Renews a registration that `start` only read (its update time).
+    /// Also renews the lease of the registration every [`RENEW_EVERY`].
     fn renew(&mut self, store: &SqliteStore, region: &str) -> Result<()> {
-        if std::mem::take(&mut self.renew) {
+        let due = self.renewed_at.elapsed() >= RENEW_EVERY;
+        if std::mem::take(&mut self.renew) || due {
             store.register_gateway(region, self.underlay, unix_ms())?;
+            self.renewed_at = Instant::now();
         }
         Ok(())
     }

@@ -217,9 +217,11 @@ async fn view<S: Store + Send + Sync + 'static>(
         let store = app.store.clone();
         let now = app.clock.now();
         blocking(move || {
-            let state = store.load()?;
-            state.config.check_region(&region)?;
-            Ok(region_view(&state, &region, now))
+            let view = store.read(|state| {
+                state.config.check_region(&region)?;
+                Ok::<_, crate::control::error::ApiError>(region_view(state, &region, now))
+            })??;
+            Ok(view)
         })
         .await
     }
