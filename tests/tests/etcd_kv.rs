@@ -22,12 +22,13 @@ fn prefix() -> String {
 
 fn contract_on(cluster: &EtcdCluster, name: &str) {
     let p = prefix();
-    let open = || Box::new(cluster.kv(&p)) as Box<dyn Kv>;
+    let open = || Arc::new(cluster.kv(&p)) as Arc<dyn Kv>;
     let compact = |rev: u64| cluster.compact(rev);
     kv_contract::run_all(&Backend {
         name,
         open: &open,
         compact: Some(&compact),
+        elects: true,
     });
 }
 

@@ -18,6 +18,7 @@ pub mod memory;
 pub(crate) mod migrate;
 pub mod sqlite_kv;
 pub mod tunnel;
+pub mod url;
 
 use crate::control::account::AccountId;
 use crate::control::error::ApiError;
