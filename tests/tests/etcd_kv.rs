@@ -55,12 +55,18 @@ fn commits_survive_a_killed_member() {
     for victim in 0..cluster.size() {
         cluster.kill9(victim);
         let t = Instant::now();
+        let mut slowest = Duration::ZERO;
         for n in 0..20 {
             let key = format!("m{victim}/{n}");
+            let one = Instant::now();
             commit_now(&kv, &[put(&key, "v")]);
+            slowest = slowest.max(one.elapsed());
             written.push(key);
         }
-        eprintln!("20 commits with member m{victim} dead: {:?}", t.elapsed());
+        eprintln!(
+            "20 commits with member m{victim} dead: {:?} (slowest {slowest:?})",
+            t.elapsed()
+        );
         cluster.restart(victim);
         cluster.wait_healthy(Duration::from_secs(30));
         // Caught up: its own applied revision reaches the cluster's.

@@ -486,6 +486,7 @@ impl Inner {
         // so concurrent callers never wait for each other: the one that
         // does not continue where it ended opens a watch of its own.
         let kept = self.cursor.lock().await.take().filter(|c| c.at == since);
+        let reused = kept.is_some();
         let mut cursor = match kept {
             Some(c) => c,
             None => Cursor {
@@ -493,7 +494,16 @@ impl Inner {
                 stream: self.open_watch(start).await?,
             },
         };
-        let result = self.read_watch(&mut cursor, head, wait, deadline).await;
+        let mut result = self.read_watch(&mut cursor, head, wait, deadline).await;
+        // A kept watch may have died with its member since the last call:
+        // one more try on a fresh watch (another member) before failing.
+        if reused && matches!(result, Err(StoreError::Etcd(_))) {
+            cursor = Cursor {
+                at: since,
+                stream: self.open_watch(start).await?,
+            };
+            result = self.read_watch(&mut cursor, head, wait, deadline).await;
+        }
         if let Ok(batches) = &result {
             if let Some(last) = batches.last() {
                 cursor.at = last.revision;
