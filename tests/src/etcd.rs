@@ -93,6 +93,11 @@ impl EtcdCluster {
         i
     }
 
+    /// Member `i`'s host (e.g. to cut its link).
+    pub fn member(&self, i: usize) -> &Netns {
+        &self.members[i].ns
+    }
+
     pub fn client(&self, i: usize) -> &Netns {
         &self.clients[i]
     }

@@ -93,6 +93,35 @@ fn commits_survive_a_killed_member() {
     }
 }
 
+/// A member cut off by a link that goes down (its packets vanish: no
+/// reset, no refusal, the case that hangs a client without timeouts):
+/// commits keep landing, each within the store's deadline.
+#[test]
+fn commits_survive_a_cut_off_member() {
+    let cluster = EtcdCluster::start(3);
+    let kv = cluster.kv(&prefix());
+    commit_now(&kv, &[put("before", "v")]);
+    cluster
+        .member(0)
+        .exec_ok(&["ip", "link", "set", "eth0", "down"]);
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    for n in 0..20 {
+        let one = Instant::now();
+        commit_now(&kv, &[put(&format!("cut/{n}"), "v")]);
+        slowest = slowest.max(one.elapsed());
+    }
+    eprintln!(
+        "20 commits with m0 cut off: {:?} (slowest {slowest:?})",
+        t.elapsed()
+    );
+    let (_, entries) = kv.snapshot().unwrap();
+    assert_eq!(
+        entries.iter().filter(|e| e.key.starts_with("cut/")).count(),
+        20
+    );
+}
+
 /// Leadership lines from the `kv-lead` helper: (unix ms, leading).
 type Lines = Arc<Mutex<Vec<(u128, bool)>>>;
 

@@ -89,13 +89,15 @@ impl Campaign {
     }
 
     /// Records a confirmed term: the lease (granted or kept alive by a
-    /// request sent at `sent`) lasts at least `ttl_secs` from then.
-    fn confirm(&self, lease: i64, sent: Instant, ttl_secs: i64) {
-        let ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0));
+    /// request sent at `sent`) lasts at least `ttl_secs` from then. The
+    /// term counted is never longer than the TTL asked for (`asked`), what
+    /// ever the answer says.
+    fn confirm(&self, lease: i64, sent: Instant, ttl_secs: i64, asked: Duration) {
+        let ttl = Duration::from_secs(u64::try_from(ttl_secs).unwrap_or(0)).min(asked);
         let mut s = self.state();
         if !s.stopped {
             s.lease = Some(lease);
-            s.valid_until = Some(sent + ttl - margin(ttl));
+            s.valid_until = sent.checked_add(ttl - margin(ttl));
         }
     }
 
@@ -165,7 +167,7 @@ async fn acquire(c: &Campaign, inner: &Inner) -> Option<i64> {
         )]);
     match tokio::time::timeout(t, kv.txn(txn)).await {
         Ok(Ok(r)) if r.succeeded() => {
-            c.confirm(lease, sent, grant.ttl());
+            c.confirm(lease, sent, grant.ttl(), inner.opts.lead_ttl);
             Some(lease)
         }
         _ => {
@@ -218,7 +220,7 @@ async fn hold(c: &Campaign, inner: &Inner, lease: i64) {
             }
         };
         match ttl {
-            Some(secs) if secs > 0 => c.confirm(lease, sent, secs),
+            Some(secs) if secs > 0 => c.confirm(lease, sent, secs, inner.opts.lead_ttl),
             // The cluster says the lease is gone: the term is over.
             Some(_) => {
                 c.lost();

@@ -474,6 +474,9 @@ impl Inner {
     }
 
     async fn changes(&self, since: u64, wait: Duration) -> Result<Vec<Batch>, StoreError> {
+        // Any longer wait is a caller's "forever"; bounded so that clock
+        // arithmetic cannot overflow.
+        let wait = wait.min(MAX_WAIT);
         let start = i64::try_from(since)
             .ok()
             .and_then(|s| s.checked_add(1))
@@ -602,6 +605,9 @@ impl Inner {
         }
     }
 }
+
+/// The longest [`Kv::changes`] waits for a first batch.
+const MAX_WAIT: Duration = Duration::from_secs(24 * 3600);
 
 /// Bounds one answer of [`Kv::changes`]; the caller asks again for more.
 /// Watch messages are never split, so this is a soft bound.
