@@ -14,12 +14,10 @@ use std::{
 
 use ipnet::Ipv4Net;
 use peering_tests::etcd::{in_netns, EtcdCluster};
+use peering_userspace::api::daemon::open_store_url;
 use peering_userspace::control::controller::Controller;
-use peering_userspace::control::store::codec;
-use peering_userspace::control::store::url::{open_kv, StoreUrl};
-use peering_userspace::control::{
-    AccountId, Call, Config, Limits, RngIds, State, Store, StoreError,
-};
+use peering_userspace::control::store::url::StoreUrl;
+use peering_userspace::control::{AccountId, Call, RngIds, Store, StoreError};
 
 const REGION: &str = "r1";
 const PAIRS: usize = 200;
@@ -31,16 +29,11 @@ fn controller(cluster: &EtcdCluster, prefix: &str) -> Controller {
         endpoints: cluster.endpoints(),
         prefix: prefix.to_owned(),
     };
-    let kv = in_netns(cluster.client(0), move || {
-        open_kv(&url, || {
-            codec::state_entries(&State::new(Config {
-                regions: vec![REGION.into()],
-                limits: Limits::default(),
-            }))
-        })
+    // As `peering-controld serve --store etcd://...` opens it.
+    in_netns(cluster.client(0), move || {
+        open_store_url(&url, &[REGION.to_owned()]).map_err(|e| format!("{e:#}"))
     })
-    .expect("open etcd store");
-    Controller::new(kv).expect("controller")
+    .expect("open etcd store")
 }
 
 /// (controller, vpc index, the VPC id or the error code).
@@ -151,4 +144,69 @@ fn two_controllers_keep_cidrs_disjoint() {
             }
         }
     }
+}
+
+/// `peering-controld serve --store etcd://...` on a client host: it opens
+/// the cluster, seeds the configuration and answers HTTP (an unauthenticated
+/// call is refused with the API's JSON error).
+#[test]
+fn controld_serves_over_etcd() {
+    let cluster = EtcdCluster::start(1);
+    let url = format!(
+        "etcd://{}/{}",
+        cluster.endpoints().join(","),
+        peering_tests::lab::unique("d")
+    );
+    let listen = "198.18.250.100:7780";
+    let mut cmd = cluster.client(0).cmd(&[
+        peering_tests::lab::bin("peering-controld")
+            .to_str()
+            .unwrap(),
+        "serve",
+        "--store",
+        &url,
+        "--listen",
+        listen,
+        "--regions",
+        REGION,
+    ]);
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _daemon = peering_tests::teardown::spawn(&mut cmd).expect("start peering-controld");
+    let answer = in_netns(cluster.client(0), move || {
+        let deadline = Instant::now() + std::time::Duration::from_secs(20);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(std::time::Duration::from_secs(2)))
+            .build()
+            .into();
+        loop {
+            let r = agent
+                .post(&format!("http://{listen}/v1/DescribeVpcs"))
+                .header("Authorization", "Bearer nope")
+                .content_type("application/json")
+                .send("{}");
+            if let Ok(mut r) = r {
+                return (
+                    r.status().as_u16(),
+                    r.body_mut().read_to_string().unwrap_or_default(),
+                );
+            }
+            assert!(Instant::now() < deadline, "peering-controld did not answer");
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+    });
+    assert!(matches!(answer.0, 401 | 403), "{answer:?}");
+    // The daemon seeded the deployment's configuration in etcd.
+    let prefix = url.rsplit('/').next().unwrap();
+    let keys = cluster.etcdctl(&[
+        "get",
+        "--prefix",
+        "--keys-only",
+        &format!("/{prefix}/data/"),
+    ]);
+    assert!(
+        !keys.trim().is_empty(),
+        "nothing stored under /{prefix}/data/"
+    );
 }
