@@ -1,7 +1,7 @@
 //! `peering-controld`: serves the API over a SQLite store, and issues tokens.
 //!
 //! ```text
-//! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
+//! peering-controld serve --db PATH | --store URL [--listen 127.0.0.1:7780]   (URL: sqlite:PATH or etcd://HOST:PORT,...)
 //!                        [--tls-cert PEM --tls-key PEM]
 //!                        [--regions us-east-1,us-west-2]
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
@@ -22,6 +22,9 @@ use crate::api::{gateway, router, serve, serve_tls, App};
 use crate::control::account::AccountId;
 use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
+use crate::control::state::State;
+use crate::control::store::codec;
+use crate::control::store::url::{open_kv, StoreUrl};
 use crate::control::store::{SqliteStore, Store, TunnelSettings};
 use crate::tunnel::key::{Algorithm, KeySource, SystemKeySource};
 use crate::tunnel::schedule::{KeySchedule, PolicyError, RotationPolicy};
@@ -86,8 +89,13 @@ pub enum Command {
     /// Serve the HTTP/JSON API.
     Serve {
         /// SQLite database (created if missing).
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[arg(long, env = "PEERING_DB", required_unless_present = "store")]
+        db: Option<PathBuf>,
+        /// The store as a URL instead of --db: sqlite:PATH, or
+        /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] for an etcd cluster that
+        /// several controllers may serve at once.
+        #[arg(long, env = "PEERING_STORE", conflicts_with = "db")]
+        store: Option<String>,
         /// Address to listen on. Anything but a loopback address needs
         /// --tls-cert and --tls-key.
         #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -187,6 +195,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Serve {
             db,
+            store,
             listen,
             tls_cert,
             tls_key,
@@ -201,7 +210,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 _ => None,
             };
             check_listen(listen, tls.is_some())?;
-            let store = open_store(&db, &regions)?;
+            let url = match (store, db) {
+                (Some(url), _) => StoreUrl::parse(&url).context("--store")?,
+                (None, Some(db)) => StoreUrl::Sqlite(db),
+                (None, None) => bail!("--db or --store is required"),
+            };
+            let store = open_store_url(&url, &regions)?;
             let tunnel = TunnelSettings {
                 policy: key_rotation,
                 algorithm: cipher.into(),
@@ -285,6 +299,11 @@ fn init_logging(verbose: bool) {
 /// Opens the store; `regions` (if any) configure a new database and are
 /// added to an existing one.
 pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> {
+    open_store_url(&StoreUrl::Sqlite(db.to_owned()), regions)
+}
+
+/// [`open_store`] for any store URL (SQLite or etcd).
+pub fn open_store_url(url: &StoreUrl, regions: &[String]) -> anyhow::Result<SqliteStore> {
     let mut config = Config::default();
     if !regions.is_empty() {
         for r in regions {
@@ -294,8 +313,9 @@ pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> 
         }
         config.regions = regions.to_vec();
     }
-    let store = SqliteStore::open(db, config)
-        .with_context(|| format!("opening database {}", db.display()))?;
+    let kv = open_kv(url, || codec::state_entries(&State::new(config)))
+        .with_context(|| format!("opening store {url:?}"))?;
+    let store = SqliteStore::new(kv).with_context(|| format!("reading store {url:?}"))?;
     if !regions.is_empty() {
         let (added, _) = store.transact(|s| {
             let missing: Vec<String> = regions
@@ -721,6 +741,30 @@ mod tests {
         };
         assert_eq!(key_rotation.interval(), 1500);
         assert_eq!(cipher, Cipher::ChaCha20Poly1305);
+        // The store: --db or --store, not both, not neither.
+        let args =
+            Args::try_parse_from(["peering-controld", "serve", "--store", "etcd://h1:2379,h2"])
+                .unwrap();
+        assert!(matches!(
+            args.command,
+            Command::Serve {
+                store: Some(_),
+                db: None,
+                ..
+            }
+        ));
+        assert!(Args::try_parse_from([
+            "peering-controld",
+            "serve",
+            "--db",
+            "x.db",
+            "--store",
+            "etcd://h"
+        ])
+        .is_err());
+        if std::env::var_os("PEERING_DB").is_none() && std::env::var_os("PEERING_STORE").is_none() {
+            assert!(Args::try_parse_from(["peering-controld", "serve"]).is_err());
+        }
         let err = Args::try_parse_from([
             "peering-controld",
             "serve",

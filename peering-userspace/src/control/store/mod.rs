@@ -17,11 +17,13 @@
 //! [`MemoryStore`] is a plain in-memory [`Store`] for tests and fuzzing.
 
 pub mod codec;
+pub mod etcd;
 pub mod kv;
 pub mod memory;
 pub(crate) mod migrate;
 pub mod sqlite_kv;
 pub mod tunnel;
+pub mod url;
 
 use crate::control::account::AccountId;
 use crate::control::error::ApiError;
@@ -81,6 +83,10 @@ pub enum StoreError {
     /// No gateway id is left (ids are never reused).
     #[error("gateway ids exhausted")]
     GatewayIdsExhausted,
+    /// An etcd request failed or timed out (for a commit: its outcome is
+    /// unknown), or an etcd store was misconfigured.
+    #[error("etcd: {0}")]
+    Etcd(String),
     /// A write kept conflicting with other controllers' writes.
     #[error("the store is busy with other writers; try again")]
     Busy,
