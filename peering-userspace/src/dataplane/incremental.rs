@@ -44,7 +44,6 @@ pub struct Programmed {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Step {
     pub plan: Plan,
-    pub warnings: Vec<String>,
     /// Something the tunnel table is built from changed: peerings, subnet
     /// entries or neighbours.
     pub tunnel: bool,
@@ -336,8 +335,7 @@ impl Programmed {
         for key in keys {
             let egress = resolved
                 .iter()
-                .filter(|(s, _)| (s.vpc_dp_id, s.cidr.trunc()) == *key)
-                .last()
+                .rfind(|(s, _)| (s.vpc_dp_id, s.cidr.trunc()) == *key)
                 .map(|(s, p)| EgressPort {
                     ifindex: p.ifindex,
                     vlan: s.vlan,
