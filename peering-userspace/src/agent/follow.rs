@@ -82,6 +82,15 @@ impl Follower {
         }
     }
 
+    /// The id under which `endpoint` serves `region` in the registry (a
+    /// restarted agent finds its registration there before renewing it).
+    pub fn registered_as(&self, region: &str, endpoint: SocketAddrV4) -> Option<u32> {
+        self.gateways
+            .iter()
+            .find(|(r, _, e)| r == region && *e == endpoint)
+            .map(|(_, id, _)| *id)
+    }
+
     /// The revision of the view held.
     pub fn revision(&self) -> Option<u64> {
         self.programmed.as_ref().map(|p| p.view().revision)
@@ -188,6 +197,9 @@ mod tests {
         assert!(!repair);
         assert!(out.gateways);
         assert_eq!(f.revision(), Some(4));
+        let at = "198.18.0.1:51900".parse().unwrap();
+        assert_eq!(f.registered_as("r2", at), Some(2));
+        assert_eq!(f.registered_as("r1", at), None);
         // A delta from elsewhere does not fit.
         let d = view(9, &[]).diff(&view(10, &[]));
         let out = f.on_sync(sync(10, ViewUpdate::Delta(d), &[], &[("r2", 2)]), &resolve);

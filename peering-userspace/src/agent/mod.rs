@@ -157,9 +157,11 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         if cfg.once {
             return Ok(());
         }
-        if let (Some(underlay), Some(id), Some(settings)) =
-            (cfg.underlay, gateway_id, follower.settings)
-        {
+        let id = match cfg.underlay {
+            Some(u) => gateway_id.or_else(|| follower.registered_as(&cfg.region, u)),
+            None => None,
+        };
+        if let (Some(underlay), Some(id), Some(settings)) = (cfg.underlay, id, follower.settings) {
             // Maps an upgrade recreated are filled (by a reconciliation)
             // before the underlay link switches programs.
             if edge.tunnel.is_none() && !edge.dp.refill_pending() {
