@@ -130,14 +130,16 @@ impl Link {
         let sync_tx = tx.clone();
         thread::Builder::new()
             .name("control-sync".into())
-            .spawn(move || sync_loop(source, sync_tx, flag))?;
+            .spawn(move || sync_loop(source, sync_tx, flag, retry()))?;
         let rotate = match endpoint {
             Some(endpoint) => {
                 let source = make()?;
                 let (rotate, requests) = mpsc::channel();
                 thread::Builder::new()
                     .name("control-lease".into())
-                    .spawn(move || lease_loop(source, endpoint, tx, requests))?;
+                    .spawn(move || {
+                        lease_loop(source, endpoint, tx, requests, retry(), RENEW_EVERY)
+                    })?;
                 Some(rotate)
             }
             None => None,
@@ -162,9 +164,19 @@ impl Link {
     }
 }
 
-fn sync_loop(mut source: Box<dyn ControlSource>, tx: mpsc::Sender<Event>, resync: Arc<AtomicBool>) {
+/// Retries start 200 ms after a failure and wait at most 2 s: a returning
+/// controller is found within 2 s.
+fn retry() -> Backoff {
+    Backoff::new(Duration::from_millis(200), Duration::from_secs(2))
+}
+
+fn sync_loop(
+    mut source: Box<dyn ControlSource>,
+    tx: mpsc::Sender<Event>,
+    resync: Arc<AtomicBool>,
+    mut backoff: Backoff,
+) {
     let mut since = None;
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let mut online = true;
     loop {
         if resync.swap(false, Ordering::Relaxed) {
@@ -201,8 +213,9 @@ fn lease_loop(
     endpoint: SocketAddrV4,
     tx: mpsc::Sender<Event>,
     requests: mpsc::Receiver<()>,
+    mut backoff: Backoff,
+    renew: Duration,
 ) {
-    let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(2));
     let mut rotation_due = false;
     loop {
         let wait = match source.register(endpoint) {
@@ -211,7 +224,7 @@ fn lease_loop(
                 if tx.send(Event::Registered(id)).is_err() {
                     return;
                 }
-                RENEW_EVERY
+                renew
             }
             Err(e) => {
                 warn!("registering {endpoint}: {e:#}");
@@ -235,6 +248,127 @@ fn lease_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::control::view::RegionView;
+
+    /// Answers each call with what the test sends, after telling the test
+    /// which revision it was asked from.
+    struct Scripted {
+        calls: mpsc::Sender<Option<u64>>,
+        answers: mpsc::Receiver<Result<u64>>,
+        rotations: mpsc::Sender<()>,
+    }
+
+    impl ControlSource for Scripted {
+        fn sync(&mut self, since: Option<u64>, _: Duration) -> Result<Sync> {
+            self.calls.send(since)?;
+            let revision = self.answers.recv()??;
+            let view = RegionView {
+                revision,
+                region: "r1".into(),
+                vpcs: vec![],
+                subnets: vec![],
+                routes: vec![],
+                peerings: vec![],
+            };
+            Ok(Sync {
+                revision,
+                view: ViewUpdate::Full(view),
+                keys: vec![],
+                settings: None,
+                gateways: vec![],
+            })
+        }
+
+        fn register(&mut self, _: SocketAddrV4) -> Result<u32> {
+            self.calls.send(None)?;
+            Ok(self.answers.recv()?? as u32)
+        }
+
+        fn request_rotation(&mut self) -> Result<()> {
+            Ok(self.rotations.send(())?)
+        }
+
+        fn current(&self) -> String {
+            "scripted".into()
+        }
+    }
+
+    fn scripted() -> (
+        Box<Scripted>,
+        mpsc::Receiver<Option<u64>>,
+        mpsc::Sender<Result<u64>>,
+        mpsc::Receiver<()>,
+    ) {
+        let (calls, asked) = mpsc::channel();
+        let (answer, answers) = mpsc::channel();
+        let (rotations, rotated) = mpsc::channel();
+        let source = Scripted {
+            calls,
+            answers,
+            rotations,
+        };
+        (Box::new(source), asked, answer, rotated)
+    }
+
+    fn quick() -> Backoff {
+        Backoff::new(Duration::from_millis(1), Duration::from_millis(1))
+    }
+
+    #[test]
+    fn the_sync_loop_resumes_from_its_revision_says_offline_once_and_resyncs_on_request() {
+        let (source, asked, answer, _) = scripted();
+        let (tx, events) = mpsc::channel();
+        let resync = Arc::new(AtomicBool::new(false));
+        let flag = resync.clone();
+        let t = thread::spawn(move || sync_loop(source, tx, flag, quick()));
+        assert_eq!(asked.recv().unwrap(), None, "the first sync asks for all");
+        answer.send(Ok(5)).unwrap();
+        assert!(matches!(events.recv().unwrap(), Event::Sync(s) if s.revision == 5));
+        assert_eq!(asked.recv().unwrap(), Some(5));
+        // Two failures: one Offline event; the retries ask from 5 still.
+        answer.send(Err(anyhow::anyhow!("down"))).unwrap();
+        assert!(matches!(events.recv().unwrap(), Event::Offline(e) if e.contains("down")));
+        assert_eq!(asked.recv().unwrap(), Some(5));
+        answer.send(Err(anyhow::anyhow!("down"))).unwrap();
+        assert_eq!(asked.recv().unwrap(), Some(5));
+        // The agent asks for the full view before this answer is handled.
+        resync.store(true, Ordering::Relaxed);
+        answer.send(Ok(6)).unwrap();
+        assert!(matches!(events.recv().unwrap(), Event::Sync(s) if s.revision == 6));
+        assert_eq!(asked.recv().unwrap(), None, "resync: the full view");
+        // The agent goes: the loop ends at its next event.
+        drop(events);
+        answer.send(Ok(7)).unwrap();
+        t.join().unwrap();
+    }
+
+    #[test]
+    fn the_lease_loop_renews_and_forwards_rotation_requests() {
+        let (source, asked, answer, rotated) = scripted();
+        let (tx, events) = mpsc::channel();
+        let (rotate, requests) = mpsc::channel();
+        let endpoint = "198.18.0.1:51900".parse().unwrap();
+        let renew = Duration::from_millis(5);
+        let t = thread::spawn(move || lease_loop(source, endpoint, tx, requests, quick(), renew));
+        asked.recv().unwrap();
+        answer.send(Ok(3)).unwrap();
+        assert!(matches!(events.recv().unwrap(), Event::Registered(3)));
+        // Renewed after `renew`, and again after a failure.
+        asked.recv().unwrap();
+        answer.send(Err(anyhow::anyhow!("down"))).unwrap();
+        asked.recv().unwrap();
+        rotate.send(()).unwrap();
+        answer.send(Ok(3)).unwrap();
+        assert!(matches!(events.recv().unwrap(), Event::Registered(3)));
+        rotated
+            .recv_timeout(Duration::from_secs(5))
+            .expect("the rotation request went to the controller");
+        drop(rotate);
+        // Disconnected: the loop ends after its next registration.
+        asked.recv().unwrap();
+        answer.send(Ok(3)).unwrap();
+        t.join().unwrap();
+    }
 
     #[test]
     fn backoff_doubles_up_to_its_bound_and_resets() {
