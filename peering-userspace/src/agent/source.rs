@@ -293,12 +293,16 @@ mod tests {
         }
     }
 
-    fn scripted() -> (
+    /// The source, the revisions it is asked from, where its answers go
+    /// in, and the rotation requests it forwarded.
+    type Script = (
         Box<Scripted>,
         mpsc::Receiver<Option<u64>>,
         mpsc::Sender<Result<u64>>,
         mpsc::Receiver<()>,
-    ) {
+    );
+
+    fn scripted() -> Script {
         let (calls, asked) = mpsc::channel();
         let (answer, answers) = mpsc::channel();
         let (rotations, rotated) = mpsc::channel();
