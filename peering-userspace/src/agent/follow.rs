@@ -3,7 +3,7 @@
 //! registry moved. The IO edge (`agent::run`) dumps maps, applies plans
 //! and talks to the tunnel thread.
 
-use std::net::SocketAddrV4;
+use std::{collections::BTreeMap, net::SocketAddrV4};
 
 use crate::control::store::TunnelSettings;
 use crate::control::view::RegionView;
@@ -14,6 +14,13 @@ use super::source::{Sync, ViewUpdate};
 
 /// Registered gateways: (region, id, endpoint), sorted.
 pub type Gateways = Vec<(String, u32, SocketAddrV4)>;
+
+/// How long a gateway that left the registry is still used while its
+/// region has no other: registrations lapse when the controllers were
+/// unreachable for longer than their lease (a controller restart after an
+/// outage), and come back within seconds of their gateways' next renewal.
+/// Dropping the gateway meanwhile would stop traffic to its region.
+pub const GATEWAY_GRACE_MS: u64 = 30_000;
 
 /// The agent's picture of its controllers' state.
 #[derive(Default)]
@@ -26,6 +33,8 @@ pub struct Follower {
     pub keys: Vec<EpochKey>,
     pub gateways: Gateways,
     pub settings: Option<TunnelSettings>,
+    /// When each gateway was last in the registry (Unix ms).
+    seen: BTreeMap<(String, u32), (SocketAddrV4, u64)>,
 }
 
 /// What to do with the view part of an answer.
@@ -49,16 +58,17 @@ pub struct Outcome {
 }
 
 impl Follower {
-    pub fn on_sync(&mut self, sync: Sync, resolve: Resolve) -> Outcome {
+    /// Takes one answer of the controllers, received at `now` (Unix ms).
+    pub fn on_sync(&mut self, sync: Sync, resolve: Resolve, now: u64) -> Outcome {
         self.keys = sync.keys;
         self.keys.sort_by_key(|k| k.epoch);
         self.settings = sync.settings.or(self.settings);
-        let mut gateways: Gateways = sync
+        let registry: Gateways = sync
             .gateways
             .into_iter()
             .map(|g| (g.region, g.gateway_id, g.endpoint))
             .collect();
-        gateways.sort();
+        let gateways = self.with_grace(registry, now);
         let gateways_moved = gateways != self.gateways;
         self.gateways = gateways;
         let view = match (self.programmed.as_mut(), sync.view) {
@@ -80,6 +90,24 @@ impl Follower {
             view,
             gateways: gateways_moved,
         }
+    }
+
+    /// The registry, plus gateways that left it less than
+    /// [`GATEWAY_GRACE_MS`] ago and whose region has no other.
+    fn with_grace(&mut self, registry: Gateways, now: u64) -> Gateways {
+        for (region, id, endpoint) in &registry {
+            self.seen.insert((region.clone(), *id), (*endpoint, now));
+        }
+        self.seen
+            .retain(|_, (_, at)| now.saturating_sub(*at) < GATEWAY_GRACE_MS);
+        let mut out = registry;
+        for ((region, id), (endpoint, _)) in &self.seen {
+            if !out.iter().any(|(r, _, _)| r == region) {
+                out.push((region.clone(), *id, *endpoint));
+            }
+        }
+        out.sort();
+        out
     }
 
     /// The id under which `endpoint` serves `region` in the registry (a
@@ -169,12 +197,14 @@ mod tests {
         let out = f.on_sync(
             sync(3, ViewUpdate::Full(view(3, &[])), &[1, 2], &[]),
             &resolve,
+            0,
         );
         assert!(matches!(out.view, ViewAction::Full(v) if v.revision == 3));
         assert!(!out.gateways);
         let out = f.on_sync(
             sync(3, ViewUpdate::Full(view(3, &[])), &[3, 2], &[]),
             &resolve,
+            0,
         );
         let epochs: Vec<_> = f.keys.iter().map(|k| k.epoch).collect();
         assert_eq!(epochs, [2, 3], "the latest list, oldest first");
@@ -189,7 +219,11 @@ mod tests {
         let mut f = Follower::default();
         held(&mut f, view(3, &[]));
         let d = view(3, &[]).diff(&view(4, &["10.2.0.0/16"]));
-        let out = f.on_sync(sync(4, ViewUpdate::Delta(d), &[], &[("r2", 2)]), &resolve);
+        let out = f.on_sync(
+            sync(4, ViewUpdate::Delta(d), &[], &[("r2", 2)]),
+            &resolve,
+            0,
+        );
         let ViewAction::Step { step, repair } = out.view else {
             panic!("a step");
         };
@@ -202,27 +236,61 @@ mod tests {
         assert_eq!(f.registered_as("r1", at), None);
         // A delta from elsewhere does not fit.
         let d = view(9, &[]).diff(&view(10, &[]));
-        let out = f.on_sync(sync(10, ViewUpdate::Delta(d), &[], &[("r2", 2)]), &resolve);
+        let out = f.on_sync(
+            sync(10, ViewUpdate::Delta(d), &[], &[("r2", 2)]),
+            &resolve,
+            0,
+        );
         assert!(matches!(out.view, ViewAction::Resync));
         assert!(!out.gateways);
         assert_eq!(f.revision(), Some(4));
         // The full view after the gap becomes a step, and a repair.
         let full = view(12, &["10.3.0.0/16"]);
-        let out = f.on_sync(sync(12, ViewUpdate::Full(full), &[], &[]), &resolve);
+        let out = f.on_sync(sync(12, ViewUpdate::Full(full), &[], &[]), &resolve, 0);
         let ViewAction::Step { step, repair } = out.view else {
             panic!("a step");
         };
         assert!(repair);
         assert_eq!(step.plan.len(), 2, "one route in, one out");
-        assert!(out.gateways, "r2 left");
+        assert!(!out.gateways, "r2 left the registry, kept for the grace period");
         assert_eq!(f.revision(), Some(12));
+    }
+
+    #[test]
+    fn a_gateway_that_left_the_registry_is_kept_for_a_grace_period() {
+        let mut f = Follower::default();
+        let full = |rev| ViewUpdate::Full(view(rev, &[]));
+        f.on_sync(
+            sync(1, full(1), &[], &[("r1", 1), ("r2", 2)]),
+            &resolve,
+            1_000,
+        );
+        // The registry lapsed (a controller back after an outage): r2's
+        // gateway stays.
+        let out = f.on_sync(sync(2, full(2), &[], &[("r1", 1)]), &resolve, 5_000);
+        assert!(!out.gateways);
+        assert_eq!(f.gateways.len(), 2);
+        // Replaced by another registration of r2: the new one only.
+        let out = f.on_sync(
+            sync(3, full(3), &[], &[("r1", 1), ("r2", 7)]),
+            &resolve,
+            6_000,
+        );
+        assert!(out.gateways);
+        let ids: Vec<u32> = f.gateways.iter().map(|g| g.1).collect();
+        assert_eq!(ids, [1, 7]);
+        // Gone for longer than the grace: dropped.
+        let later = 6_000 + GATEWAY_GRACE_MS;
+        let out = f.on_sync(sync(4, full(4), &[], &[("r1", 1)]), &resolve, later);
+        assert!(out.gateways);
+        assert_eq!(f.gateways.len(), 1);
     }
 
     #[test]
     fn a_delta_before_any_view_asks_for_the_full_view() {
         let mut f = Follower::default();
         let d = view(1, &[]).diff(&view(2, &[]));
-        let out = f.on_sync(sync(2, ViewUpdate::Delta(d), &[], &[]), &resolve);
+        let out = f.on_sync(sync(2, ViewUpdate::Delta(d), &[], &[]), &resolve, 0);
         assert!(matches!(out.view, ViewAction::Resync));
     }
 }

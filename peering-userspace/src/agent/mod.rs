@@ -23,7 +23,7 @@ use anyhow::{bail, Result};
 use log::{info, warn};
 
 use crate::{
-    control::view::RegionView,
+    control::{clock::unix_ms, view::RegionView},
     dataplane::{
         incremental::{Programmed, Step},
         reconcile::{self, Neighbour, Plan, Port},
@@ -124,7 +124,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
                     gateway_id = Some(id);
                 }
                 Event::Sync(sync) => {
-                    let out = follower.on_sync(*sync, &port);
+                    let out = follower.on_sync(*sync, &port, unix_ms());
                     edge.tunnel_dirty |= out.gateways;
                     match out.view {
                         ViewAction::Full(view) => {
