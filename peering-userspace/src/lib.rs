@@ -12,6 +12,7 @@ pub mod control;
 pub mod dataplane;
 pub mod gateway;
 pub mod hosts;
+pub mod https;
 pub mod out;
 pub mod report;
 pub mod sys;

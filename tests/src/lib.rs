@@ -6,6 +6,8 @@ pub mod control_lab;
 pub mod frame;
 pub mod inter_region;
 pub mod lab;
+pub mod memfeed;
+pub mod pki;
 pub mod supervisor;
 pub mod teardown;
 pub mod verdict;

@@ -2,13 +2,14 @@
 //!
 //! ```text
 //! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
-//!                        [--regions us-east-1,us-west-2] [--agent-token-file PATH]
+//!                        [--tls-cert PEM --tls-key PEM]
+//!                        [--regions us-east-1,us-west-2]
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
 //! peering-controld create-account --db PATH --account 123456789012   (alias: create-token)
 //! peering-controld revoke-tokens --db PATH --account 123456789012
 //! ```
 
-use crate::api::{router, serve, App};
+use crate::api::{router, serve, serve_tls, App};
 use crate::control::account::AccountId;
 use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
@@ -24,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Default listen address: loopback only. Exposing the API on other
-/// addresses is an explicit choice (and should sit behind TLS).
+/// Default listen address: loopback only. Other addresses need TLS
+/// ([`check_listen`]).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
 
 /// How often terminal peerings past their retention are purged.
@@ -75,18 +76,22 @@ pub enum Command {
         /// SQLite database (created if missing).
         #[arg(long, env = "PEERING_DB")]
         db: PathBuf,
-        /// Address to listen on.
+        /// Address to listen on. Anything but a loopback address needs
+        /// --tls-cert and --tls-key.
         #[arg(long, default_value = DEFAULT_LISTEN)]
         listen: SocketAddr,
+        /// Serve HTTPS with this certificate chain (PEM, server certificate
+        /// first).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// Private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
         /// Regions of the deployment (comma separated). A new database takes
         /// them as given; for an existing one, missing regions are added
         /// (regions are never removed).
         #[arg(long, value_delimiter = ',')]
         regions: Vec<String>,
-        /// File holding the token agents use to read region views
-        /// (GET /v1/regions/{region}/view). Without it that endpoint is off.
-        #[arg(long)]
-        agent_token_file: Option<PathBuf>,
         /// How often the deployment-wide tunnel key is rotated: a number
         /// with a unit (ms, s, m or h), e.g. 600s, 10m, 1500ms; at least 1s.
         #[arg(long, default_value = "10m", value_parser = parse_key_rotation)]
@@ -126,15 +131,20 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         Command::Serve {
             db,
             listen,
+            tls_cert,
+            tls_key,
             regions,
-            agent_token_file,
             key_rotation,
             cipher,
             verbose,
         } => {
             init_logging(verbose);
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(crate::api::tls::server_config(&cert, &key)?),
+                _ => None,
+            };
+            check_listen(listen, tls.is_some())?;
             let store = open_store(&db, &regions)?;
-            let agent_token = agent_token_file.map(|p| read_agent_token(&p)).transpose()?;
             let tunnel = TunnelSettings {
                 policy: key_rotation,
                 algorithm: cipher.into(),
@@ -146,7 +156,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_forever(store, listen, agent_token, tunnel))
+            runtime.block_on(serve_forever(store, listen, tls, tunnel))
         }
         Command::CreateAccount { db, account } => {
             let account = AccountId::parse(&account).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -209,23 +219,24 @@ pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> 
     Ok(store)
 }
 
-fn read_agent_token(path: &Path) -> anyhow::Result<String> {
-    let token = std::fs::read_to_string(path)
-        .with_context(|| format!("reading agent token file {}", path.display()))?;
-    let token = token.trim().to_owned();
-    if token.len() < 16 {
+/// Refuses to serve plain HTTP on an address other hosts can reach:
+/// account tokens, gateway credentials and tunnel keys would cross the
+/// network in clear.
+pub fn check_listen(listen: SocketAddr, tls: bool) -> anyhow::Result<()> {
+    if !tls && !listen.ip().is_loopback() {
         bail!(
-            "agent token in {} is too short (need 16+ characters)",
-            path.display()
+            "refusing to listen on {listen} without TLS: tokens and tunnel keys would cross \
+             the network in clear. Give --tls-cert and --tls-key, or listen on a loopback \
+             address (127.0.0.1)"
         );
     }
-    Ok(token)
+    Ok(())
 }
 
 async fn serve_forever(
     store: SqliteStore,
     listen: SocketAddr,
-    agent_token: Option<String>,
+    tls: Option<Arc<rustls::ServerConfig>>,
     tunnel: TunnelSettings,
 ) -> anyhow::Result<()> {
     let store = Arc::new(store);
@@ -236,15 +247,17 @@ async fn serve_forever(
     tracing::info!(
         listen = %listener.local_addr()?,
         regions = %regions.join(","),
-        agent_views = agent_token.is_some(),
+        tls = tls.is_some(),
         key_rotation_ms = tunnel.policy.interval(),
         "peering-controld listening"
     );
     tokio::spawn(purge_loop(store.clone()));
     tokio::spawn(key_rotation_loop(store.clone(), tunnel));
-    let mut app = App::new(store);
-    app.agent_token = agent_token;
-    serve(listener, router(app), shutdown_signal()).await?;
+    let app = App::new(store);
+    match tls {
+        Some(config) => serve_tls(listener, config, router(app), shutdown_signal()).await?,
+        None => serve(listener, router(app), shutdown_signal()).await?,
+    }
     tracing::info!("peering-controld stopped");
     Ok(())
 }
@@ -604,6 +617,28 @@ mod tests {
             "des"
         ])
         .is_err());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let at = |s: &str| s.parse::<SocketAddr>().unwrap();
+        check_listen(at("127.0.0.1:7780"), false).unwrap();
+        check_listen(at("127.0.0.2:7780"), false).unwrap();
+        check_listen(at("[::1]:7780"), false).unwrap();
+        for addr in ["0.0.0.0:7780", "198.18.0.1:7780", "[::]:7780"] {
+            let err = check_listen(at(addr), false).unwrap_err().to_string();
+            assert!(err.contains("without TLS"), "{err}");
+            check_listen(at(addr), true).unwrap();
+        }
+        let args = Args::try_parse_from([
+            "peering-controld",
+            "serve",
+            "--db",
+            "x.db",
+            "--tls-cert",
+            "c.pem",
+        ]);
+        assert!(args.is_err(), "--tls-cert needs --tls-key");
     }
 
     #[test]

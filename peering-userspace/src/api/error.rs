@@ -34,6 +34,10 @@ pub mod codes {
     pub const INTERNAL_ERROR: &str = "InternalError";
     /// The agent view endpoint is disabled or the token is not the agent's.
     pub const FORBIDDEN: &str = "UnauthorizedOperation";
+    /// An account token on the gateway API.
+    pub const GATEWAY_CREDENTIAL_REQUIRED: &str = "GatewayCredentialRequired";
+    /// A gateway credential on an account action.
+    pub const ACCOUNT_TOKEN_REQUIRED: &str = "AccountTokenRequired";
 }
 
 /// An error response: HTTP status, AWS error code and message.

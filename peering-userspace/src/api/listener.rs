@@ -34,10 +34,30 @@ impl Limited {
     }
 }
 
-/// An accepted connection and its share of the limit.
-pub struct Counted {
-    io: TcpStream,
+/// Waits for one of `permits` (the semaphore is never closed: acquiring
+/// only waits).
+pub async fn permit(permits: &Arc<Semaphore>) -> OwnedSemaphorePermit {
+    loop {
+        if let Ok(p) = permits.clone().acquire_owned().await {
+            return p;
+        }
+    }
+}
+
+/// An accepted connection (TCP, or TLS over TCP) and its share of the
+/// limit.
+pub struct Counted<T = TcpStream> {
+    io: T,
     _permit: OwnedSemaphorePermit,
+}
+
+impl<T> Counted<T> {
+    pub fn new(io: T, permit: OwnedSemaphorePermit) -> Self {
+        Counted {
+            io,
+            _permit: permit,
+        }
+    }
 }
 
 impl axum::serve::Listener for Limited {
@@ -45,20 +65,9 @@ impl axum::serve::Listener for Limited {
     type Addr = std::net::SocketAddr;
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        // The semaphore is never closed: acquiring only waits.
-        let permit = loop {
-            if let Ok(p) = self.permits.clone().acquire_owned().await {
-                break p;
-            }
-        };
+        let permit = permit(&self.permits).await;
         let (io, addr) = axum::serve::Listener::accept(&mut self.inner).await;
-        (
-            Counted {
-                io,
-                _permit: permit,
-            },
-            addr,
-        )
+        (Counted::new(io, permit), addr)
     }
 
     fn local_addr(&self) -> io::Result<Self::Addr> {
@@ -66,7 +75,7 @@ impl axum::serve::Listener for Limited {
     }
 }
 
-impl AsyncRead for Counted {
+impl<T: AsyncRead + Unpin> AsyncRead for Counted<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -76,7 +85,7 @@ impl AsyncRead for Counted {
     }
 }
 
-impl AsyncWrite for Counted {
+impl<T: AsyncWrite + Unpin> AsyncWrite for Counted<T> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -18,12 +18,8 @@
 //!   `InvalidParameterValue`, `InvalidAction`), 413 for bodies over
 //!   [`extract::MAX_BODY_BYTES`], 404/405 for other paths and methods.
 //! - `GET /v1/healthz`: no authentication.
-//! - `GET /v1/regions/{region}/view`: the region's dataplane
-//!   [`crate::control::RegionView`], for agents. Only the agent token
-//!   configured at start (`--agent-token-file`) may read it (account tokens
-//!   are refused: the view spans all accounts); without one the endpoint
-//!   answers 403. Agents on the controller host can read the SQLite store
-//!   directly instead.
+//! - The gateway API (`/v1/gateway/...`, region views, tunnel keys, the
+//!   gateway registry) is in [`gateway`]; it takes gateway credentials only.
 
 pub mod actions;
 pub mod auth;
@@ -31,14 +27,15 @@ pub mod daemon;
 pub mod error;
 pub mod extract;
 pub mod filters;
+pub mod gateway;
 pub mod listener;
+pub mod tls;
 pub mod types;
 
 use crate::api::error::{codes, json_response, Fault};
 use crate::control::account::Call;
 use crate::control::clock::{Clock, SystemClock};
 use crate::control::store::Store;
-use crate::control::view::region_view;
 use axum::body::Body;
 use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, State};
@@ -55,18 +52,14 @@ use std::time::Instant;
 pub struct App<S> {
     pub store: Arc<S>,
     pub clock: Arc<dyn Clock + Send + Sync>,
-    /// The token agents present to read region views; None disables the
-    /// view endpoint.
-    pub agent_token: Option<String>,
 }
 
 impl<S> App<S> {
-    /// An app on the system clock, without agent token.
+    /// An app on the system clock.
     pub fn new(store: Arc<S>) -> Self {
         App {
             store,
             clock: Arc::new(SystemClock),
-            agent_token: None,
         }
     }
 }
@@ -75,7 +68,6 @@ impl<S> App<S> {
 pub fn router<S: Store + Send + Sync + 'static>(app: App<S>) -> Router {
     Router::new()
         .route("/v1/healthz", get(healthz))
-        .route("/v1/regions/{region}/view", get(view::<S>))
         .route("/v1/{action}", post(action::<S>))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -90,6 +82,21 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let listener = listener::Limited::new(listener, listener::MAX_CONNECTIONS);
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// Serves `router` over HTTPS on `listener` until `shutdown` completes,
+/// with the same connection limit as [`serve`] (handshakes included; see
+/// [`tls`]).
+pub async fn serve_tls(
+    listener: tokio::net::TcpListener,
+    config: Arc<rustls::ServerConfig>,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let listener = tls::TlsListener::new(listener, config, listener::MAX_CONNECTIONS)?;
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)
         .await
@@ -191,41 +198,4 @@ async fn run_action<S: Store + Send + Sync + 'static>(
     let store = app.store.clone();
     let name = name.to_owned();
     blocking(move || actions::execute(&*store, &name, &call, &bytes)).await
-}
-
-async fn view<S: Store + Send + Sync + 'static>(
-    State(app): State<Arc<App<S>>>,
-    path: Result<Path<String>, PathRejection>,
-    headers: HeaderMap,
-) -> Response {
-    let result = async {
-        let token = auth::bearer(&headers)?;
-        let allowed = app
-            .agent_token
-            .as_deref()
-            .is_some_and(|t| auth::constant_time_eq(t.as_bytes(), token.as_bytes()));
-        if !allowed {
-            return Err(Fault::new(
-                StatusCode::FORBIDDEN,
-                codes::FORBIDDEN,
-                "Region views can only be read with the agent token",
-            ));
-        }
-        let Path(region) = path.map_err(|e| {
-            Fault::bad_request(codes::INVALID_PARAMETER_VALUE, format!("Bad path: {e}"))
-        })?;
-        let store = app.store.clone();
-        let now = app.clock.now();
-        blocking(move || {
-            let state = store.load()?;
-            state.config.check_region(&region)?;
-            Ok(region_view(&state, &region, now))
-        })
-        .await
-    }
-    .await;
-    match result {
-        Ok(view) => json_response(StatusCode::OK, &view),
-        Err(f) => f.into_response(),
-    }
 }

@@ -13,17 +13,27 @@ use serde_json::Value;
     version,
     about = "Command line client of the peering control plane (AWS CLI style)",
     after_help = "Settings come from flags, then the environment (PEERING_ENDPOINT, \
-PEERING_REGION, PEERING_TOKEN, PEERING_PROFILE, PEERING_OUTPUT), then the profile in \
-~/.peering/config (or $PEERING_CONFIG_FILE):\n\n  [default]\n  endpoint_url = \
-http://127.0.0.1:7780\n  region = us-east-1\n  token = ...\n\n  [profile other]\n  ..."
+PEERING_CA_FILE, PEERING_REGION, PEERING_TOKEN, PEERING_PROFILE, PEERING_OUTPUT), then the \
+profile in ~/.peering/config (or $PEERING_CONFIG_FILE):\n\n  [default]\n  endpoint_url = \
+https://ctl.example:7780\n  ca_file = /etc/peering/ca.pem\n  region = us-east-1\n  \
+token = ...\n\n  [profile other]\n  ...\n\nhttp:// endpoints are accepted on loopback only."
 )]
 pub struct Cli {
     /// Profile of the config file to use.
     #[arg(long, global = true, env = "PEERING_PROFILE")]
     pub profile: Option<String>,
-    /// API endpoint, e.g. http://127.0.0.1:7780.
-    #[arg(long, global = true, env = "PEERING_ENDPOINT")]
+    /// API endpoint, e.g. https://ctl.example:7780 (http:// on loopback
+    /// only, e.g. http://127.0.0.1:7780).
+    #[arg(
+        long,
+        visible_alias = "endpoint",
+        global = true,
+        env = "PEERING_ENDPOINT"
+    )]
     pub endpoint_url: Option<String>,
+    /// PEM file of the CA that issued the endpoint's certificate (https://).
+    #[arg(long, global = true, env = "PEERING_CA_FILE")]
+    pub ca_file: Option<std::path::PathBuf>,
     /// Region to make the call in.
     #[arg(long, global = true, env = "PEERING_REGION")]
     pub region: Option<String>,

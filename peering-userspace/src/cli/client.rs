@@ -2,7 +2,9 @@
 
 use crate::api::types::ErrorResponse;
 use crate::cli::args::Request;
+use crate::https::Timeouts;
 use serde_json::Value;
+use std::path::Path;
 use std::time::Duration;
 
 /// How long one call may take end to end.
@@ -22,18 +24,26 @@ pub enum CallError {
     Transport(String),
 }
 
-/// Sends `req` to `endpoint` and returns the JSON answer.
+/// How long establishing a connection (TCP and TLS) may take.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Sends `req` to `endpoint` (certificate verified against `ca_file`) and
+/// returns the JSON answer.
 pub fn call(
     endpoint: &str,
+    ca_file: Option<&Path>,
     token: &str,
     region: Option<&str>,
     req: &Request,
 ) -> Result<Value, CallError> {
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(TIMEOUT))
-        .build()
-        .into();
+    let agent = crate::https::agent(
+        ca_file,
+        Timeouts {
+            connect: CONNECT_TIMEOUT,
+            global: Some(TIMEOUT),
+        },
+    )
+    .map_err(|e| CallError::Transport(format!("{e:#}")))?;
     let url = format!("{endpoint}/v1/{}", req.action);
     let mut builder = agent
         .post(&url)
@@ -48,7 +58,8 @@ pub fn call(
         .send(body)
         .map_err(|e| {
             CallError::Transport(format!(
-                "Could not connect to the endpoint URL: \"{url}\" ({e})"
+                "Could not connect to the endpoint URL: \"{url}\" ({})",
+                crate::https::describe(endpoint, ca_file, &e)
             ))
         })?;
     let status = resp.status().as_u16();

@@ -51,6 +51,7 @@ where
     let over = Overrides {
         profile: cli.profile,
         endpoint_url: cli.endpoint_url,
+        ca_file: cli.ca_file,
         region: cli.region,
         output: cli.output,
         token: std::env::var(ENV_TOKEN).ok(),
@@ -76,6 +77,7 @@ where
     }
     match client::call(
         &settings.endpoint_url,
+        settings.ca_file.as_deref(),
         token,
         settings.region.as_deref(),
         &request,

@@ -2,8 +2,8 @@
 //!
 //! The config file (`~/.peering/config`, or `$PEERING_CONFIG_FILE`) is
 //! INI-style like the AWS CLI's: `[default]` and `[profile NAME]` sections
-//! (a bare `[NAME]` is accepted too) with `endpoint_url`, `region`, `token`
-//! and `output` keys.
+//! (a bare `[NAME]` is accepted too) with `endpoint_url`, `ca_file`,
+//! `region`, `token` and `output` keys.
 
 use crate::cli::args::Output;
 use ini::Ini;
@@ -21,6 +21,7 @@ pub const ENV_TOKEN: &str = "PEERING_TOKEN";
 pub struct Overrides {
     pub profile: Option<String>,
     pub endpoint_url: Option<String>,
+    pub ca_file: Option<PathBuf>,
     pub region: Option<String>,
     pub output: Option<Output>,
     pub token: Option<String>,
@@ -30,6 +31,8 @@ pub struct Overrides {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
     pub endpoint_url: String,
+    /// CA certificates the endpoint's certificate is verified against.
+    pub ca_file: Option<PathBuf>,
     pub region: Option<String>,
     pub token: Option<String>,
     pub output: Output,
@@ -87,13 +90,17 @@ pub fn resolve(over: Overrides, path: Option<PathBuf>) -> Result<Settings, Strin
         .endpoint_url
         .or_else(|| get("endpoint_url"))
         .unwrap_or_else(|| DEFAULT_ENDPOINT.to_owned());
-    if !(endpoint_url.starts_with("http://") || endpoint_url.starts_with("https://")) {
+    let scheme = crate::https::check_url(&endpoint_url)?;
+    let ca_file = over.ca_file.or_else(|| get("ca_file").map(PathBuf::from));
+    if scheme == crate::https::Scheme::Https && ca_file.is_none() {
         return Err(format!(
-            "endpoint URL {endpoint_url:?} must start with http:// or https://"
+            "endpoint {endpoint_url} is https:// but no CA file is given: use --ca-file, \
+             PEERING_CA_FILE or `ca_file` in the profile"
         ));
     }
     Ok(Settings {
         endpoint_url: endpoint_url.trim_end_matches('/').to_owned(),
+        ca_file,
         region: over
             .region
             .filter(|r| !r.is_empty())
@@ -125,11 +132,12 @@ mod tests {
     #[test]
     fn precedence() {
         let p = file(
-            "[default]\nendpoint_url = http://h:1/\nregion = us-east-1\ntoken = t0\n\n\
+            "[default]\nendpoint_url = https://h:1/\nca_file = /etc/ca.pem\nregion = us-east-1\ntoken = t0\n\n\
              [profile b]\nregion = us-west-2\ntoken = tb\noutput = table\n",
         );
         let s = resolve(Overrides::default(), Some(p.clone())).unwrap();
-        assert_eq!(s.endpoint_url, "http://h:1");
+        assert_eq!(s.endpoint_url, "https://h:1");
+        assert_eq!(s.ca_file, Some(PathBuf::from("/etc/ca.pem")));
         assert_eq!(s.region.as_deref(), Some("us-east-1"));
         assert_eq!(s.token.as_deref(), Some("t0"));
         assert_eq!(s.output, Output::Json);
@@ -152,6 +160,18 @@ mod tests {
         assert!(resolve(over, Some(p.clone())).is_err());
         let s = resolve(Overrides::default(), Some(p.with_file_name("missing"))).unwrap();
         assert_eq!(s.region, None);
+        // Plain HTTP off loopback, and https without a CA file, are refused.
+        for (url, why) in [
+            ("http://198.18.0.1:7780", "in clear"),
+            ("https://h:1", "CA file"),
+        ] {
+            let over = Overrides {
+                endpoint_url: Some(url.into()),
+                ..Default::default()
+            };
+            let err = resolve(over, Some(p.with_file_name("missing"))).unwrap_err();
+            assert!(err.contains(why), "{err}");
+        }
         std::fs::remove_dir_all(p.parent().unwrap()).unwrap();
     }
 }

@@ -17,6 +17,7 @@ pub mod ids;
 pub mod peering;
 pub mod peering_describe;
 pub mod peering_ops;
+pub mod remote;
 pub mod route_table;
 pub mod state;
 pub mod store;

@@ -19,7 +19,6 @@ pub const E1: &str = "us-east-1";
 pub const W2: &str = "us-west-2";
 /// Start of the fake clock (2023-11-14).
 pub const T0: u64 = 1_700_000_000;
-pub const AGENT_TOKEN: &str = "agent-token-for-tests-0123456789";
 
 /// A directory removed on drop.
 pub struct TempDir(PathBuf);
@@ -77,7 +76,6 @@ impl Server {
         let clock = Arc::new(FakeClock::new(T0));
         let mut app = App::new(store.clone());
         app.clock = clock.clone();
-        app.agent_token = Some(AGENT_TOKEN.to_owned());
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let addr = listener.local_addr().unwrap();
