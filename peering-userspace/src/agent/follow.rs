@@ -252,7 +252,10 @@ mod tests {
         };
         assert!(repair);
         assert_eq!(step.plan.len(), 2, "one route in, one out");
-        assert!(!out.gateways, "r2 left the registry, kept for the grace period");
+        assert!(
+            !out.gateways,
+            "r2 left the registry, kept for the grace period"
+        );
         assert_eq!(f.revision(), Some(12));
     }
 

@@ -25,31 +25,10 @@ use std::{
 use anyhow::Result;
 use log::{info, warn};
 
-use crate::control::{
-    delta::RegionDelta,
-    store::{GatewayRecord, TunnelSettings},
-    view::RegionView,
-};
-use crate::tunnel::key::EpochKey;
+use crate::control::remote::{Backoff, RemoteError, AUTH_RETRY};
 
-/// The region's view as a controller sends it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ViewUpdate {
-    /// The whole view (first sync, or the controller lacks the history).
-    Full(RegionView),
-    /// What changed since the revision asked for.
-    Delta(RegionDelta),
-}
-
-/// One answer of a controller.
-#[derive(Debug)]
-pub struct Sync {
-    pub revision: u64,
-    pub view: ViewUpdate,
-    pub keys: Vec<EpochKey>,
-    pub settings: Option<TunnelSettings>,
-    pub gateways: Vec<GatewayRecord>,
-}
+pub use crate::api::gateway::wire::ViewUpdate;
+pub use crate::control::remote::Sync;
 
 /// The operations the agent needs from its controllers.
 pub trait ControlSource: Send {
@@ -80,35 +59,6 @@ pub enum Event {
     Registered(u32),
     /// No controller answered (said once per outage).
     Offline(String),
-}
-
-/// Doubling waits between failed attempts, reset by a success.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    next: Duration,
-    min: Duration,
-    max: Duration,
-}
-
-impl Backoff {
-    pub fn new(min: Duration, max: Duration) -> Self {
-        Backoff {
-            next: min,
-            min,
-            max,
-        }
-    }
-
-    /// The wait before the next attempt.
-    pub fn failed(&mut self) -> Duration {
-        let wait = self.next;
-        self.next = (self.next * 2).min(self.max);
-        wait
-    }
-
-    pub fn succeeded(&mut self) {
-        self.next = self.min;
-    }
 }
 
 /// The agent's end of the control threads.
@@ -170,6 +120,15 @@ fn retry() -> Backoff {
     Backoff::new(Duration::from_millis(200), Duration::from_secs(2))
 }
 
+/// The wait after a failed call: a refused credential will not be
+/// accepted on the next try, so it waits long; anything else backs off.
+fn after_failure(e: &anyhow::Error, backoff: &mut Backoff) -> Duration {
+    match e.downcast_ref::<RemoteError>() {
+        Some(r) if r.is_auth() => AUTH_RETRY,
+        _ => backoff.next_delay(),
+    }
+}
+
 fn sync_loop(
     mut source: Box<dyn ControlSource>,
     tx: mpsc::Sender<Event>,
@@ -188,7 +147,7 @@ fn sync_loop(
                     info!("controller {} answers again", source.current());
                     online = true;
                 }
-                backoff.succeeded();
+                backoff.reset();
                 since = Some(s.revision);
                 if tx.send(Event::Sync(Box::new(s))).is_err() {
                     return; // the agent has stopped
@@ -202,7 +161,7 @@ fn sync_loop(
                         return;
                     }
                 }
-                thread::sleep(backoff.failed());
+                thread::sleep(after_failure(&e, &mut backoff));
             }
         }
     }
@@ -220,7 +179,7 @@ fn lease_loop(
     loop {
         let wait = match source.register(endpoint) {
             Ok(id) => {
-                backoff.succeeded();
+                backoff.reset();
                 if tx.send(Event::Registered(id)).is_err() {
                     return;
                 }
@@ -228,7 +187,7 @@ fn lease_loop(
             }
             Err(e) => {
                 warn!("registering {endpoint}: {e:#}");
-                backoff.failed()
+                after_failure(&e, &mut backoff)
             }
         };
         if rotation_due {
@@ -372,14 +331,5 @@ mod tests {
         asked.recv().unwrap();
         answer.send(Ok(3)).unwrap();
         t.join().unwrap();
-    }
-
-    #[test]
-    fn backoff_doubles_up_to_its_bound_and_resets() {
-        let mut b = Backoff::new(Duration::from_millis(100), Duration::from_millis(350));
-        let waits: Vec<_> = (0..4).map(|_| b.failed().as_millis()).collect();
-        assert_eq!(waits, [100, 200, 350, 350]);
-        b.succeeded();
-        assert_eq!(b.failed().as_millis(), 100);
     }
 }
