@@ -106,3 +106,68 @@ fn create_account_then_serve_and_call() {
     assert!(log.contains("CreateVpc"), "{log}");
     assert!(!log.contains(&token));
 }
+
+/// `create-gateway` writes the credential file gateways read (JSON, mode
+/// 0600); the controller authenticates its secret until `revoke-gateway`.
+#[test]
+fn create_and_revoke_gateway_credentials() {
+    use peering_userspace::control::store::SqliteStore;
+    use std::os::unix::fs::PermissionsExt;
+    let dir = TempDir::new("daemon-gw");
+    let db = dir.path().join("state.db");
+    let file = dir.path().join("gw.json");
+    let run = |args: &[&str]| {
+        Command::new(daemon_bin())
+            .args(args)
+            .arg("--db")
+            .arg(&db)
+            .output()
+            .unwrap()
+    };
+    // The default regions are us-east-1 and us-west-2.
+    let out = run(&["create-gateway", "--region", "mars-1"]);
+    assert!(!out.status.success());
+    let out = run(&[
+        "create-gateway",
+        "--region",
+        "us-east-1",
+        "--out",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = std::fs::metadata(&file).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let cred: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+    let id = cred["credential_id"].as_str().unwrap().to_owned();
+    let secret = cred["secret"].as_str().unwrap().to_owned();
+    assert!(id.starts_with("gwc-"), "{id}");
+    assert_eq!(cred["region"], "us-east-1");
+    let printed = run(&["create-gateway", "--region", "us-west-2"]);
+    let other: serde_json::Value = serde_json::from_slice(&printed.stdout).unwrap();
+    assert_eq!(other["region"], "us-west-2");
+
+    let store = SqliteStore::open(&db, Default::default()).unwrap();
+    let who = store.authenticate_gateway(&secret).unwrap().unwrap();
+    assert_eq!(
+        (who.credential_id.as_str(), who.region.as_str()),
+        (id.as_str(), "us-east-1")
+    );
+    let out = run(&["revoke-gateway", "--credential-id", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!run(&["revoke-gateway", "--credential-id", &id])
+        .status
+        .success());
+    // A running controller learns of the revocation from its change
+    // thread within milliseconds; catching up makes it immediate.
+    store.catch_up().unwrap();
+    assert_eq!(store.authenticate_gateway(&secret).unwrap(), None);
+}

@@ -1,7 +1,7 @@
 //! The actions: `POST /v1/{Action}` bodies decoded into [`crate::api::types`]
 //! requests and run against the model inside the store. Writes go through
 //! [`Store::transact`], so a refused call changes nothing; reads use
-//! [`Store::load`]. Everything here is synchronous and runs on a blocking
+//! [`Store::read`]. Everything here is synchronous and runs on a blocking
 //! thread.
 
 use crate::api::error::Fault;
@@ -64,13 +64,14 @@ fn done() -> Result<Value, Fault> {
 /// Runs `f` in one store transaction.
 fn write<S: Store, T>(
     store: &S,
-    f: impl FnOnce(&mut State) -> Result<T, ApiError>,
+    f: impl FnMut(&mut State) -> Result<T, ApiError>,
 ) -> Result<T, Fault> {
     Ok(store.transact(f)?.0)
 }
 
-fn read<S: Store>(store: &S) -> Result<State, Fault> {
-    Ok(store.load()?)
+/// Runs `f` on the latest state, without copying it.
+fn read<S: Store, T>(store: &S, f: impl FnOnce(&State) -> Result<T, ApiError>) -> Result<T, Fault> {
+    Ok(store.read(f)??)
 }
 
 /// Runs `action` for `call` with the raw JSON `body`.
@@ -105,7 +106,7 @@ pub fn execute_with<S: Store>(
         }
         "DescribeVpcs" => {
             let r: DescribeVpcsRequest = decode(body)?;
-            let vpcs = read(store)?.describe_vpcs(call, &r.vpc_ids)?;
+            let vpcs = read(store, |s| s.describe_vpcs(call, &r.vpc_ids))?;
             let vpcs =
                 filters::apply(vpcs, &r.filters, &filters::VPC_FILTERS, filters::vpc_fields)?;
             ok(VpcsResponse { vpcs })
@@ -153,7 +154,7 @@ pub fn execute_with<S: Store>(
         }
         "DescribeSubnets" => {
             let r: DescribeSubnetsRequest = decode(body)?;
-            let subnets = read(store)?.describe_subnets(call, &r.subnet_ids)?;
+            let subnets = read(store, |s| s.describe_subnets(call, &r.subnet_ids))?;
             let subnets = filters::apply(
                 subnets,
                 &r.filters,
@@ -174,7 +175,7 @@ pub fn execute_with<S: Store>(
         }
         "DescribeRouteTables" => {
             let r: DescribeRouteTablesRequest = decode(body)?;
-            let tables = read(store)?.describe_route_tables(call, &r.route_table_ids)?;
+            let tables = read(store, |s| s.describe_route_tables(call, &r.route_table_ids))?;
             let route_tables = filters::apply(
                 tables,
                 &r.filters,
@@ -259,11 +260,9 @@ pub fn execute_with<S: Store>(
         }
         "DescribeVpcPeeringConnections" => {
             let r: DescribeVpcPeeringConnectionsRequest = decode(body)?;
-            let pcxs = read(store)?.describe_vpc_peering_connections(
-                call,
-                &r.vpc_peering_connection_ids,
-                &r.filters,
-            )?;
+            let pcxs = read(store, |s| {
+                s.describe_vpc_peering_connections(call, &r.vpc_peering_connection_ids, &r.filters)
+            })?;
             ok(VpcPeeringConnectionsResponse {
                 vpc_peering_connections: pcxs,
             })
@@ -291,15 +290,11 @@ pub fn execute_with<S: Store>(
         }
         "DescribeRegions" => {
             let _: EmptyRequest = decode(body)?;
-            let state = read(store)?;
+            let regions = read(store, |s| Ok(s.config.regions.clone()))?;
             ok(RegionsResponse {
-                regions: state
-                    .config
-                    .regions
-                    .iter()
-                    .map(|r| RegionInfo {
-                        region_name: r.clone(),
-                    })
+                regions: regions
+                    .into_iter()
+                    .map(|region_name| RegionInfo { region_name })
                     .collect(),
             })
         }

@@ -7,7 +7,16 @@
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
 //! peering-controld create-account --db PATH --account 123456789012   (alias: create-token)
 //! peering-controld revoke-tokens --db PATH --account 123456789012
+//! peering-controld create-gateway --db PATH --region us-east-1 [--out FILE]
+//! peering-controld revoke-gateway --db PATH --credential-id gwc-...
 //! ```
+//!
+//! The store is a [`crate::control::controller::Controller`] over the SQLite
+//! [`crate::control::store::SqliteKv`] at `--db`. The singleton loops (key
+//! rotation and erasure, purging old peerings) run a step only while
+//! [`crate::control::controller::Controller::lead`] says this process
+//! leads; expired gateway registrations are deleted by the store itself
+//! (see `sqlite_kv`).
 
 use crate::api::{router, serve, serve_tls, App};
 use crate::control::account::AccountId;
@@ -119,6 +128,51 @@ pub enum Command {
         #[arg(long)]
         account: String,
     },
+    /// Issue a credential for the gateway (agent) of a region, as JSON
+    /// {"credential_id","region","secret"}: printed, or written to --out
+    /// (mode 0600). The secret is shown once; only its hash is stored.
+    CreateGateway {
+        #[arg(long, env = "PEERING_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        region: String,
+        /// File to write the credential to (created with mode 0600).
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
+    /// Revoke a gateway credential.
+    RevokeGateway {
+        #[arg(long, env = "PEERING_DB")]
+        db: PathBuf,
+        #[arg(long)]
+        credential_id: String,
+    },
+}
+
+/// A gateway credential as `create-gateway` writes it (and agents read it).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CredentialFile {
+    pub credential_id: String,
+    pub region: String,
+    pub secret: String,
+}
+
+/// Writes `text` to `path`, readable by its owner only.
+fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .with_context(|| format!("creating {}", path.display()))?;
+    // An existing file keeps its mode on open: narrow it.
+    file.set_permissions(std::fs::Permissions::from_mode(0o600))?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()?;
+    Ok(())
 }
 
 /// Entry point of the binary.
@@ -170,6 +224,39 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             let store = open_store(&db, &[])?;
             let n = store.revoke_tokens(&account)?;
             crate::out::println(&format!("revoked {n} token(s) of {account}"))?;
+            Ok(())
+        }
+        Command::CreateGateway { db, region, out } => {
+            let store = open_store(&db, &[])?;
+            let issued = store
+                .create_gateway_credential(&region)
+                .with_context(|| format!("issuing a gateway credential for {region}"))?;
+            let file = CredentialFile {
+                credential_id: issued.identity.credential_id,
+                region: issued.identity.region,
+                secret: issued.secret,
+            };
+            let json = serde_json::to_string_pretty(&file)? + "\n";
+            match out {
+                Some(path) => {
+                    write_private(&path, &json)?;
+                    crate::out::println(&format!(
+                        "wrote gateway credential {} for {} to {}",
+                        file.credential_id,
+                        file.region,
+                        path.display()
+                    ))?;
+                }
+                None => crate::out::println(json.trim_end())?,
+            }
+            Ok(())
+        }
+        Command::RevokeGateway { db, credential_id } => {
+            let store = open_store(&db, &[])?;
+            if !store.revoke_gateway_credential(&credential_id)? {
+                bail!("no gateway credential {credential_id:?}");
+            }
+            crate::out::println(&format!("revoked gateway credential {credential_id}"))?;
             Ok(())
         }
     }
@@ -253,10 +340,13 @@ async fn serve_forever(
     );
     tokio::spawn(purge_loop(store.clone()));
     tokio::spawn(key_rotation_loop(store.clone(), tunnel));
-    let app = App::new(store);
+    // The account API and, for agents, the gateway API over the same
+    // controller (its Feed).
+    let feed: Arc<dyn crate::control::feed::Feed> = store.clone();
+    let routes = super::gateway::compose(router(App::new(store.clone())), feed, store);
     match tls {
-        Some(config) => serve_tls(listener, config, router(app), shutdown_signal()).await?,
-        None => serve(listener, router(app), shutdown_signal()).await?,
+        Some(config) => serve_tls(listener, config, routes, shutdown_signal()).await?,
+        None => serve(listener, routes, shutdown_signal()).await?,
     }
     tracing::info!("peering-controld stopped");
     Ok(())
@@ -264,15 +354,19 @@ async fn serve_forever(
 
 /// Forgets terminal peerings nobody can see any more, once per
 /// [`PURGE_INTERVAL`].
-async fn purge_loop<S: Store + Send + Sync + 'static>(store: Arc<S>) {
+async fn purge_loop(store: Arc<SqliteStore>) {
     let mut tick = tokio::time::interval(PURGE_INTERVAL);
     loop {
         tick.tick().await;
         let store = store.clone();
         let now = SystemClock.now();
-        let res =
-            tokio::task::spawn_blocking(move || store.transact(|s| Ok(s.purge_peerings(now))))
-                .await;
+        let res = tokio::task::spawn_blocking(move || {
+            if !store.lead()? {
+                return Ok((0, 0));
+            }
+            store.transact(|s| Ok(s.purge_peerings(now)))
+        })
+        .await;
         match res {
             Ok(Ok((n, _))) if n > 0 => tracing::info!(purged = n, "purged old peerings"),
             Ok(Ok(_)) => {}
@@ -424,7 +518,12 @@ async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
         let now = unix_ms();
         let task_store = store.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let res = rotation_step(&task_store, &mut schedule, now, &mut source);
+            let res = match task_store.lead() {
+                Ok(true) => rotation_step(&task_store, &mut schedule, now, &mut source),
+                // Another process rotates; look again shortly.
+                Ok(false) => Ok(now + MAX_ROTATION_SLEEP),
+                Err(e) => Err(anyhow::Error::new(e).context("campaigning for the rotation")),
+            };
             (schedule, source, res)
         })
         .await;

@@ -10,6 +10,7 @@ pub mod account;
 pub mod cidr;
 pub mod clock;
 pub mod config;
+pub mod controller;
 pub mod delta;
 pub mod error;
 pub mod feed;
@@ -22,7 +23,9 @@ pub mod route_table;
 pub mod state;
 pub mod store;
 pub mod subnet;
+pub mod tracked;
 pub mod view;
+pub mod view_index;
 pub mod vpc;
 
 #[cfg(test)]

@@ -254,11 +254,15 @@ impl State {
     /// Deleting a VPC deletes its pending and active peerings, on behalf of
     /// the deleted VPC's side.
     pub(crate) fn end_peerings_of_deleted_vpc(&mut self, vpc_id: &str, now: u64) {
-        for p in self.peerings.values_mut() {
-            if let Some(side) = p.side_of_vpc(vpc_id) {
-                if !p.status_at(now).is_terminal() {
-                    p.delete(side, now);
-                }
+        let ending: Vec<(String, Side)> = self
+            .peerings
+            .values()
+            .filter(|p| !p.status_at(now).is_terminal())
+            .filter_map(|p| Some((p.id.clone(), p.side_of_vpc(vpc_id)?)))
+            .collect();
+        for (id, side) in ending {
+            if let Some(p) = self.peerings.get_mut(&id) {
+                p.delete(side, now);
             }
         }
     }

@@ -13,9 +13,9 @@ use crate::control::ids::{self, IdSource, Kind};
 use crate::control::peering::Peering;
 use crate::control::route_table::RouteTable;
 use crate::control::subnet::Subnet;
+use crate::control::tracked::{Log, Tracked};
 use crate::control::vpc::Vpc;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 
 /// How many fresh ids to draw before giving up. With 68 random bits a single
 /// collision is already unlikely; repeated ones mean a broken id source.
@@ -32,10 +32,34 @@ pub struct State {
     /// Next dataplane id. Monotonic and never reused, so the dataplane can key
     /// maps by it without confusing a deleted object with a new one.
     pub(crate) next_dp_id: u32,
-    pub(crate) vpcs: BTreeMap<String, Vpc>,
-    pub(crate) subnets: BTreeMap<String, Subnet>,
-    pub(crate) route_tables: BTreeMap<String, RouteTable>,
-    pub(crate) peerings: BTreeMap<String, Peering>,
+    pub(crate) vpcs: Tracked<Vpc>,
+    pub(crate) subnets: Tracked<Subnet>,
+    pub(crate) route_tables: Tracked<RouteTable>,
+    pub(crate) peerings: Tracked<Peering>,
+}
+
+/// What a write changed in a [`State`]: the previous value of every object
+/// it touched (None: the object did not exist), and the previous config and
+/// dataplane-id counter when they changed. The new values are in the state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    pub vpcs: Log<Vpc>,
+    pub subnets: Log<Subnet>,
+    pub route_tables: Log<RouteTable>,
+    pub peerings: Log<Peering>,
+    pub config: Option<Config>,
+    pub next_dp_id: Option<u32>,
+}
+
+impl Changes {
+    pub fn is_empty(&self) -> bool {
+        self.vpcs.is_empty()
+            && self.subnets.is_empty()
+            && self.route_tables.is_empty()
+            && self.peerings.is_empty()
+            && self.config.is_none()
+            && self.next_dp_id.is_none()
+    }
 }
 
 impl Default for State {
@@ -50,11 +74,61 @@ impl State {
             config,
             revision: 0,
             next_dp_id: 1,
-            vpcs: BTreeMap::new(),
-            subnets: BTreeMap::new(),
-            route_tables: BTreeMap::new(),
-            peerings: BTreeMap::new(),
+            vpcs: Tracked::default(),
+            subnets: Tracked::default(),
+            route_tables: Tracked::default(),
+            peerings: Tracked::default(),
         }
+    }
+
+    // ----- change tracking (see `tracked.rs`) -----
+
+    /// The objects touched since the last call, with their previous values;
+    /// `config` and `next_dp_id` are the values before the write, reported
+    /// only if they differ from the current ones. Touched objects whose
+    /// value did not change are left out.
+    pub fn take_changes(&mut self, config: Config, next_dp_id: u32) -> Changes {
+        fn real<V: PartialEq>(log: Log<V>, now: &Tracked<V>) -> Log<V> {
+            log.into_iter()
+                .filter(|(k, prev)| prev.as_ref() != now.get(k))
+                .collect()
+        }
+        let vpcs = self.vpcs.take_log();
+        let subnets = self.subnets.take_log();
+        let route_tables = self.route_tables.take_log();
+        let peerings = self.peerings.take_log();
+        Changes {
+            vpcs: real(vpcs, &self.vpcs),
+            subnets: real(subnets, &self.subnets),
+            route_tables: real(route_tables, &self.route_tables),
+            peerings: real(peerings, &self.peerings),
+            config: (config != self.config).then_some(config),
+            next_dp_id: (next_dp_id != self.next_dp_id).then_some(next_dp_id),
+        }
+    }
+
+    /// Puts back what `changes` (from [`State::take_changes`]) recorded.
+    pub fn undo(&mut self, changes: Changes) {
+        self.vpcs.undo(changes.vpcs);
+        self.subnets.undo(changes.subnets);
+        self.route_tables.undo(changes.route_tables);
+        self.peerings.undo(changes.peerings);
+        if let Some(c) = changes.config {
+            self.config = c;
+        }
+        if let Some(n) = changes.next_dp_id {
+            self.next_dp_id = n;
+        }
+    }
+
+    /// The dataplane-id counter (for stores).
+    pub fn next_dp_id(&self) -> u32 {
+        self.next_dp_id
+    }
+
+    /// Sets the dataplane-id counter (stores loading a state).
+    pub fn set_next_dp_id(&mut self, next: u32) {
+        self.next_dp_id = next;
     }
 
     // ----- unauthenticated read access (views, admin tools, tests) -----

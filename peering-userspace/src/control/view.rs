@@ -2,7 +2,9 @@
 //! host, flattened and keyed by numeric dataplane ids.
 
 use crate::control::peering::{Peering, PeeringStatus, Side};
+use crate::control::route_table::RouteTable;
 use crate::control::state::State;
+use crate::control::subnet::Subnet;
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
 use std::net::Ipv4Addr;
@@ -91,29 +93,12 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
     let subnets = state
         .subnets()
         .filter(|s| in_region(&s.vpc_id))
-        .filter_map(|s| {
-            let rtb = state.route_table(state.effective_route_table(s)?)?;
-            Some(SubnetView {
-                subnet_id: s.id.clone(),
-                vpc_dp_id: state.vpc(&s.vpc_id)?.dp_id,
-                cidr: s.cidr,
-                interface: s.interface.clone(),
-                vlan: s.vlan,
-                gateway_ip: s.gateway_ip(),
-                route_table_dp_id: rtb.dp_id,
-            })
-        })
+        .filter_map(|s| subnet_view(state, s))
         .collect();
     let routes = state
         .route_tables()
         .filter(|t| in_region(&t.vpc_id))
-        .flat_map(|t| {
-            t.routes.values().map(move |r| RouteView {
-                route_table_dp_id: t.dp_id,
-                destination: r.destination,
-                target: route_target(state, &t.vpc_id, &r.pcx_id, region, now),
-            })
-        })
+        .flat_map(|t| table_routes(state, t, region, now))
         .collect();
     let peerings = state
         .peerings()
@@ -133,14 +118,48 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
     view
 }
 
-fn other(side: Side) -> Side {
+/// The view entry of one subnet (None while its route table is missing).
+pub(crate) fn subnet_view(state: &State, s: &Subnet) -> Option<SubnetView> {
+    let rtb = state.route_table(state.effective_route_table(s)?)?;
+    Some(SubnetView {
+        subnet_id: s.id.clone(),
+        vpc_dp_id: state.vpc(&s.vpc_id)?.dp_id,
+        cidr: s.cidr,
+        interface: s.interface.clone(),
+        vlan: s.vlan,
+        gateway_ip: s.gateway_ip(),
+        route_table_dp_id: rtb.dp_id,
+    })
+}
+
+/// The view entries of one route table's routes, seen from `region`.
+pub(crate) fn table_routes<'a>(
+    state: &'a State,
+    t: &'a RouteTable,
+    region: &'a str,
+    now: u64,
+) -> impl Iterator<Item = RouteView> + 'a {
+    t.routes.values().map(move |r| RouteView {
+        route_table_dp_id: t.dp_id,
+        destination: r.destination,
+        target: route_target(state, &t.vpc_id, &r.pcx_id, region, now),
+    })
+}
+
+pub(crate) fn other(side: Side) -> Side {
     match side {
         Side::Requester => Side::Accepter,
         Side::Accepter => Side::Requester,
     }
 }
 
-fn route_target(state: &State, vpc_id: &str, pcx_id: &str, region: &str, now: u64) -> RouteTarget {
+pub(crate) fn route_target(
+    state: &State,
+    vpc_id: &str,
+    pcx_id: &str,
+    region: &str,
+    now: u64,
+) -> RouteTarget {
     let blackhole = || RouteTarget::Blackhole {
         pcx_id: pcx_id.to_owned(),
     };
@@ -173,7 +192,12 @@ fn route_target(state: &State, vpc_id: &str, pcx_id: &str, region: &str, now: u6
     }
 }
 
-fn peering_view(state: &State, p: &Peering, side: Side, region: &str) -> Option<PeeringView> {
+pub(crate) fn peering_view(
+    state: &State,
+    p: &Peering,
+    side: Side,
+    region: &str,
+) -> Option<PeeringView> {
     let local = p.side(side);
     if local.region != region {
         return None;

@@ -51,10 +51,11 @@ impl Store for MemoryStore {
 
     fn transact<T, F>(&self, f: F) -> Result<(T, u64), StoreError>
     where
-        F: FnOnce(&mut State) -> Result<T, ApiError>,
+        F: FnMut(&mut State) -> Result<T, ApiError>,
     {
         let mut inner = self.lock();
         let mut next = inner.state.clone();
+        let mut f = f;
         let out = f(&mut next)?;
         let current = inner.state.revision;
         next.revision = current;

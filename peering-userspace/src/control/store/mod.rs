@@ -11,9 +11,11 @@
 //!   its [`crate::control::view::RegionView`] if its region is listed
 //!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
 
+pub mod codec;
 pub mod kv;
 pub mod memory;
-pub mod sqlite;
+pub(crate) mod migrate;
+pub mod sqlite_kv;
 pub mod tunnel;
 
 use crate::control::account::AccountId;
@@ -25,7 +27,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 pub use memory::MemoryStore;
-pub use sqlite::SqliteStore;
+pub use sqlite_kv::SqliteKv;
+
+/// The SQLite-backed store of one host: a [`Controller`] over a
+/// [`SqliteKv`] (`SqliteStore::open(path, config)`).
+pub type SqliteStore = crate::control::controller::Controller;
 pub use tunnel::{GatewayRecord, TunnelSettings};
 
 /// Tokens carry 32 random bytes (256 bits), hex encoded.
@@ -70,6 +76,9 @@ pub enum StoreError {
     /// No gateway id is left (ids are never reused).
     #[error("gateway ids exhausted")]
     GatewayIdsExhausted,
+    /// A write kept conflicting with other controllers' writes.
+    #[error("the store is busy with other writers; try again")]
+    Busy,
 }
 
 /// One committed revision and the regions whose dataplane view it changed
@@ -84,6 +93,11 @@ pub trait Store {
     /// The latest committed state; `state.revision` is its revision.
     fn load(&self) -> Result<State, StoreError>;
 
+    /// Runs `f` on the latest state without copying it.
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, StoreError> {
+        Ok(f(&self.load()?))
+    }
+
     /// The latest committed revision (0 before the first change).
     fn revision(&self) -> Result<u64, StoreError>;
 
@@ -91,10 +105,12 @@ pub trait Store {
     /// fails, nothing is written and the error is `StoreError::Api`. If it
     /// succeeds and changed the state, the state is committed at the next
     /// revision; if it changed nothing, no revision is created. Returns
-    /// `f`'s result and the revision the state is at afterwards.
+    /// `f`'s result and the revision the state is at afterwards. `f` may
+    /// run more than once (after a conflict with another writer, on the
+    /// newer state): only its last run counts.
     fn transact<T, F>(&self, f: F) -> Result<(T, u64), StoreError>
     where
-        F: FnOnce(&mut State) -> Result<T, ApiError>;
+        F: FnMut(&mut State) -> Result<T, ApiError>;
 
     /// The changes committed after `revision`, oldest first.
     fn changes_since(&self, revision: u64) -> Result<Vec<Change>, StoreError>;
@@ -158,4 +174,37 @@ pub(crate) fn check_compaction(
         return Err(StoreError::Compacted { oldest });
     }
     Ok(())
+}
+
+/// A directory under the system temp dir, removed on drop (tests).
+#[cfg(test)]
+pub(crate) mod test_dir {
+    use std::path::{Path, PathBuf};
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    pub(crate) struct TempDir(PathBuf);
+
+    impl TempDir {
+        pub(crate) fn new(tag: &str) -> Self {
+            static N: AtomicU64 = AtomicU64::new(0);
+            let p = std::env::temp_dir().join(format!(
+                "peering-{tag}-{}-{}",
+                std::process::id(),
+                N.fetch_add(1, Ordering::SeqCst)
+            ));
+            let _ = std::fs::remove_dir_all(&p);
+            std::fs::create_dir_all(&p).unwrap();
+            TempDir(p)
+        }
+
+        pub(crate) fn path(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
 }

@@ -3,7 +3,10 @@
 
 use super::store::temp_db;
 use crate::control::config::Config;
-use crate::control::store::{SqliteStore, StoreError, TunnelSettings};
+use crate::control::store::codec;
+use crate::control::store::kv::{Commit, Op};
+use crate::control::store::migrate::fixture;
+use crate::control::store::{SqliteStore, Store, StoreError, TunnelSettings};
 use crate::tunnel::key::{Algorithm, EpochKey, KeyMaterial, KEY_LEN};
 use crate::tunnel::schedule::{PublishedEpoch, RotationPolicy};
 use crate::tunnel::Millis;
@@ -239,66 +242,75 @@ fn rotation_request_flag() {
     assert!(!store.take_rotation_request().unwrap());
 }
 
+/// Writes a raw value under `key`, as a broken or hostile writer might.
+fn poke(store: &SqliteStore, key: &str, value: &[u8]) {
+    let base = store.revision().unwrap();
+    let op = Op::Put {
+        key: key.into(),
+        value: value.to_vec(),
+    };
+    assert!(matches!(
+        store.kv().commit(base, &[op]).unwrap(),
+        Commit::Done(_)
+    ));
+    store.catch_up().unwrap();
+}
+
 #[test]
-fn garbage_rows_are_errors() {
+fn garbage_values_are_errors() {
     let (_dir, path) = temp_db("garbage");
     let store = open(&path);
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    let insert_key = |algorithm: &str, material: rusqlite::types::Value| {
-        raw.execute("DELETE FROM tunnel_keys", []).unwrap();
-        raw.execute(
-            "INSERT INTO tunnel_keys (epoch, algorithm, activate_at, material)
-             VALUES (1, ?1, 1000, ?2)",
-            rusqlite::params![algorithm, material],
-        )
-        .unwrap();
-    };
     let assert_corrupt = |res: Result<Vec<EpochKey>, StoreError>| {
         let err = res.unwrap_err();
         assert!(matches!(err, StoreError::Corrupt(_)), "{err}");
         err.to_string()
     };
-    use rusqlite::types::Value;
-    insert_key("rot13", Value::Blob(vec![7; KEY_LEN]));
+    let good = codec::encode_key(&key(1, 1000, 7));
+    let k1 = codec::key_epoch_key(1);
+    let mut bad_alg = good.clone();
+    bad_alg[1] = 77;
+    poke(&store, &k1, &bad_alg);
     let msg = assert_corrupt(store.tunnel_keys());
     assert!(msg.contains("algorithm"), "{msg}");
-    insert_key("aes-256-gcm", Value::Blob(vec![7; KEY_LEN - 1]));
+    assert!(!msg.contains("0707"), "no key bytes in errors");
+    poke(&store, &k1, &good[..good.len() - 1]);
     let msg = assert_corrupt(store.tunnel_keys());
     assert!(msg.contains("31 bytes"), "{msg}");
-    insert_key("aes-256-gcm", Value::Text("not a key".into()));
-    assert_corrupt(store.tunnel_keys());
-    insert_key("aes-256-gcm", Value::Blob(vec![7; KEY_LEN]));
-    assert_eq!(epochs(&store), vec![1]);
-    raw.execute("UPDATE tunnel_keys SET epoch = -3", [])
-        .unwrap();
+    poke(&store, &k1, b"not a key");
     assert_corrupt(store.tunnel_keys());
     assert!(matches!(store.latest_epoch(), Err(StoreError::Corrupt(_))));
+    poke(&store, &k1, &good);
+    assert_eq!(epochs(&store), vec![1]);
+    poke(&store, "tunnel/keys/-3", &good);
+    assert_corrupt(store.tunnel_keys());
 
-    raw.execute(
-        "INSERT INTO tunnel_settings VALUES (1, 1000, 100, 100, 'des')",
-        [],
-    )
-    .unwrap();
+    poke(
+        &store,
+        codec::SETTINGS,
+        br#"{"interval_ms":1000,"lead_ms":100,"overlap_ms":100,"algorithm":"des"}"#,
+    );
     assert!(matches!(
         store.tunnel_settings(),
         Err(StoreError::Corrupt(_))
     ));
-    raw.execute(
-        "UPDATE tunnel_settings SET algorithm = 'aes-256-gcm', interval_ms = 10",
-        [],
-    )
-    .unwrap();
+    poke(
+        &store,
+        codec::SETTINGS,
+        br#"{"interval_ms":10,"lead_ms":100,"overlap_ms":100,"algorithm":"aes-256-gcm"}"#,
+    );
     assert!(matches!(
         store.tunnel_settings(),
         Err(StoreError::Corrupt(_))
     ));
-
-    raw.execute(
-        "INSERT INTO gateways (region, endpoint, updated_at) VALUES ('r', '[::1]:5', 0)",
-        [],
-    )
-    .unwrap();
+    poke(
+        &store,
+        &codec::registration_key("r"),
+        br#"{"gateway_id":3,"endpoint":"[::1]:5","updated_at":0}"#,
+    );
     assert!(matches!(store.gateways(), Err(StoreError::Corrupt(_))));
+    // A reopened controller finds the same problems in its snapshot.
+    let again = open(&path);
+    assert!(matches!(again.gateways(), Err(StoreError::Corrupt(_))));
 }
 
 #[test]
@@ -307,9 +319,14 @@ fn two_handles_see_each_others_keys() {
     let controld = open(&path);
     let agent = open(&path);
     controld.set_tunnel_settings(&settings()).unwrap();
+    // Each handle is a controller with its own cache: it sees the other's
+    // commits once it has read them (its change thread does so within
+    // milliseconds; `catch_up` does it now).
+    agent.catch_up().unwrap();
     assert_eq!(agent.tunnel_settings().unwrap(), Some(settings()));
     controld.publish_key(&key(1, 1000, 0xa1)).unwrap();
     controld.publish_key(&key(2, 2000, 0xa2)).unwrap();
+    agent.catch_up().unwrap();
     let seen = agent.tunnel_keys().unwrap();
     assert_eq!(seen.len(), 2);
     assert_eq!(seen[0].material.as_bytes(), &[0xa1; KEY_LEN]);
@@ -317,24 +334,118 @@ fn two_handles_see_each_others_keys() {
     assert_eq!(agent.latest_epoch().unwrap().map(|l| l.epoch), Some(2));
 
     agent.request_rotation().unwrap();
+    controld.catch_up().unwrap();
     assert!(controld.take_rotation_request().unwrap());
+    agent.catch_up().unwrap();
     assert!(!agent.take_rotation_request().unwrap());
 
     let id = agent.register_gateway("us-east-1", addr(1, 1), 5).unwrap();
+    controld.catch_up().unwrap();
     assert_eq!(controld.gateways().unwrap()[0].gateway_id, id);
 
     assert_eq!(controld.erase_expired_keys(2100).unwrap(), 1);
+    agent.catch_up().unwrap();
     assert_eq!(epochs(&agent), vec![2]);
     // The agent's stale view cannot publish behind the controld's back.
     assert!(agent.publish_key(&key(2, 3000, 0)).is_err());
 }
 
+/// A schema-1 database (the whole state as one JSON document, tokens and
+/// tunnel tables), as the previous version wrote it, is converted on open:
+/// the model, tokens, gateway ids (and the id counter), registrations,
+/// settings, keys and the rotation request carry over, at the same
+/// revision.
 #[test]
-fn database_without_tunnel_tables_still_opens() {
-    let (_dir, path) = temp_db("old-schema");
-    drop(open(&path));
+fn schema_1_databases_are_migrated_once() {
+    use crate::control::account::{AccountId, Call};
+    use crate::control::ids::SequentialIds;
+    use crate::control::store::hash_token;
+    let (_dir, path) = temp_db("migrate");
+    let mut state = crate::control::state::State::default();
+    let call = Call::at(AccountId::parse("111111111111").unwrap(), "us-east-1", 5);
+    let mut ids = SequentialIds(0);
+    let vpc = state.create_vpc(&call, &mut ids, "10.1.0.0/16").unwrap();
+    state.revision = 17;
+    fixture::write_v1(&path, &state, &hash_token("tok"), "111111111111");
+
+    let store = open(&path);
+    assert_eq!(store.revision().unwrap(), 17);
+    let loaded = store.load().unwrap();
+    assert_eq!(loaded, state);
+    assert!(loaded.vpc(&vpc.vpc_id).is_some());
+    assert_eq!(
+        store.authenticate("tok").unwrap(),
+        Some(AccountId::parse("111111111111").unwrap())
+    );
+    let gws = store.gateways().unwrap();
+    let regions: Vec<(&str, u32)> = gws
+        .iter()
+        .map(|g| (g.region.as_str(), g.gateway_id))
+        .collect();
+    assert_eq!(regions, [("us-east-1", 2), ("us-west-2", 3)]);
+    assert_eq!(
+        store.tunnel_settings().unwrap().unwrap().algorithm,
+        Algorithm::ChaCha20Poly1305
+    );
+    let keys = store.tunnel_keys().unwrap();
+    assert_eq!(keys.len(), 2);
+    assert_eq!(keys[1].material.as_bytes(), &[0x22; KEY_LEN]);
+    assert_eq!(keys[1].activate_at, 2000);
+    assert!(store.take_rotation_request().unwrap());
+    // Ids are never reused: the deleted gateway's id 1 is not handed out.
+    assert_eq!(
+        store.register_gateway("eu-west-1", addr(3, 3), 9).unwrap(),
+        4
+    );
+    assert_eq!(
+        store.register_gateway("us-east-1", addr(1, 1), 9).unwrap(),
+        2
+    );
+    drop(store);
+
+    let raw = rusqlite::Connection::open(&path).unwrap();
+    let version: i64 = raw
+        .pragma_query_value(None, "user_version", |row| row.get(0))
+        .unwrap();
+    assert_eq!(version, 2);
+    let old: i64 = raw
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('state', 'tunnel_keys', 'tokens')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(old, 0, "the schema-1 tables are gone");
+    drop(raw);
+    // Opening again changes nothing.
+    let again = open(&path);
+    assert_eq!(again.load().unwrap().vpcs().count(), 1);
+    assert_eq!(again.tunnel_keys().unwrap().len(), 2);
+    // Once erased, key 1's material lingers neither in the new keys nor in
+    // the pages of the dropped schema-1 table.
+    assert_eq!(again.erase_expired_keys(3000).unwrap(), 1);
+    drop(again);
+    for file in [path.clone(), path.with_extension("db-wal")] {
+        let bytes = std::fs::read(&file).unwrap_or_default();
+        assert!(
+            !bytes.windows(32).any(|w| w == [0x11; 32]),
+            "{}",
+            file.display()
+        );
+    }
+}
+
+/// A schema-1 database from before the tunnel tables existed migrates too.
+#[test]
+fn schema_1_without_tunnel_tables_migrates() {
+    let (_dir, path) = temp_db("migrate-old");
+    fixture::write_v1(
+        &path,
+        &crate::control::state::State::default(),
+        "h",
+        "111111111111",
+    );
     {
-        // What a database created before the tunnel tables looks like.
         let raw = rusqlite::Connection::open(&path).unwrap();
         raw.execute_batch(
             "DROP TABLE gateways; DROP TABLE tunnel_settings;
@@ -349,9 +460,4 @@ fn database_without_tunnel_tables_still_opens() {
     );
     store.publish_key(&key(1, 1000, 1)).unwrap();
     assert_eq!(epochs(&store), vec![1]);
-    let raw = rusqlite::Connection::open(&path).unwrap();
-    let version: i64 = raw
-        .pragma_query_value(None, "user_version", |row| row.get(0))
-        .unwrap();
-    assert_eq!(version, 1);
 }

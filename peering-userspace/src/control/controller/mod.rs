@@ -1,0 +1,389 @@
+//! The controller: the model in memory, kept in step with a [`Kv`] store.
+//!
+//! A controller holds a cache (the [`State`], tokens, gateway credentials
+//! and registrations, tunnel settings and keys) built from a snapshot and
+//! fed by [`Kv::changes`] from a background thread, so it also learns the
+//! commits of other controllers (and processes) on the same store. On
+//! [`StoreError::Compacted`] it takes a new snapshot.
+//!
+//! Writes run the model's operation on the cache with change tracking
+//! ([`State::take_changes`]), turn what changed into [`Op`]s (one key per
+//! touched object), undo the change on the cache and commit on the cache's
+//! revision. The cache then catches up from the store, which applies the
+//! write (and anything committed before it): every change reaches the
+//! cache through one path, which is also where per-region view deltas are
+//! computed ([`ViewIndex`]). On a conflict the controller catches up and
+//! runs the operation again (at most [`MAX_ATTEMPTS`] times). An error from
+//! the store leaves the outcome unknown: every commit carries a random
+//! nonce in the `head` key, and the controller looks for it in the changes
+//! after its base before it acknowledges or retries (see `commit_ops`).
+//!
+//! Reads borrow the cache under a read lock ([`Store::read`]); nothing
+//! clones the whole state except [`Store::load`].
+
+mod cache;
+mod feed;
+pub mod tunnel;
+
+use crate::control::account::AccountId;
+use crate::control::config::Config;
+use crate::control::error::ApiError;
+use crate::control::state::State;
+use crate::control::store::codec::{self, HEAD};
+use crate::control::store::kv::{Batch, Commit, Kv, Op};
+use crate::control::store::sqlite_kv::SqliteKv;
+use crate::control::store::{hash_token, new_token, Change, Store, StoreError};
+use cache::Cache;
+use rand::RngCore;
+use std::path::Path;
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::time::Duration;
+
+/// Attempts of one write against conflicting writers before giving up with
+/// [`StoreError::Busy`].
+pub const MAX_ATTEMPTS: usize = 16;
+/// Attempts to settle one commit whose outcome the store left unknown.
+const UNKNOWN_ATTEMPTS: usize = 5;
+/// How long the change thread waits in one [`Kv::changes`] call (also how
+/// long a dropped controller's thread may outlive it).
+const CHANGES_WAIT: Duration = Duration::from_secs(1);
+/// Pause after a store error in the change thread or an unknown outcome.
+const RETRY_PAUSE: Duration = Duration::from_millis(200);
+
+pub(crate) struct Inner {
+    kv: Arc<dyn Kv>,
+    cache: RwLock<Cache>,
+    /// One write at a time per controller (others wait, instead of
+    /// conflicting with each other).
+    writer: Mutex<()>,
+    revisions: tokio::sync::watch::Sender<u64>,
+}
+
+/// See the module documentation.
+pub struct Controller {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Controller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Controller")
+            .field("revision", &self.inner.read().revision)
+            .finish()
+    }
+}
+
+impl Controller {
+    /// A controller over `kv`, from a snapshot; starts the change thread.
+    pub fn new(kv: Arc<dyn Kv>) -> Result<Self, StoreError> {
+        let cache = Cache::from_snapshot(&*kv)?;
+        let (revisions, _) = tokio::sync::watch::channel(cache.revision);
+        let inner = Arc::new(Inner {
+            kv,
+            cache: RwLock::new(cache),
+            writer: Mutex::new(()),
+            revisions,
+        });
+        let weak = Arc::downgrade(&inner);
+        std::thread::Builder::new()
+            .name("controller-changes".into())
+            .spawn(move || follow(weak))
+            .map_err(|e| StoreError::Corrupt(format!("starting the change thread: {e}")))?;
+        Ok(Controller { inner })
+    }
+
+    /// A controller over the SQLite database at `path` (created, or
+    /// migrated from schema 1, if needed). A new database starts from an
+    /// empty state with `config`; an existing one keeps its own.
+    pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
+        let kv = SqliteKv::open(path, || codec::state_entries(&State::new(config)))?;
+        Controller::new(Arc::new(kv))
+    }
+
+    /// The store under this controller.
+    pub fn kv(&self) -> &Arc<dyn Kv> {
+        &self.inner.kv
+    }
+
+    /// Whether this process holds the singleton duties (see [`Kv::lead`]).
+    pub fn lead(&self) -> Result<bool, StoreError> {
+        self.inner.kv.lead()
+    }
+
+    /// Reads new commits from the store now (instead of waiting for the
+    /// change thread).
+    pub fn catch_up(&self) -> Result<(), StoreError> {
+        self.inner.catch_up()
+    }
+
+    fn cache(&self) -> RwLockReadGuard<'_, Cache> {
+        self.inner.read()
+    }
+
+    /// Runs `plan` on the cache (under the write lock) to get a result and
+    /// the ops that store it, commits them, and returns the result and the
+    /// revision the store is at afterwards. `plan` must leave the cache as
+    /// it found it: the cache changes only by applying committed changes.
+    /// No ops: nothing is written.
+    fn write<T>(
+        &self,
+        mut plan: impl FnMut(&mut Cache) -> Result<(T, Vec<Op>), StoreError>,
+    ) -> Result<(T, u64), StoreError> {
+        let _one = self
+            .inner
+            .writer
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        for _ in 0..MAX_ATTEMPTS {
+            let (out, mut ops, base) = {
+                let mut cache = self.inner.write();
+                let base = cache.revision;
+                let (out, ops) = plan(&mut cache)?;
+                (out, ops, base)
+            };
+            if ops.is_empty() {
+                return Ok((out, base));
+            }
+            let nonce = new_nonce();
+            ops.push(codec::put(HEAD.into(), nonce.clone()));
+            match self.commit_ops(base, &ops, &nonce)? {
+                Some(rev) => {
+                    // Acknowledged: a failure to catch up now only delays
+                    // the cache (the change thread retries).
+                    if let Err(e) = self.inner.catch_up_to(rev) {
+                        tracing::warn!(error = %e, revision = rev, "catching up after a commit");
+                    }
+                    return Ok((out, rev));
+                }
+                None => self.inner.catch_up()?,
+            }
+        }
+        Err(StoreError::Busy)
+    }
+
+    /// Commits `ops` on `base`: Some(revision) once it landed, None if it
+    /// did not and never will (another commit landed after `base`).
+    fn commit_ops(&self, base: u64, ops: &[Op], nonce: &[u8]) -> Result<Option<u64>, StoreError> {
+        let mut unknown: Option<StoreError> = None;
+        for _ in 0..UNKNOWN_ATTEMPTS {
+            match self.inner.kv.commit(base, ops) {
+                Ok(Commit::Done(rev)) => return Ok(Some(rev)),
+                Ok(Commit::Conflict) if unknown.is_none() => return Ok(None),
+                // After an unknown outcome, a conflict may be our own
+                // earlier attempt having landed.
+                Ok(Commit::Conflict) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, base, "commit outcome unknown; checking");
+                    unknown = Some(e);
+                }
+            }
+            match find_nonce(&*self.inner.kv, base, nonce) {
+                Ok(Found::Landed(rev)) => return Ok(Some(rev)),
+                Ok(Found::Superseded) => return Ok(None),
+                // Nothing committed since `base`: the same commit again
+                // lands at most once (it compares the same base).
+                Ok(Found::Nothing) => {}
+                Err(e) => unknown = Some(e),
+            }
+            std::thread::sleep(RETRY_PAUSE);
+        }
+        Err(unknown.unwrap_or(StoreError::Busy))
+    }
+
+    /// Runs a model operation as one write (see [`Store::transact`]).
+    fn model_write<T>(
+        &self,
+        mut f: impl FnMut(&mut State) -> Result<T, ApiError>,
+    ) -> Result<(T, u64), StoreError> {
+        self.write(|cache| {
+            let state = &mut cache.state;
+            let (config, dp) = (state.config.clone(), state.next_dp_id());
+            let result = f(state);
+            let changes = state.take_changes(config, dp);
+            let ops = match &result {
+                Ok(_) => codec::state_ops(&changes, state),
+                Err(_) => Vec::new(),
+            };
+            state.undo(changes);
+            Ok((result?, ops))
+        })
+    }
+
+    /// The regions of the deployment.
+    pub fn regions(&self) -> Vec<String> {
+        self.cache().state.config.regions.clone()
+    }
+}
+
+/// What the changes after a base say about a commit with a nonce.
+enum Found {
+    Landed(u64),
+    /// Another commit landed on the base: ours never will.
+    Superseded,
+    Nothing,
+}
+
+fn find_nonce(kv: &dyn Kv, base: u64, nonce: &[u8]) -> Result<Found, StoreError> {
+    let batches = kv.changes(base, Duration::ZERO)?;
+    for b in &batches {
+        for (key, value) in &b.changes {
+            if key == HEAD {
+                return Ok(if value.as_deref() == Some(nonce) {
+                    Found::Landed(b.revision)
+                } else {
+                    Found::Superseded
+                });
+            }
+        }
+    }
+    Ok(Found::Nothing)
+}
+
+fn new_nonce() -> Vec<u8> {
+    let mut bytes = [0u8; 16];
+    rand::rng().fill_bytes(&mut bytes);
+    hex::encode(bytes).into_bytes()
+}
+
+impl Inner {
+    fn read(&self) -> RwLockReadGuard<'_, Cache> {
+        self.cache.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Cache> {
+        self.cache.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn apply(&self, batches: Vec<Batch>) {
+        if batches.is_empty() {
+            return;
+        }
+        let revision = {
+            let mut cache = self.write();
+            for b in batches {
+                cache.apply(b);
+            }
+            cache.revision
+        };
+        self.revisions.send_replace(revision);
+    }
+
+    fn resnapshot(&self) -> Result<(), StoreError> {
+        let fresh = Cache::from_snapshot(&*self.kv)?;
+        let revision = fresh.revision;
+        *self.write() = fresh;
+        tracing::info!(revision, "controller cache reloaded from a snapshot");
+        self.revisions.send_replace(revision);
+        Ok(())
+    }
+
+    /// Applies every change committed since the cache's revision.
+    fn catch_up(&self) -> Result<(), StoreError> {
+        loop {
+            let since = self.read().revision;
+            match self.kv.changes(since, Duration::ZERO) {
+                Ok(batches) if batches.is_empty() => return Ok(()),
+                Ok(batches) => self.apply(batches),
+                Err(StoreError::Compacted { .. }) => return self.resnapshot(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn catch_up_to(&self, revision: u64) -> Result<(), StoreError> {
+        for _ in 0..MAX_ATTEMPTS {
+            self.catch_up()?;
+            if self.read().revision >= revision {
+                return Ok(());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The change thread: follows the store until the controller is dropped.
+fn follow(weak: Weak<Inner>) {
+    loop {
+        let (kv, since) = match weak.upgrade() {
+            Some(inner) => (inner.kv.clone(), inner.read().revision),
+            None => return,
+        };
+        let result = kv.changes(since, CHANGES_WAIT);
+        let Some(inner) = weak.upgrade() else { return };
+        match result {
+            Ok(batches) => inner.apply(batches),
+            Err(StoreError::Compacted { .. }) => {
+                if let Err(e) = inner.resnapshot() {
+                    tracing::warn!(error = %e, "controller snapshot failed");
+                    std::thread::sleep(RETRY_PAUSE);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading store changes failed; retrying");
+                drop(inner);
+                std::thread::sleep(RETRY_PAUSE);
+            }
+        }
+    }
+}
+
+impl Store for Controller {
+    fn load(&self) -> Result<State, StoreError> {
+        Ok(self.cache().state.clone())
+    }
+
+    fn read<T>(&self, f: impl FnOnce(&State) -> T) -> Result<T, StoreError> {
+        Ok(f(&self.cache().state))
+    }
+
+    fn revision(&self) -> Result<u64, StoreError> {
+        Ok(self.cache().revision)
+    }
+
+    fn transact<T, F>(&self, f: F) -> Result<(T, u64), StoreError>
+    where
+        F: FnMut(&mut State) -> Result<T, ApiError>,
+    {
+        self.model_write(f)
+    }
+
+    fn changes_since(&self, revision: u64) -> Result<Vec<Change>, StoreError> {
+        self.cache().changes_since(revision)
+    }
+
+    fn create_token(&self, account: &AccountId) -> Result<String, StoreError> {
+        let token = new_token();
+        let key = codec::token_key(&hash_token(&token));
+        let value = codec::token_value(account);
+        self.write(|_| Ok(((), vec![codec::put(key.clone(), value.clone())])))?;
+        Ok(token)
+    }
+
+    fn authenticate(&self, token: &str) -> Result<Option<AccountId>, StoreError> {
+        let hash = hash_token(token);
+        if let Some(a) = self.cache().tokens.get(&hash) {
+            return Ok(Some(a.clone()));
+        }
+        // Perhaps just issued by another process: look once more after
+        // reading what it committed.
+        self.catch_up()?;
+        Ok(self.cache().tokens.get(&hash).cloned())
+    }
+
+    fn revoke_tokens(&self, account: &AccountId) -> Result<usize, StoreError> {
+        let (n, _) = self.write(|cache| {
+            let ops: Vec<Op> = cache
+                .tokens
+                .iter()
+                .filter(|(_, a)| *a == account)
+                .map(|(h, _)| Op::Delete {
+                    key: codec::token_key(h),
+                })
+                .collect();
+            Ok((ops.len(), ops))
+        })?;
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests;

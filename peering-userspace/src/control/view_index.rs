@@ -1,0 +1,487 @@
+//! Per-region view deltas at a cost that grows with the change, not with
+//! the deployment: sans-IO.
+//!
+//! Every entry of a region view belongs to exactly one VPC: its VPC entry,
+//! its subnets, the routes of its route tables and the peering entries
+//! where it is the local side. [`ViewIndex`] keeps, per VPC, the entries it
+//! contributes (and which subnets, route tables and peerings refer to it).
+//! For a write, given the objects it touched ([`Changes`]: previous values,
+//! new ones in the [`State`]), it works out which VPCs' entries may differ,
+//! recomputes only those, and returns per region what changed.
+//!
+//! Which VPCs a change affects (the entries of VPC v depend on v, its
+//! subnets, its route tables and routes, the peerings v is a side of, and
+//! the peer VPCs of those peerings):
+//! - a VPC: itself and the VPCs on the other side of its peerings (their
+//!   routes and peering entries show its CIDRs and dataplane id);
+//! - a subnet or route table (routes included): its VPC (before and after);
+//! - a peering: the VPCs of both sides (their routes through it and their
+//!   peering entries).
+//!
+//! The config and the dataplane-id counter appear in no view.
+//!
+//! Views are computed at time 0: an active peering stays active whatever
+//! the time (only pending requests expire), so the view does not depend on
+//! when it is computed.
+
+use crate::control::delta::{ViewEntry, ViewKey};
+use crate::control::peering::{PeeringStatus, Side};
+use crate::control::state::{Changes, State};
+use crate::control::view::{peering_view, subnet_view, table_routes, VpcView};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+/// Entries by key, each with its region.
+pub type Entries = BTreeMap<ViewKey, (String, ViewEntry)>;
+
+/// What changed in one region: the new entry, or None for a removal.
+pub type RegionChanges = BTreeMap<ViewKey, Option<ViewEntry>>;
+
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ViewIndex {
+    owned: HashMap<String, Entries>,
+    subnets_of: HashMap<String, BTreeSet<String>>,
+    tables_of: HashMap<String, BTreeSet<String>>,
+    peerings_of: HashMap<String, BTreeSet<String>>,
+}
+
+fn link(index: &mut HashMap<String, BTreeSet<String>>, vpc: &str, id: &str, on: bool) {
+    if on {
+        index
+            .entry(vpc.to_owned())
+            .or_default()
+            .insert(id.to_owned());
+    } else if let Some(set) = index.get_mut(vpc) {
+        set.remove(id);
+        if set.is_empty() {
+            index.remove(vpc);
+        }
+    }
+}
+
+impl ViewIndex {
+    /// The index of a whole state (O(state), once per snapshot).
+    pub fn new(state: &State) -> Self {
+        let mut index = ViewIndex::default();
+        for s in state.subnets() {
+            link(&mut index.subnets_of, &s.vpc_id, &s.id, true);
+        }
+        for t in state.route_tables() {
+            link(&mut index.tables_of, &t.vpc_id, &t.id, true);
+        }
+        for p in state.peerings() {
+            for side in [&p.requester, &p.accepter] {
+                link(&mut index.peerings_of, &side.vpc_id, &p.id, true);
+            }
+        }
+        let vpcs: Vec<String> = state.vpcs().map(|v| v.id.clone()).collect();
+        for v in vpcs {
+            let entries = index.entries_of(state, &v);
+            if !entries.is_empty() {
+                index.owned.insert(v, entries);
+            }
+        }
+        index
+    }
+
+    /// The entries VPC `vpc_id` contributes in `state`.
+    fn entries_of(&self, state: &State, vpc_id: &str) -> Entries {
+        let mut out = Entries::new();
+        let Some(v) = state.vpc(vpc_id) else {
+            return out;
+        };
+        let region = v.region.as_str();
+        let mut add = |region: &str, e: ViewEntry| {
+            out.insert(e.key(), (region.to_owned(), e));
+        };
+        add(
+            region,
+            ViewEntry::Vpc(VpcView {
+                vpc_id: v.id.clone(),
+                dp_id: v.dp_id,
+                cidrs: v.cidrs.clone(),
+            }),
+        );
+        let ids = |index: &HashMap<String, BTreeSet<String>>| {
+            index
+                .get(vpc_id)
+                .into_iter()
+                .flatten()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        for id in ids(&self.subnets_of) {
+            if let Some(sv) = state.subnet(&id).and_then(|s| subnet_view(state, s)) {
+                add(region, ViewEntry::Subnet(sv));
+            }
+        }
+        for id in ids(&self.tables_of) {
+            if let Some(t) = state.route_table(&id) {
+                for r in table_routes(state, t, region, 0) {
+                    add(region, ViewEntry::Route(r));
+                }
+            }
+        }
+        for id in ids(&self.peerings_of) {
+            let Some(p) = state.peering(&id) else {
+                continue;
+            };
+            if p.status_at(0) != PeeringStatus::Active {
+                continue;
+            }
+            for side in [Side::Requester, Side::Accepter] {
+                let local = p.side(side);
+                if local.vpc_id != vpc_id {
+                    continue;
+                }
+                if let Some(pv) = peering_view(state, p, side, &local.region) {
+                    add(&local.region, ViewEntry::Peering(pv));
+                }
+            }
+        }
+        out
+    }
+
+    /// The VPCs whose entries `changes` may have changed.
+    fn affected(&self, state: &State, changes: &Changes) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        for (id, prev) in &changes.vpcs {
+            out.insert(id.clone());
+            let _ = prev;
+            for pcx in self.peerings_of.get(id).into_iter().flatten() {
+                if let Some(p) = state.peering(pcx) {
+                    out.insert(p.requester.vpc_id.clone());
+                    out.insert(p.accepter.vpc_id.clone());
+                }
+            }
+        }
+        for (id, prev) in &changes.subnets {
+            out.extend(prev.iter().map(|s| s.vpc_id.clone()));
+            out.extend(state.subnet(id).map(|s| s.vpc_id.clone()));
+        }
+        for (id, prev) in &changes.route_tables {
+            out.extend(prev.iter().map(|t| t.vpc_id.clone()));
+            out.extend(state.route_table(id).map(|t| t.vpc_id.clone()));
+        }
+        for (id, prev) in &changes.peerings {
+            for p in prev.iter().chain(state.peering(id)) {
+                out.insert(p.requester.vpc_id.clone());
+                out.insert(p.accepter.vpc_id.clone());
+            }
+        }
+        out
+    }
+
+    fn relink(&mut self, state: &State, changes: &Changes) {
+        for (id, prev) in &changes.subnets {
+            if let Some(s) = prev {
+                link(&mut self.subnets_of, &s.vpc_id, id, false);
+            }
+            if let Some(s) = state.subnet(id) {
+                link(&mut self.subnets_of, &s.vpc_id, id, true);
+            }
+        }
+        for (id, prev) in &changes.route_tables {
+            if let Some(t) = prev {
+                link(&mut self.tables_of, &t.vpc_id, id, false);
+            }
+            if let Some(t) = state.route_table(id) {
+                link(&mut self.tables_of, &t.vpc_id, id, true);
+            }
+        }
+        for (id, prev) in &changes.peerings {
+            if let Some(p) = prev {
+                for side in [&p.requester, &p.accepter] {
+                    link(&mut self.peerings_of, &side.vpc_id, id, false);
+                }
+            }
+            if let Some(p) = state.peering(id) {
+                for side in [&p.requester, &p.accepter] {
+                    link(&mut self.peerings_of, &side.vpc_id, id, true);
+                }
+            }
+        }
+    }
+
+    /// Takes the index from the state before `changes` to `state` (after
+    /// them) and returns, per region, the entries that changed.
+    pub fn update(&mut self, state: &State, changes: &Changes) -> BTreeMap<String, RegionChanges> {
+        // Affected VPCs are looked up before and after relinking: a peering
+        // that was deleted is found through the previous values.
+        let mut affected = self.affected(state, changes);
+        self.relink(state, changes);
+        affected.extend(self.affected(state, changes));
+        let mut old = Entries::new();
+        let mut new = Entries::new();
+        for vpc in &affected {
+            if let Some(entries) = self.owned.remove(vpc) {
+                old.extend(entries);
+            }
+            let entries = self.entries_of(state, vpc);
+            new.extend(entries.iter().map(|(k, e)| (k.clone(), e.clone())));
+            if !entries.is_empty() {
+                self.owned.insert(vpc.clone(), entries);
+            }
+        }
+        let mut out: BTreeMap<String, RegionChanges> = BTreeMap::new();
+        for (key, (region, entry)) in &new {
+            if old.get(key) != Some(&(region.clone(), entry.clone())) {
+                out.entry(region.clone())
+                    .or_default()
+                    .insert(key.clone(), Some(entry.clone()));
+            }
+        }
+        for (key, (region, _)) in &old {
+            let moved = new.get(key).is_some_and(|(r, _)| r != region);
+            if !new.contains_key(key) || moved {
+                out.entry(region.clone())
+                    .or_default()
+                    .insert(key.clone(), None);
+            }
+        }
+        out
+    }
+}
+
+/// Merges `later` into `earlier` (both for one region): the later value of
+/// a key wins.
+pub fn merge(earlier: &mut RegionChanges, later: &RegionChanges) {
+    for (k, v) in later {
+        earlier.insert(k.clone(), v.clone());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::control::account::{AccountId, Call};
+    use crate::control::delta::RegionDelta;
+    use crate::control::ids::SequentialIds;
+    use crate::control::peering::CreatePeering;
+    use crate::control::subnet::CreateSubnet;
+    use crate::control::view::{region_view, RegionView};
+    use rand::rngs::StdRng;
+    use rand::{Rng, SeedableRng};
+
+    const REGIONS: [&str; 2] = ["us-east-1", "us-west-2"];
+    const ACCOUNTS: [&str; 2] = ["111111111111", "222222222222"];
+
+    fn delta_of(region: &str, from: u64, to: u64, ch: Option<&RegionChanges>) -> RegionDelta {
+        let mut d = RegionDelta {
+            region: region.into(),
+            from,
+            revision: to,
+            upserts: vec![],
+            removals: vec![],
+        };
+        for (k, v) in ch.into_iter().flatten() {
+            match v {
+                Some(e) => d.upserts.push(e.clone()),
+                None => d.removals.push(k.clone()),
+            }
+        }
+        d
+    }
+
+    /// Picks a random existing id from `ids`, or a made-up one.
+    fn pick(rng: &mut StdRng, ids: Vec<String>, fallback: &str) -> String {
+        if ids.is_empty() || rng.random_bool(0.05) {
+            return fallback.to_owned();
+        }
+        ids[rng.random_range(0..ids.len())].clone()
+    }
+
+    /// One random operation (most succeed; failures must change nothing).
+    fn random_op(rng: &mut StdRng, s: &mut State, ids: &mut SequentialIds, now: u64) {
+        let account = AccountId::parse(ACCOUNTS[rng.random_range(0..2)]).unwrap();
+        let region = REGIONS[rng.random_range(0..2)];
+        let call = Call::at(account.clone(), region, now);
+        let vpcs: Vec<String> = s.vpcs().map(|v| v.id.clone()).collect();
+        let vpc = pick(rng, vpcs.clone(), "vpc-00000000000000000");
+        let cidr = |rng: &mut StdRng| format!("10.{}.0.0/16", rng.random_range(0..12));
+        let _ = match rng.random_range(0..16) {
+            0 | 1 => s.create_vpc(&call, ids, &cidr(rng)).map(|_| ()),
+            2 => s.delete_vpc(&call, &vpc),
+            3 => s
+                .associate_vpc_cidr_block(
+                    &call,
+                    &vpc,
+                    &format!("10.{}.0.0/16", rng.random_range(20..30)),
+                )
+                .map(|_| ()),
+            4 => {
+                let blocks: Vec<String> = s
+                    .vpc(&vpc)
+                    .map(|v| v.cidrs.iter().map(|c| c.to_string()).collect())
+                    .unwrap_or_default();
+                let b = pick(rng, blocks, "10.99.0.0/16");
+                s.disassociate_vpc_cidr_block(&call, &vpc, &b).map(|_| ())
+            }
+            5 => {
+                let sub = match s.vpc(&vpc) {
+                    Some(v) => {
+                        let o = v.cidrs[0].network().octets();
+                        format!("{}.{}.{}.0/24", o[0], o[1], rng.random_range(0..4))
+                    }
+                    None => "10.0.1.0/24".to_owned(),
+                };
+                let req = CreateSubnet {
+                    vpc_id: vpc.clone(),
+                    cidr_block: sub,
+                    interface: "eth1".into(),
+                    vlan: None,
+                };
+                s.create_subnet(&call, ids, &req).map(|_| ())
+            }
+            6 => {
+                let subs: Vec<String> = s.subnets().map(|x| x.id.clone()).collect();
+                let id = pick(rng, subs, "subnet-00000000000000000");
+                s.delete_subnet(&call, &id)
+            }
+            7 => s.create_route_table(&call, ids, &vpc).map(|_| ()),
+            8 => {
+                let t: Vec<String> = s.route_tables().map(|x| x.id.clone()).collect();
+                let id = pick(rng, t, "rtb-00000000000000000");
+                s.delete_route_table(&call, &id)
+            }
+            9 => {
+                let t: Vec<String> = s.route_tables().map(|x| x.id.clone()).collect();
+                let subs: Vec<String> = s.subnets().map(|x| x.id.clone()).collect();
+                let (t, sub) = (pick(rng, t, "rtb-0"), pick(rng, subs, "subnet-0"));
+                s.associate_route_table(&call, ids, &t, &sub).map(|_| ())
+            }
+            10 => {
+                let assocs: Vec<String> = s
+                    .subnets()
+                    .filter_map(|x| x.association.as_ref().map(|a| a.id.clone()))
+                    .collect();
+                let a = pick(rng, assocs, "rtbassoc-0");
+                s.disassociate_route_table(&call, &a)
+            }
+            11 | 12 => {
+                let t: Vec<String> = s.route_tables().map(|x| x.id.clone()).collect();
+                let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
+                let (t, p) = (pick(rng, t, "rtb-0"), pick(rng, p, "pcx-00000000000000000"));
+                let dest = cidr(rng);
+                match rng.random_range(0..3) {
+                    0 => s.create_route(&call, &t, &dest, &p),
+                    1 => s.replace_route(&call, &t, &dest, &p),
+                    _ => s.delete_route(&call, &t, &dest),
+                }
+            }
+            13 => {
+                let peer = pick(rng, vpcs, "vpc-0");
+                let owner = s.vpc(&peer).map(|v| v.owner.to_string());
+                let peer_region = s.vpc(&peer).map(|v| v.region.clone());
+                let req = CreatePeering {
+                    vpc_id: vpc.clone(),
+                    peer_vpc_id: peer,
+                    peer_owner_id: owner,
+                    peer_region,
+                };
+                s.create_vpc_peering_connection(&call, ids, &req)
+                    .map(|_| ())
+            }
+            14 => {
+                let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
+                let p = pick(rng, p, "pcx-0");
+                // Accept as the accepter, in its region.
+                match s
+                    .peering(&p)
+                    .map(|x| (x.accepter.owner.clone(), x.accepter.region.clone()))
+                {
+                    Some((o, r)) => s
+                        .accept_vpc_peering_connection(&Call::at(o, r, now), &p)
+                        .map(|_| ()),
+                    None => Ok(()),
+                }
+            }
+            _ => {
+                let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
+                let p = pick(rng, p, "pcx-0");
+                if rng.random_bool(0.5) {
+                    s.delete_vpc_peering_connection(&call, &p).map(|_| ())
+                } else {
+                    s.reject_vpc_peering_connection(&call, &p).map(|_| ())
+                }
+            }
+        };
+    }
+
+    /// For random operation sequences, every region's old view plus the
+    /// delta equals the region's new view, and the index stays equal to
+    /// one built from scratch.
+    #[test]
+    fn deltas_match_full_views_for_random_operations() {
+        for seed in 0..40u64 {
+            let mut rng = StdRng::seed_from_u64(seed);
+            let mut ids = SequentialIds(u128::from(seed) << 64);
+            let mut state = State::new(crate::control::config::Config {
+                regions: REGIONS.iter().map(|r| r.to_string()).collect(),
+                ..Default::default()
+            });
+            let mut index = ViewIndex::new(&state);
+            let mut views: Vec<RegionView> =
+                REGIONS.iter().map(|r| region_view(&state, r, 0)).collect();
+            for step in 0..150u64 {
+                let (config, dp) = (state.config.clone(), state.next_dp_id());
+                let now = 1_000 + step;
+                random_op(&mut rng, &mut state, &mut ids, now);
+                let changes = state.take_changes(config, dp);
+                state.revision += 1;
+                let deltas = index.update(&state, &changes);
+                for (i, r) in REGIONS.iter().enumerate() {
+                    let d = delta_of(r, views[i].revision, state.revision, deltas.get(*r));
+                    views[i].apply(&d).unwrap();
+                    assert_eq!(
+                        views[i],
+                        region_view(&state, r, now),
+                        "seed {seed} step {step} region {r}"
+                    );
+                }
+            }
+            assert_eq!(index, ViewIndex::new(&state), "seed {seed}");
+            assert!(
+                state.vpcs().count() > 2,
+                "seed {seed}: the sequence did something"
+            );
+        }
+    }
+
+    #[test]
+    fn unrelated_writes_touch_nothing_else() {
+        let mut ids = SequentialIds(0);
+        let mut state = State::default();
+        let call = Call::at(AccountId::parse(ACCOUNTS[0]).unwrap(), "us-east-1", 5);
+        for i in 0..50 {
+            state
+                .create_vpc(&call, &mut ids, &format!("10.{i}.0.0/16"))
+                .unwrap();
+        }
+        state.take_changes(state.config.clone(), state.next_dp_id());
+        let mut index = ViewIndex::new(&state);
+        let (config, dp) = (state.config.clone(), state.next_dp_id());
+        let v = state.create_vpc(&call, &mut ids, "10.200.0.0/16").unwrap();
+        let changes = state.take_changes(config, dp);
+        let deltas = index.update(&state, &changes);
+        assert_eq!(deltas.len(), 1);
+        let east = &deltas["us-east-1"];
+        assert_eq!(east.len(), 1, "{east:?}");
+        assert!(
+            matches!(east.values().next(), Some(Some(ViewEntry::Vpc(x))) if x.vpc_id == v.vpc_id)
+        );
+        // A write that changes no view (a pending request) gives no delta.
+        let (config, dp) = (state.config.clone(), state.next_dp_id());
+        let vpcs: Vec<String> = state.vpcs().take(2).map(|v| v.id.clone()).collect();
+        let req = CreatePeering {
+            vpc_id: vpcs[0].clone(),
+            peer_vpc_id: vpcs[1].clone(),
+            peer_owner_id: None,
+            peer_region: None,
+        };
+        state
+            .create_vpc_peering_connection(&call, &mut ids, &req)
+            .unwrap();
+        let changes = state.take_changes(config, dp);
+        assert!(index.update(&state, &changes).is_empty());
+    }
+}
