@@ -35,24 +35,52 @@ fn ping_stream(ns: &Netns, dst: &str, count: u32) -> Proc {
     let count = count.to_string();
     let interval = INTERVAL_S.to_string();
     teardown::spawn(
-        ns.cmd(&["ping", "-n", "-i", &interval, "-W", "1", "-c", &count, dst])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
+        ns.cmd(&[
+            "ping", "-n", "-D", "-i", &interval, "-W", "1", "-c", &count, dst,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null()),
     )
     .expect("start ping")
 }
 
-/// Echo replies a finished stream received.
-fn received(mut p: Proc) -> usize {
+/// (icmp_seq, receive time as Unix seconds) of each echo reply of a
+/// finished stream.
+fn received(mut p: Proc) -> Vec<(u32, f64)> {
     use std::io::Read as _;
     let mut out = String::new();
     if let Some(mut s) = p.0.stdout.take() {
         let _ = s.read_to_string(&mut out);
     }
     let _ = p.0.wait();
-    out.lines()
+    let mut r: Vec<(u32, f64)> = out
+        .lines()
         .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
-        .count()
+        .filter_map(|l| {
+            let ts = l.strip_prefix('[')?.split(']').next()?.parse().ok()?;
+            let seq = l.split("icmp_seq=").nth(1)?.split(' ').next()?;
+            Some((seq.parse().ok()?, ts))
+        })
+        .collect();
+    r.sort_by_key(|(seq, _)| *seq);
+    r
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+/// The runs of lost replies: (how many, seconds after `from` the last
+/// reply before the run came).
+fn gaps(replies: &[(u32, f64)], from: f64) -> Vec<(u32, f64)> {
+    replies
+        .windows(2)
+        .filter(|w| w[1].0 > w[0].0 + 1)
+        .map(|w| (w[1].0 - w[0].0 - 1, w[0].1 - from))
+        .collect()
 }
 
 /// Destinations in the route map of a gateway's pinned dataplane.
@@ -116,20 +144,35 @@ fn forwarding_goes_on_without_a_controller_and_catches_up_when_one_returns() {
     let within = ping_stream(&lab.b, "10.3.0.10", count);
     std::thread::sleep(Duration::from_secs(1));
     lab.cp.kill();
+    let killed = unix_now();
     std::thread::sleep(OUTAGE);
     assert!(lab.gw1.agent_pid().is_some() && lab.gw2.agent_pid().is_some());
+    let restarted = unix_now();
     lab.cp.restart();
     let (across, within) = (received(across), received(within));
-    let lost = |got: usize| count as usize - got;
+    let lost = |got: &Vec<(u32, f64)>| count as usize - got.len();
     println!(
         "{} s without a controller, ping every 20 ms: A -> C (across regions) lost {} of {count}, \
-         B -> C (within us-west-2) lost {} of {count}",
+         B -> C (within us-west-2) lost {} of {count}; the controller was back {:.1} s after the kill",
         OUTAGE.as_secs(),
-        lost(across),
-        lost(within)
+        lost(&across),
+        lost(&within),
+        restarted - killed
     );
-    assert!(lost(within) <= MAX_LOST, "B -> C lost {}", lost(within));
-    assert!(lost(across) <= MAX_LOST, "A -> C lost {}", lost(across));
+    if let (Some(first), Some(last)) = (across.first(), across.last()) {
+        println!(
+            "  A -> C: {} replies over {:.1} s",
+            across.len(),
+            last.1 - first.1
+        );
+    }
+    for (name, r) in [("A -> C", &across), ("B -> C", &within)] {
+        for (n, at) in gaps(r, killed) {
+            println!("  {name}: {n} lost from {at:.2} s after the kill");
+        }
+    }
+    assert!(lost(&within) <= MAX_LOST, "B -> C lost {}", lost(&within));
+    assert!(lost(&across) <= MAX_LOST, "A -> C lost {}", lost(&across));
 
     // Back: a route created now reaches the dataplane.
     lab.cp

@@ -176,9 +176,13 @@ fn lease_loop(
     renew: Duration,
 ) {
     let mut rotation_due = false;
+    let mut failing = false;
     loop {
         let wait = match source.register(endpoint) {
             Ok(id) => {
+                if std::mem::take(&mut failing) {
+                    info!("registration of {endpoint} renewed as gateway {id}");
+                }
                 backoff.reset();
                 if tx.send(Event::Registered(id)).is_err() {
                     return;
@@ -186,7 +190,10 @@ fn lease_loop(
                 renew
             }
             Err(e) => {
-                warn!("registering {endpoint}: {e:#}");
+                // Said once per outage; the sync thread says the rest.
+                if !std::mem::replace(&mut failing, true) {
+                    warn!("registering {endpoint}: {e:#}; retrying");
+                }
                 after_failure(&e, &mut backoff)
             }
         };
