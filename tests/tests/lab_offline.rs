@@ -27,8 +27,10 @@ fn verbose() -> bool {
 const INTERVAL_S: f64 = 0.02;
 /// How long no controller is reachable.
 const OUTAGE: Duration = Duration::from_secs(30);
-/// Lost pings tolerated per stream (a stray loss on a loaded host).
-const MAX_LOST: usize = 3;
+/// Lost pings tolerated per stream: stray losses on a loaded 2-core host
+/// (0 and 3 seen, 3 at the controller's return; one early run without
+/// per-gap times lost 24 across regions, not explained).
+const MAX_LOST: usize = 5;
 
 /// `count` pings from `ns` to `dst`, one every 20 ms.
 fn ping_stream(ns: &Netns, dst: &str, count: u32) -> Proc {
