@@ -370,6 +370,30 @@ fn tls_refuses_plain_http_and_untrusted_certificates() {
     assert_eq!(status, 400, "{body}");
     assert!(body.contains("PlainHttpToTlsPort"), "{body}");
     assert_eq!(stats.plain_http.load(Ordering::Relaxed), 1);
+    // peerctl says the same.
+    let out = std::process::Command::new(peering_tests::lab::bin("peerctl"))
+        .args(["--endpoint", &ctl.http(), "--region", E1, "describe-vpcs"])
+        .env("PEERING_TOKEN", "x")
+        .env("PEERING_CONFIG_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(254), "{err}");
+    assert!(err.contains("(PlainHttpToTlsPort)"), "{err}");
+    assert!(err.contains("https://"), "{err}");
+    // And with https:// to the same port, it works.
+    let out = std::process::Command::new(peering_tests::lab::bin("peerctl"))
+        .args(["--endpoint", &ctl.https(), "--region", E1, "describe-vpcs"])
+        .env("PEERING_TOKEN", ctl.account_token("111111111111"))
+        .env("PEERING_CA_FILE", &pki.ca)
+        .env("PEERING_CONFIG_FILE", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A client trusting another CA refuses the server.
     let mut c = client(

@@ -18,7 +18,7 @@
 //! leads; expired gateway registrations are deleted by the store itself
 //! (see `sqlite_kv`).
 
-use crate::api::{router, serve, serve_tls, App};
+use crate::api::{gateway, router, serve, serve_tls, App};
 use crate::control::account::AccountId;
 use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
@@ -37,6 +37,9 @@ use std::time::Duration;
 /// Default listen address: loopback only. Other addresses need TLS
 /// ([`check_listen`]).
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:7780";
+
+/// How long requests in flight may run on after SIGTERM or SIGINT.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
 
 /// How often terminal peerings past their retention are purged.
 pub const PURGE_INTERVAL: Duration = Duration::from_secs(HOUR);
@@ -210,7 +213,11 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;
-            runtime.block_on(serve_forever(store, listen, tls, tunnel))
+            let result = runtime.block_on(serve_forever(store, listen, tls, tunnel));
+            // Requests still running (store work on the blocking pool)
+            // get the same grace, not more.
+            runtime.shutdown_timeout(SHUTDOWN_GRACE);
+            result
         }
         Command::CreateAccount { db, account } => {
             let account = AccountId::parse(&account).map_err(|e| anyhow::anyhow!(e.message))?;
@@ -340,13 +347,30 @@ async fn serve_forever(
     );
     tokio::spawn(purge_loop(store.clone()));
     tokio::spawn(key_rotation_loop(store.clone(), tunnel));
-    // The account API and, for agents, the gateway API over the same
-    // controller (its Feed).
-    let feed: Arc<dyn crate::control::feed::Feed> = store.clone();
-    let routes = super::gateway::compose(router(App::new(store.clone())), feed, store);
-    match tls {
-        Some(config) => serve_tls(listener, config, routes, shutdown_signal()).await?,
-        None => serve(listener, routes, shutdown_signal()).await?,
+    // The account API and the gateway API on one listener; each refuses
+    // the other's credentials.
+    let routes = gateway::compose(router(App::new(store.clone())), store.clone(), store);
+    let (stopping, mut stopped) = tokio::sync::watch::channel(false);
+    let signal = async move {
+        shutdown_signal().await;
+        let _ = stopping.send(true);
+    };
+    let serving = async move {
+        match tls {
+            Some(config) => serve_tls(listener, config, routes, signal).await,
+            None => serve(listener, routes, signal).await,
+        }
+    };
+    // Graceful shutdown waits for requests in flight, and a gateway's
+    // long-poll may last 30 s: after the grace, the rest are cut (their
+    // gateways move to another controller).
+    let grace = async move {
+        let _ = stopped.wait_for(|s| *s).await;
+        tokio::time::sleep(SHUTDOWN_GRACE).await;
+    };
+    tokio::select! {
+        served = serving => served?,
+        _ = grace => tracing::info!("closing the connections still open (long-polls)"),
     }
     tracing::info!("peering-controld stopped");
     Ok(())

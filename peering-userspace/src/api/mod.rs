@@ -74,13 +74,24 @@ pub fn router<S: Store + Send + Sync + 'static>(app: App<S>) -> Router {
         .with_state(Arc::new(app))
 }
 
-/// Serves `router` on `listener` until `shutdown` completes, holding at
-/// most [`listener::MAX_CONNECTIONS`] connections at once.
+/// Serves `router` in plain HTTP on `listener` until `shutdown` completes,
+/// holding at most [`listener::MAX_CONNECTIONS`] connections at once.
+/// Refuses a listener on an address that is not loopback: tokens and
+/// tunnel keys cross the network only inside TLS ([`serve_tls`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let local = listener.local_addr()?;
+    if !local.ip().is_loopback() {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::PermissionDenied,
+            format!(
+                "plain HTTP on {local} is refused: only loopback addresses may serve without TLS"
+            ),
+        ));
+    }
     let listener = listener::Limited::new(listener, listener::MAX_CONNECTIONS);
     axum::serve(listener, router)
         .with_graceful_shutdown(shutdown)

@@ -22,7 +22,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, Semaphore};
 use tokio_rustls::server::TlsStream;
@@ -168,6 +168,7 @@ async fn accept_loop(
                     let answer = async {
                         let _ = stream.write_all(PLAIN_HTTP_ANSWER).await;
                         let _ = stream.shutdown().await;
+                        drain(&mut stream).await;
                     };
                     let _ = tokio::time::timeout(HANDSHAKE_TIMEOUT, answer).await;
                 }
@@ -181,6 +182,24 @@ async fn accept_loop(
                 }
             }
         });
+    }
+}
+
+/// Most of a refused plain-HTTP request read before closing.
+const DRAIN_LIMIT: usize = 64 * 1024;
+
+/// Reads what the client still sends (its request body) until it closes,
+/// up to [`DRAIN_LIMIT`]: closing a socket with unread data makes the
+/// kernel send a reset, which can reach the client before it reads the
+/// answer.
+async fn drain(stream: &mut TcpStream) {
+    let mut buf = [0u8; 2048];
+    let mut total = 0;
+    while total < DRAIN_LIMIT {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => total += n,
+        }
     }
 }
 

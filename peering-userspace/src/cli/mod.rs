@@ -63,6 +63,12 @@ where
             return EXIT_CONFIG;
         }
     };
+    if let Some(ca) = &settings.ca_file {
+        if let Err(e) = crate::https::load_ca(ca) {
+            eprintln!("peerctl: {e:#}");
+            return EXIT_CONFIG;
+        }
+    }
     let Some(token) = settings.token.as_deref() else {
         eprintln!(
             "peerctl: Unable to locate credentials. Set PEERING_TOKEN or `token` in the profile."

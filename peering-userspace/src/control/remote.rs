@@ -280,12 +280,12 @@ impl ControllerClient {
     fn once(&self, path: &str, body: Option<&str>, budget: Duration) -> Result<Vec<u8>, Failure> {
         let base = &self.urls[self.current];
         let url = format!("{base}{path}");
-        let auth = format!("Bearer {}", self.credential.secret);
+        let auth = zeroize::Zeroizing::new(format!("Bearer {}", self.credential.secret));
         let result = match body {
             None => self
                 .agent
                 .get(&url)
-                .header("Authorization", &auth)
+                .header("Authorization", auth.as_str())
                 .config()
                 .timeout_global(Some(budget))
                 .build()
@@ -293,7 +293,7 @@ impl ControllerClient {
             Some(body) => self
                 .agent
                 .post(&url)
-                .header("Authorization", &auth)
+                .header("Authorization", auth.as_str())
                 .content_type("application/json")
                 .config()
                 .timeout_global(Some(budget))
