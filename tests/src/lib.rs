@@ -3,8 +3,10 @@
 //! that removes what they created on every exit path.
 
 pub mod control_lab;
+pub mod etcd;
 pub mod frame;
 pub mod inter_region;
+pub mod kv_contract;
 pub mod lab;
 pub mod memfeed;
 pub mod pki;

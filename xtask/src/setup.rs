@@ -9,7 +9,9 @@ use anyhow::{bail, Context as _, Result};
 /// Debian packages: LLVM for bpf-linker, and the tools the tests and demo
 /// run (ip, ping, iperf3, tcpdump, ethtool, and `systemd-analyze` to verify
 /// the shipped units; installing `systemd` starts nothing where it is not
-/// PID 1).
+/// PID 1). etcd: the server the etcd store's tests run (one process per
+/// lab namespace), `etcdctl`, and protoc with the well-known `.proto`
+/// files, which the `etcd-client` crate's build needs.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "iproute2",
@@ -18,7 +20,14 @@ const PACKAGES: &[&str] = &[
     "tcpdump",
     "ethtool",
     "systemd",
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    "libprotobuf-dev",
 ];
+/// Debian's `etcd-server` enables a system `etcd` service on the root
+/// namespace's ports 2379/2380; the tests start their own members.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release known to work with LLVM 22 and aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13.0";
@@ -34,6 +43,7 @@ pub fn run() -> Result<()> {
         );
     }
     apt_packages()?;
+    system_etcd_off()?;
     nightly_rust_src()?;
     bpf_linker()?;
     cargo_fuzz()?;
@@ -89,9 +99,73 @@ fn apt_packages() -> Result<()> {
     }
     let mut args = vec!["install", "-y", "-q", "--no-install-recommends"];
     args.extend(&missing);
-    if !apt(&args) {
+    // No package may start a service while it installs (etcd-server would
+    // start etcd): a policy-rc.d that refuses, unless one is there already.
+    let policy = NoServiceStarts::install()?;
+    let installed = apt(&args);
+    drop(policy);
+    if !installed {
         bail!("apt-get install {} failed", missing.join(" "));
     }
+    Ok(())
+}
+
+/// A temporary `policy-rc.d` answering 101 ("action forbidden"), which
+/// `invoke-rc.d` and `deb-systemd-invoke` obey; removed on drop.
+struct NoServiceStarts {
+    ours: bool,
+}
+
+impl NoServiceStarts {
+    fn install() -> Result<Self> {
+        let path = std::path::Path::new(POLICY_RC_D);
+        if path.exists() {
+            return Ok(Self { ours: false });
+        }
+        std::fs::write(
+            path,
+            "#!/bin/sh\n# cargo xtask setup: no service starts while installing\nexit 101\n",
+        )
+        .with_context(|| format!("writing {POLICY_RC_D}"))?;
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
+            .with_context(|| format!("chmod {POLICY_RC_D}"))?;
+        Ok(Self { ours: true })
+    }
+}
+
+impl Drop for NoServiceStarts {
+    fn drop(&mut self) {
+        if self.ours {
+            let _ = std::fs::remove_file(POLICY_RC_D);
+        }
+    }
+}
+
+/// Stops, disables and masks the system etcd service that Debian's
+/// package enables, so nothing binds etcd's ports in the root namespace,
+/// now or at the next boot. Under systemd and under SysV init alike.
+fn system_etcd_off() -> Result<()> {
+    let unit = std::path::Path::new("/lib/systemd/system/etcd.service");
+    let init = std::path::Path::new("/etc/init.d/etcd");
+    if !unit.exists() && !init.exists() {
+        return Ok(());
+    }
+    if std::path::Path::new("/run/systemd/system").exists() {
+        quiet(Command::new("systemctl").args(["stop", "etcd.service"]));
+    } else if init.exists() {
+        // Straight to the script: invoke-rc.d would ask policy-rc.d.
+        quiet(Command::new(init).arg("stop"));
+    }
+    if init.exists() {
+        quiet(Command::new("update-rc.d").args(["etcd", "disable"]));
+    }
+    // `systemctl mask` works without a running systemd (it only links the
+    // unit to /dev/null).
+    if unit.exists() && !quiet(Command::new("systemctl").args(["mask", "etcd.service"])) {
+        bail!("systemctl mask etcd.service failed: the system etcd service would start at boot");
+    }
+    println!("setup: system etcd service stopped, disabled and masked (tests run their own)");
     Ok(())
 }
 

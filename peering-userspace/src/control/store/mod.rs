@@ -12,11 +12,13 @@
 //!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
 
 pub mod codec;
+pub mod etcd;
 pub mod kv;
 pub mod memory;
 pub(crate) mod migrate;
 pub mod sqlite_kv;
 pub mod tunnel;
+pub mod url;
 
 use crate::control::account::AccountId;
 use crate::control::error::ApiError;
@@ -76,6 +78,10 @@ pub enum StoreError {
     /// No gateway id is left (ids are never reused).
     #[error("gateway ids exhausted")]
     GatewayIdsExhausted,
+    /// An etcd request failed or timed out (for a commit: its outcome is
+    /// unknown), or an etcd store was misconfigured.
+    #[error("etcd: {0}")]
+    Etcd(String),
     /// A write kept conflicting with other controllers' writes.
     #[error("the store is busy with other writers; try again")]
     Busy,

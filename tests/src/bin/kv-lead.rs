@@ -1,0 +1,42 @@
+//! `kv-lead ENDPOINTS PREFIX`: campaigns with `Kv::lead` on an etcd store
+//! and prints `<unix ms> <true|false>` every 20 ms until killed. Tests run
+//! it in a client namespace to kill or cut off a leader that is a process
+//! of its own.
+
+use std::{
+    io::Write,
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use peering_userspace::control::store::etcd::{EtcdKv, EtcdOptions};
+use peering_userspace::control::store::kv::Kv;
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let [_, endpoints, prefix] = args.as_slice() else {
+        eprintln!("usage: kv-lead HOST:PORT[,HOST:PORT...] PREFIX");
+        std::process::exit(2);
+    };
+    let endpoints: Vec<String> = endpoints.split(',').map(str::to_owned).collect();
+    let kv = match EtcdKv::connect(&endpoints, prefix, EtcdOptions::default()) {
+        Ok(kv) => kv,
+        Err(e) => {
+            eprintln!("kv-lead: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut out = std::io::stdout();
+    loop {
+        let leads = kv.lead().unwrap_or(false);
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis());
+        if writeln!(out, "{now} {leads}")
+            .and_then(|_| out.flush())
+            .is_err()
+        {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

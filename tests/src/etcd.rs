@@ -1,0 +1,289 @@
+//! Real etcd clusters for tests: n `etcd` processes (Debian's
+//! `etcd-server`), each in a network namespace of its own ("host") on a lab
+//! bridge in 198.18.0.0/15, with data under a temporary directory. Clients
+//! live in client namespaces on the same bridge: [`EtcdCluster::kv`] opens
+//! an [`EtcdKv`] whose client threads run inside one (see [`in_netns`]), so
+//! the root namespace never gets a test address or route.
+//!
+//! ```text
+//!   m0 198.18.250.10   m1 .11   m2 .12        cl .100   cl2 .101 ...
+//!        \               |       /              |        /
+//!         +--------------- br0 (namespace sw) ---------+
+//! ```
+//!
+//! Everything (processes, namespaces, the data directory) is registered
+//! with [`crate::teardown`] and removed on drop, failure or interrupt.
+
+use std::{
+    path::PathBuf,
+    process::Stdio,
+    time::{Duration, Instant},
+};
+
+use peering_userspace::control::store::etcd::{EtcdKv, EtcdOptions};
+
+use crate::lab::{ok, unique, veth, Netns, TempPath};
+use crate::teardown::{self, Proc};
+
+/// The lab subnet (a /24 of the 198.18.0.0/15 benchmarking range).
+const NET: &str = "198.18.250";
+const CLIENT_PORT: u16 = 2379;
+const PEER_PORT: u16 = 2380;
+
+struct Member {
+    ns: Netns,
+    ip: String,
+    proc: Option<Proc>,
+}
+
+pub struct EtcdCluster {
+    members: Vec<Member>,
+    clients: Vec<Netns>,
+    /// The switch; dropped after the hosts (field order).
+    sw: Netns,
+    dir: TempPath,
+    token: String,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members (1 to 9) and waits until the cluster answers.
+    pub fn start(n: usize) -> Self {
+        assert!((1..=9).contains(&n), "1 to 9 members");
+        let sw = Netns::new("esw");
+        sw.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
+        sw.exec_ok(&["ip", "link", "set", "br0", "up"]);
+        let dir = TempPath::new("etcd");
+        std::fs::create_dir_all(&dir.path).expect("etcd temp dir");
+        let mut c = Self {
+            members: Vec::new(),
+            clients: Vec::new(),
+            sw,
+            dir,
+            token: unique("etcd"),
+        };
+        for i in 0..n {
+            let ns = Netns::new(&format!("e{i}"));
+            let ip = format!("{NET}.{}", 10 + i);
+            c.plug(&ns, &format!("m{i}"), &ip);
+            c.members.push(Member { ns, ip, proc: None });
+        }
+        c.add_client();
+        for i in 0..n {
+            c.spawn(i);
+        }
+        c.wait_healthy(Duration::from_secs(30));
+        c
+    }
+
+    /// Joins `ns` to the bridge as `ip`/24 (its side is `eth0`).
+    fn plug(&self, ns: &Netns, port: &str, ip: &str) {
+        veth(&self.sw, port, ns, "eth0");
+        self.sw
+            .exec_ok(&["ip", "link", "set", port, "master", "br0"]);
+        ns.exec_ok(&["ip", "addr", "add", &format!("{ip}/24"), "dev", "eth0"]);
+    }
+
+    /// Another client host on the bridge; returns its index for
+    /// [`Self::client`] (0 is made by `start`).
+    pub fn add_client(&mut self) -> usize {
+        let i = self.clients.len();
+        let ns = Netns::new(&format!("ec{i}"));
+        self.plug(&ns, &format!("c{i}"), &format!("{NET}.{}", 100 + i));
+        self.clients.push(ns);
+        i
+    }
+
+    /// Member `i`'s host (e.g. to cut its link).
+    pub fn member(&self, i: usize) -> &Netns {
+        &self.members[i].ns
+    }
+
+    pub fn client(&self, i: usize) -> &Netns {
+        &self.clients[i]
+    }
+
+    pub fn size(&self) -> usize {
+        self.members.len()
+    }
+
+    /// `host:port` of every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members
+            .iter()
+            .map(|m| format!("{}:{CLIENT_PORT}", m.ip))
+            .collect()
+    }
+
+    fn initial_cluster(&self) -> String {
+        let all: Vec<String> = self
+            .members
+            .iter()
+            .enumerate()
+            .map(|(i, m)| format!("m{i}=http://{}:{PEER_PORT}", m.ip))
+            .collect();
+        all.join(",")
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let ip = self.members[i].ip.clone();
+        let data = self.dir.path.join(format!("m{i}"));
+        let log =
+            std::fs::File::create(self.dir.path.join(format!("m{i}.log"))).expect("etcd log file");
+        let client_url = format!("http://{ip}:{CLIENT_PORT}");
+        let peer_url = format!("http://{ip}:{PEER_PORT}");
+        let initial = self.initial_cluster();
+        let mut cmd = self.members[i].ns.cmd(&["etcd"]);
+        cmd.arg("--name")
+            .arg(format!("m{i}"))
+            .arg("--data-dir")
+            .arg(&data)
+            .args(["--listen-client-urls", &client_url])
+            .args(["--advertise-client-urls", &client_url])
+            .args(["--listen-peer-urls", &peer_url])
+            .args(["--initial-advertise-peer-urls", &peer_url])
+            .args(["--initial-cluster", &initial])
+            .args(["--initial-cluster-token", &self.token])
+            // Ignored once the data directory exists (a restart).
+            .args(["--initial-cluster-state", "new"])
+            // Commits of the controller may write many keys at once.
+            .args(["--max-txn-ops", "1024"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        // `ip netns exec` execs etcd itself: the child's pid is etcd's.
+        self.members[i].proc = Some(teardown::spawn(&mut cmd).expect("start etcd"));
+    }
+
+    /// Kills member `i` with SIGKILL (a crash); its data stays.
+    pub fn kill9(&mut self, i: usize) {
+        self.members[i].proc = None;
+    }
+
+    /// Starts member `i` again on its data directory.
+    pub fn restart(&mut self, i: usize) {
+        assert!(self.members[i].proc.is_none(), "member {i} is running");
+        self.spawn(i);
+    }
+
+    /// Polls every running member's `/health` until all say true.
+    pub fn wait_healthy(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        for (i, m) in self.members.iter().enumerate() {
+            if m.proc.is_none() {
+                continue;
+            }
+            let url = format!("http://{}:{CLIENT_PORT}/health", m.ip);
+            while !in_netns(&self.clients[0], {
+                let url = url.clone();
+                move || healthy(&url)
+            }) {
+                assert!(
+                    Instant::now() < deadline,
+                    "etcd member m{i} not healthy in {within:?}; log: {}",
+                    self.log(i)
+                );
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    /// The end of member `i`'s log (for failure messages).
+    pub fn log(&self, i: usize) -> String {
+        let text =
+            std::fs::read_to_string(self.dir.path.join(format!("m{i}.log"))).unwrap_or_default();
+        let start = text.len().saturating_sub(2000);
+        text.get(start..).unwrap_or("").to_string()
+    }
+
+    /// An [`EtcdKv`] on every member, under `prefix`, from client host 0.
+    pub fn kv(&self, prefix: &str) -> EtcdKv {
+        self.kv_on(&self.endpoints(), prefix)
+    }
+
+    pub fn kv_on(&self, endpoints: &[String], prefix: &str) -> EtcdKv {
+        let eps = endpoints.to_vec();
+        let prefix = prefix.to_owned();
+        in_netns(&self.clients[0], move || {
+            EtcdKv::connect(&eps, &prefix, EtcdOptions::default())
+        })
+        .unwrap_or_else(|e| panic!("connect to etcd: {e}"))
+    }
+
+    /// `etcdctl` on client host 0 against all members.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let eps = self.endpoints().join(",");
+        let mut cmd = self.clients[0].cmd(&["etcdctl", "--endpoints", &eps]);
+        cmd.args(args).env("ETCDCTL_API", "3");
+        ok(&mut cmd)
+    }
+
+    /// Compacts the cluster's history up to `revision`.
+    pub fn compact(&self, revision: u64) {
+        self.etcdctl(&["compact", &revision.to_string()]);
+    }
+
+    /// The revision member `i` has applied locally (`endpoint status`).
+    pub fn member_revision(&self, i: usize) -> Option<u64> {
+        let ep = self.endpoints()[i].clone();
+        let mut cmd = self.clients[0].cmd(&[
+            "etcdctl",
+            "--endpoints",
+            &ep,
+            "--command-timeout",
+            "1s",
+            "endpoint",
+            "status",
+            "-w",
+            "json",
+        ]);
+        cmd.env("ETCDCTL_API", "3");
+        let out = crate::lab::run(&mut cmd);
+        if !out.status.success() {
+            return None;
+        }
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v[0]["Status"]["header"]["revision"].as_u64()
+    }
+
+    /// The data directory (logs are `m<i>.log` in it).
+    pub fn dir(&self) -> PathBuf {
+        self.dir.path.clone()
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        // Processes before the namespaces they run in.
+        for m in &mut self.members {
+            m.proc = None;
+        }
+    }
+}
+
+fn healthy(url: &str) -> bool {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .timeout_global(Some(Duration::from_secs(1)))
+        .build()
+        .into();
+    agent
+        .get(url)
+        .call()
+        .ok()
+        .and_then(|mut r| r.body_mut().read_to_string().ok())
+        .is_some_and(|b| b.contains("\"health\":\"true\""))
+}
+
+/// Runs `f` on a thread moved into `ns`'s network namespace. Sockets it
+/// opens, and threads it starts (an [`EtcdKv`]'s runtime), stay there.
+pub fn in_netns<T: Send + 'static>(ns: &Netns, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let path = format!("/var/run/netns/{}", ns.name);
+    std::thread::spawn(move || {
+        let file = std::fs::File::open(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        // SAFETY: setns on a namespace file we hold open; it affects only
+        // this thread (and threads it starts later).
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        assert_eq!(rc, 0, "setns {path}: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .expect("thread in namespace")
+}
