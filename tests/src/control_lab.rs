@@ -1,7 +1,7 @@
 //! A control plane for labs: `peering-controld` on loopback with a
 //! temporary SQLite store and accounts, `peerctl` calls as those accounts,
-//! and `peering-agent run` processes for region gateways. Everything is
-//! stopped and removed on drop.
+//! and `peering-agent run` processes for region gateways, each with its
+//! region's gateway credential. Everything is stopped and removed on drop.
 
 use std::{
     path::PathBuf,
@@ -23,6 +23,18 @@ pub struct ControlPlane {
     listen: String,
     extra: Vec<String>,
     daemon: Option<Proc>,
+    /// Further controllers agents fail over to.
+    more: Vec<String>,
+    /// Daemons started by `start_another`.
+    others: Vec<Proc>,
+}
+
+/// Bind-and-release finds a free loopback port for a daemon.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+        .port()
 }
 
 /// An account's credentials for `peerctl`.
@@ -43,12 +55,7 @@ impl ControlPlane {
         teardown::add_path(&dir);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let db = dir.join("peering.db");
-        // Bind-and-release finds a free loopback port for the daemon.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("free port")
-            .port();
-        let listen = format!("127.0.0.1:{port}");
+        let listen = format!("127.0.0.1:{}", free_port());
         let mut cp = Self {
             dir,
             db,
@@ -57,6 +64,8 @@ impl ControlPlane {
             listen,
             extra: extra.iter().map(|a| a.to_string()).collect(),
             daemon: None,
+            more: Vec::new(),
+            others: Vec::new(),
         };
         cp.spawn_daemon();
         cp
@@ -65,9 +74,30 @@ impl ControlPlane {
     /// Starts the daemon on the same address and database and waits until
     /// it listens.
     fn spawn_daemon(&mut self) {
+        let listen = self.listen.clone();
+        self.daemon = Some(self.serve(&listen));
+    }
+
+    /// Starts another peering-controld on the same store (a second
+    /// controller of the deployment) on a free loopback port; its
+    /// endpoint. It stops with the control plane.
+    pub fn start_another(&mut self) -> String {
+        let listen = format!("127.0.0.1:{}", free_port());
+        let daemon = self.serve(&listen);
+        self.others.push(daemon);
+        format!("http://{listen}")
+    }
+
+    /// Kills the first daemon (SIGKILL) and leaves it down; `restart`
+    /// starts it again.
+    pub fn kill(&mut self) {
+        self.daemon = None;
+    }
+
+    fn serve(&self, listen: &str) -> Proc {
         let daemon = teardown::spawn(
             Command::new(bin("peering-controld"))
-                .args(["serve", "--listen", &self.listen, "--db"])
+                .args(["serve", "--listen", listen, "--db"])
                 .arg(&self.db)
                 .args(&self.extra)
                 .stdout(Stdio::null())
@@ -79,12 +109,12 @@ impl ControlPlane {
                 }),
         )
         .expect("start peering-controld");
-        self.daemon = Some(daemon);
         let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&self.listen).is_err() {
+        while std::net::TcpStream::connect(listen).is_err() {
             assert!(Instant::now() < deadline, "peering-controld did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
+        daemon
     }
 
     /// The daemon's process id.
@@ -275,6 +305,41 @@ impl ControlPlane {
             .expect("start peering-agent run")
     }
 
+    /// The gateway credential of `region`, issued on first use with the
+    /// admin command (`create-gateway`).
+    pub fn gateway_credential(&self, region: &str) -> PathBuf {
+        let path = self.dir.join(format!("gateway-{region}.json"));
+        if !path.exists() {
+            let out = run(Command::new(bin("peering-controld"))
+                .args(["create-gateway", "--region", region, "--db"])
+                .arg(&self.db)
+                .arg("--out")
+                .arg(&path));
+            assert!(
+                out.status.success(),
+                "create-gateway: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        path
+    }
+
+    /// The controllers agents are given: this daemon, then any `more`.
+    pub fn controllers(&self) -> String {
+        std::iter::once(self.endpoint.clone())
+            .chain(self.more.iter().cloned())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Agents started from now on try `endpoint` after this daemon.
+    pub fn add_controller(&mut self, endpoint: &str) {
+        self.more.push(endpoint.to_owned());
+    }
+
+    /// The agent's control connection is made in the namespace it is
+    /// started in (the host's, where peering-controld listens on
+    /// loopback) before it enters the gateway's namespace (`--netns`).
     fn agent_cmd(&self, gw: &Netns, pins: &PinDir, region: &str, extra: &[&str]) -> AgentCmd {
         let mut args: Vec<String> = vec![
             "--netns".into(),
@@ -284,8 +349,12 @@ impl ControlPlane {
             "run".into(),
             "--region".into(),
             region.into(),
-            "--db".into(),
-            self.db.to_string_lossy().into_owned(),
+            "--controller".into(),
+            self.controllers(),
+            "--credential".into(),
+            self.gateway_credential(region)
+                .to_string_lossy()
+                .into_owned(),
         ];
         args.extend(extra.iter().map(|a| a.to_string()));
         AgentCmd {

@@ -229,12 +229,20 @@ fn ip_netns_exec_is_refused_with_what_to_do_instead() {
     let pin_dir = pins.path.to_string_lossy().into_owned();
     let agent = agent_bin();
     let agent = agent.to_string_lossy();
-    let db = std::env::temp_dir().join("peering-no-such-store.db");
-    let db = db.to_string_lossy();
+    let credential = std::env::temp_dir().join("peering-no-such-credential.json");
+    let credential = credential.to_string_lossy();
     for args in [
         vec!["show"],
         vec!["load"],
-        vec!["run", "--region", REGION_2, "--db", &db],
+        vec![
+            "run",
+            "--region",
+            REGION_2,
+            "--controller",
+            "http://127.0.0.1:9",
+            "--credential",
+            &credential,
+        ],
     ] {
         let mut argv = vec![&*agent, "--pin-dir", &pin_dir];
         argv.extend(&args);

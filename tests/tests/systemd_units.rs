@@ -113,8 +113,36 @@ fn units_restart_on_any_exit_and_are_hardened() {
             "CAP_SYS_ADMIN"
         ]
     );
-    assert_eq!(
-        values(&agent, "ReadWritePaths"),
-        ["/sys/fs/bpf /var/lib/peering"]
+    // The agent opens no database: it writes only its pins, and reads its
+    // gateway credential from /etc/peering.
+    assert_eq!(values(&agent, "ReadWritePaths"), ["/sys/fs/bpf"]);
+    assert!(!agent.contains("PEERING_DB"), "the agent takes no --db");
+    assert!(
+        values(&agent, "Environment").contains(&"PEERING_CREDENTIAL=/etc/peering/gateway-%i.json"),
+        "the agent's credential"
     );
+}
+
+/// The example environment files name only variables the binaries read.
+#[test]
+fn the_agent_example_names_controllers_and_no_database() {
+    let env = std::fs::read_to_string(unit_dir().join("examples/agent-us-east-1.env"))
+        .expect("example env file");
+    assert!(!env.contains("PEERING_DB"));
+    assert!(env
+        .lines()
+        .any(|l| l.starts_with("PEERING_CONTROLLER=https://")));
+    let help = Command::new(bin("peering-agent"))
+        .args(["run", "--help"])
+        .output()
+        .expect("peering-agent run --help");
+    let help = String::from_utf8_lossy(&help.stdout);
+    for var in [
+        "PEERING_CONTROLLER",
+        "PEERING_CREDENTIAL",
+        "PEERING_CA_FILE",
+    ] {
+        assert!(help.contains(var), "run --help names {var}: {help}");
+    }
+    assert!(!help.contains("--db"), "{help}");
 }

@@ -38,16 +38,31 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
-    /// Run as this region's agent: keep the dataplane in line with the
-    /// control store, within a second of each change.
+    /// Run as this region's agent: follow the region's view from the
+    /// controllers and keep the dataplane in line with it, within a second
+    /// of each change. With no controller reachable, forwarding and the
+    /// tunnel go on with what the agent holds.
     Run {
-        /// The region this gateway serves.
-        #[arg(long)]
+        /// The region this gateway serves (the credential's region).
+        #[arg(long, env = "PEERING_REGION")]
         region: String,
-        /// The control store (SQLite) shared with peering-controld.
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
-        /// Poll interval in milliseconds.
+        /// Controller URLs, tried in turn (https://HOST:PORT; http:// only
+        /// to a loopback address). Comma-separated or repeated.
+        #[arg(
+            long,
+            env = "PEERING_CONTROLLER",
+            value_delimiter = ',',
+            required = true
+        )]
+        controller: Vec<String>,
+        /// This gateway's credential (JSON written by `peering-controld
+        /// create-gateway`, mode 0600).
+        #[arg(long, env = "PEERING_CREDENTIAL")]
+        credential: PathBuf,
+        /// CA certificates (PEM) the controllers' certificates chain to.
+        #[arg(long, env = "PEERING_CA_FILE")]
+        ca_file: Option<PathBuf>,
+        /// How often the kernel's neighbours are read, in milliseconds.
         #[arg(long, default_value_t = 200)]
         interval_ms: u64,
         #[arg(long, value_enum, default_value = "auto")]
@@ -57,7 +72,7 @@ enum Cmd {
         once: bool,
         /// This gateway's underlay address (a.b.c.d or a.b.c.d:port; the
         /// port defaults to 51900). Enables the inter-region tunnel: it
-        /// listens there and registers the address with the control store.
+        /// listens there and registers the address with the controllers.
         #[arg(long, value_parser = gateway::parse_endpoint)]
         underlay: Option<SocketAddrV4>,
         /// How tunnel datagrams move on the underlay: AF_XDP on the
@@ -280,6 +295,25 @@ fn run(cli: Cli) -> Result<()> {
     if !matches!(cli.cmd, Cmd::TunnelStats { .. }) {
         sys::require_bpffs(&cli.pin_dir)?;
     }
+    // The control threads start before --netns is entered: they keep the
+    // namespace the agent was started in, where the controllers are.
+    let link = match &cli.cmd {
+        Cmd::Run {
+            region,
+            controller,
+            credential,
+            ca_file,
+            underlay,
+            ..
+        } => Some(agent::remote::link(
+            region,
+            controller,
+            credential,
+            ca_file.as_deref(),
+            *underlay,
+        )?),
+        _ => None,
+    };
     if let Some(ns) = &cli.netns {
         sys::enter_netns(ns)?;
     }
@@ -287,17 +321,16 @@ fn run(cli: Cli) -> Result<()> {
     match cli.cmd {
         Cmd::Run {
             region,
-            db,
             interval_ms,
             mode,
             once,
             underlay,
             underlay_io,
             state_dir,
+            ..
         } => {
             let cfg = agent::AgentConfig {
                 region,
-                db,
                 pin_dir: pins.to_path_buf(),
                 interval: std::time::Duration::from_millis(interval_ms),
                 attach_mode: mode,
@@ -306,7 +339,7 @@ fn run(cli: Cli) -> Result<()> {
                 underlay_io,
                 state_dir,
             };
-            agent::run(&cfg)?;
+            agent::run(&cfg, link.expect("made above"))?;
         }
         Cmd::TunnelStats { state_dir, json } => {
             let stats = TunnelStats::read(&state_dir.join(agent::TUNNEL_STATS_FILE))?;

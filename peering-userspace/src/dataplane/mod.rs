@@ -7,6 +7,7 @@
 //! build switches the pinned links to its programs in place (see
 //! [`upgrade`]).
 
+pub mod incremental;
 mod maps;
 pub mod reconcile;
 pub mod upgrade;

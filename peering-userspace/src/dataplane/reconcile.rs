@@ -100,17 +100,10 @@ pub fn desired(
         d.ports.insert(s.interface.clone());
     }
     for r in &view.routes {
-        let target = match &r.target {
-            view::RouteTarget::LocalPeer { peer_vpc_dp_id, .. } => RouteTarget::LocalPeer {
-                peer_vpc: *peer_vpc_dp_id,
-            },
-            view::RouteTarget::RemotePeer { pcx_dp_id, .. } => {
-                RouteTarget::RemotePeer { pcx: *pcx_dp_id }
-            }
-            view::RouteTarget::Blackhole { .. } => RouteTarget::Blackhole,
-        };
-        d.routes
-            .insert((r.route_table_dp_id, r.destination.trunc()), target);
+        d.routes.insert(
+            (r.route_table_dp_id, r.destination.trunc()),
+            route_target(&r.target),
+        );
     }
     let in_subnet = |ifindex: u32, ip: Ipv4Addr| {
         on_port
@@ -127,10 +120,23 @@ pub fn desired(
     (d, warnings)
 }
 
+/// The map's form of a view's route target.
+pub(crate) fn route_target(target: &view::RouteTarget) -> RouteTarget {
+    match target {
+        view::RouteTarget::LocalPeer { peer_vpc_dp_id, .. } => RouteTarget::LocalPeer {
+            peer_vpc: *peer_vpc_dp_id,
+        },
+        view::RouteTarget::RemotePeer { pcx_dp_id, .. } => {
+            RouteTarget::RemotePeer { pcx: *pcx_dp_id }
+        }
+        view::RouteTarget::Blackhole { .. } => RouteTarget::Blackhole,
+    }
+}
+
 /// Hands out XSKMAP slots: ports in ifindex order, `queues` slots each.
 /// Ports beyond the VPC share of the map get none (their remote-region packets are
 /// counted as `DropNoXsk`).
-fn xsk_slots(ports: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, PortSlots> {
+pub(crate) fn xsk_slots(ports: impl Iterator<Item = (u32, u32)>) -> BTreeMap<u32, PortSlots> {
     let by_index: BTreeMap<u32, u32> = ports.collect();
     let mut next = 0u32;
     let mut out = BTreeMap::new();
@@ -304,6 +310,29 @@ pub fn parse_arp(text: &str, ifindex: &dyn Fn(&str) -> Option<u32>) -> Vec<Neigh
         .collect()
 }
 
+/// What the maps hold once `d` is programmed (for tests).
+#[cfg(test)]
+pub(crate) fn snapshot_of(d: &Desired) -> Snapshot {
+    Snapshot {
+        ifaces: d
+            .ifaces
+            .iter()
+            .map(|((i, v), info)| {
+                let key = peering_common::IfaceKey::new(*i, *v);
+                (key, *info)
+            })
+            .collect(),
+        vpc_cidrs: d.vpc_cidrs.iter().copied().collect(),
+        routes: d.routes.iter().map(|((t, n), r)| (*t, *n, *r, 1)).collect(),
+        subnets: d.subnets.iter().map(|((v, n), p)| (*v, *n, *p)).collect(),
+        neighbours: d
+            .neighbours
+            .iter()
+            .map(|((i, a), m)| (*i, *a, *m))
+            .collect(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,27 +501,6 @@ mod tests {
         assert_eq!(p.del_cidrs, vec![(3, net("10.7.0.0/16"))]);
         assert_eq!(p.set_routes.len(), 1);
         assert_eq!(p.len(), 3);
-    }
-
-    fn snapshot_of(d: &Desired) -> Snapshot {
-        Snapshot {
-            ifaces: d
-                .ifaces
-                .iter()
-                .map(|((i, v), info)| {
-                    let key = peering_common::IfaceKey::new(*i, *v);
-                    (key, *info)
-                })
-                .collect(),
-            vpc_cidrs: d.vpc_cidrs.iter().copied().collect(),
-            routes: d.routes.iter().map(|((t, n), r)| (*t, *n, *r, 1)).collect(),
-            subnets: d.subnets.iter().map(|((v, n), p)| (*v, *n, *p)).collect(),
-            neighbours: d
-                .neighbours
-                .iter()
-                .map(|((i, a), m)| (*i, *a, *m))
-                .collect(),
-        }
     }
 
     #[test]
