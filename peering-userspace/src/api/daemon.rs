@@ -2,6 +2,7 @@
 //!
 //! ```text
 //! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
+//! peering-controld serve --store etcd://HOST:PORT[,HOST:PORT...] --listen ADDR --tls-cert PEM --tls-key PEM
 //!                        [--tls-cert PEM --tls-key PEM]
 //!                        [--regions us-east-1,us-west-2]
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
@@ -12,7 +13,9 @@
 //! ```
 //!
 //! The store is a [`crate::control::controller::Controller`] over the SQLite
-//! [`crate::control::store::SqliteKv`] at `--db`. The singleton loops (key
+//! [`crate::control::store::SqliteKv`] at `--db`, or over the store `--store`
+//! names (`sqlite:PATH`, or an etcd cluster shared by several controllers:
+//! see [`crate::control::store::url`]); exactly one of the two. The singleton loops (key
 //! rotation and erasure, purging old peerings) run a step only while
 //! [`crate::control::controller::Controller::lead`] says this process
 //! leads; expired gateway registrations are deleted by the store itself
@@ -22,6 +25,9 @@ use crate::api::{gateway, router, serve, serve_tls, App};
 use crate::control::account::AccountId;
 use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
+use crate::control::state::State;
+use crate::control::store::codec;
+use crate::control::store::url::{open_kv, StoreUrl};
 use crate::control::store::{SqliteStore, Store, TunnelSettings};
 use crate::tunnel::key::{Algorithm, KeySource, SystemKeySource};
 use crate::tunnel::schedule::{KeySchedule, PolicyError, RotationPolicy};
@@ -85,9 +91,8 @@ pub struct Args {
 pub enum Command {
     /// Serve the HTTP/JSON API.
     Serve {
-        /// SQLite database (created if missing).
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         /// Address to listen on. Anything but a loopback address needs
         /// --tls-cert and --tls-key.
         #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -118,16 +123,16 @@ pub enum Command {
     /// Issue a new API token for an account and print it (once).
     #[command(visible_alias = "create-token")]
     CreateAccount {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         /// 12-digit account id.
         #[arg(long)]
         account: String,
     },
     /// Revoke every token of an account.
     RevokeTokens {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         account: String,
     },
@@ -135,8 +140,8 @@ pub enum Command {
     /// {"credential_id","region","secret"}: printed, or written to --out
     /// (mode 0600). The secret is shown once; only its hash is stored.
     CreateGateway {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         region: String,
         /// File to write the credential to (created with mode 0600).
@@ -145,11 +150,38 @@ pub enum Command {
     },
     /// Revoke a gateway credential.
     RevokeGateway {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         credential_id: String,
     },
+}
+
+/// Where the state lives: exactly one of `--db PATH` (SQLite) and
+/// `--store URL` (`sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreArg {
+    /// SQLite database (created if missing).
+    #[arg(long, env = "PEERING_DB")]
+    db: Option<PathBuf>,
+    /// Store URL: sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// for a store shared by several controllers.
+    #[arg(long, env = "PEERING_STORE")]
+    store: Option<String>,
+}
+
+impl StoreArg {
+    /// The store these arguments name.
+    pub fn url(&self) -> anyhow::Result<StoreUrl> {
+        match (&self.db, &self.store) {
+            (Some(db), None) => Ok(StoreUrl::Sqlite(db.clone())),
+            (None, Some(url)) => {
+                StoreUrl::parse(url).with_context(|| format!("invalid --store {url:?}"))
+            }
+            _ => bail!("give exactly one of --db PATH and --store URL"),
+        }
+    }
 }
 
 /// A gateway credential as `create-gateway` writes it (and agents read it).
@@ -284,7 +316,8 @@ fn init_logging(verbose: bool) {
 
 /// Opens the store; `regions` (if any) configure a new database and are
 /// added to an existing one.
-pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> {
+pub fn open_store(db: &StoreArg, regions: &[String]) -> anyhow::Result<SqliteStore> {
+    let url = db.url()?;
     let mut config = Config::default();
     if !regions.is_empty() {
         for r in regions {
@@ -294,8 +327,9 @@ pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> 
         }
         config.regions = regions.to_vec();
     }
-    let store = SqliteStore::open(db, config)
-        .with_context(|| format!("opening database {}", db.display()))?;
+    let kv = open_kv(&url, || codec::state_entries(&State::new(config.clone())))
+        .with_context(|| format!("opening the store {url:?}"))?;
+    let store = SqliteStore::new(kv).with_context(|| format!("reading the store {url:?}"))?;
     if !regions.is_empty() {
         let (added, _) = store.transact(|s| {
             let missing: Vec<String> = regions
@@ -535,6 +569,7 @@ async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
     let fresh = || KeySchedule::new(tunnel.policy, tunnel.algorithm, None);
     // `rotation_step` loads the latest epoch from the store on first use.
     let mut state = Some((fresh(), SystemKeySource::new()));
+    let mut leading = false;
     loop {
         let (mut schedule, mut source) = state
             .take()
@@ -542,18 +577,33 @@ async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
         let now = unix_ms();
         let task_store = store.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let res = match task_store.lead() {
+            let lead = task_store.lead();
+            let leads = matches!(lead, Ok(true));
+            let res = match lead {
                 Ok(true) => rotation_step(&task_store, &mut schedule, now, &mut source),
                 // Another process rotates; look again shortly.
                 Ok(false) => Ok(now + MAX_ROTATION_SLEEP),
                 Err(e) => Err(anyhow::Error::new(e).context("campaigning for the rotation")),
             };
-            (schedule, source, res)
+            (schedule, source, res, leads)
         })
         .await;
         let sleep = match res {
-            Ok((schedule, source, res)) => {
-                state = Some((schedule, source));
+            Ok((schedule, source, res, lead)) => {
+                if lead != leading {
+                    // Operators (and the multi-host lab) find the rotation
+                    // leader by this line.
+                    tracing::info!(
+                        leading = lead,
+                        "singleton duties (key rotation) {}",
+                        if lead { "taken" } else { "given up" }
+                    );
+                    leading = lead;
+                }
+                // A process that stops leading forgets its schedule: when it
+                // leads again, it reloads the latest epoch from the store
+                // (another controller may have rotated meanwhile).
+                state = Some((if lead { schedule } else { fresh() }, source));
                 match res {
                     Ok(wake_at) => rotation_sleep(now, wake_at),
                     Err(e) => {
