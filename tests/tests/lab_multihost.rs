@@ -179,7 +179,7 @@ fn published(mh: &MultiHostLab, i: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Pings the handover may lose: 1 of 2000 seen in one run of four (a
+/// Pings the handover may lose: 1 and 0 of 2000 seen in two runs (a
 /// single stray loss, as `lab_offline.rs` also sees on this loaded 2-core
 /// host); the run prints the exact loss and which packets.
 const MAX_LOST: usize = 3;

@@ -957,4 +957,44 @@ mod tests {
             .collect();
         assert_eq!(epochs, vec![1, 2]);
     }
+
+    #[test]
+    fn exactly_one_of_db_and_store() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "peering-controld",
+                "create-gateway",
+                "--region",
+                "us-east-1",
+            ];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).map(|a| match a.command {
+                Command::CreateGateway { db, .. } => db.url().expect("url"),
+                _ => panic!("not create-gateway"),
+            })
+        };
+        assert_eq!(
+            parse(&["--db", "x.db"]).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("x.db"))
+        );
+        assert_eq!(
+            parse(&["--store", "etcd://198.18.250.10,198.18.250.11:2379/lab"]).unwrap(),
+            StoreUrl::Etcd {
+                endpoints: vec!["198.18.250.10:2379".into(), "198.18.250.11:2379".into()],
+                prefix: "/lab/".into(),
+            }
+        );
+        assert!(parse(&["--db", "x.db", "--store", "sqlite:y.db"]).is_err());
+        // PEERING_DB / PEERING_STORE may come from the environment; neither
+        // is set in the unit tests' environment.
+        if std::env::var_os("PEERING_DB").is_none() && std::env::var_os("PEERING_STORE").is_none() {
+            assert!(parse(&[]).is_err());
+        }
+        let bad = Args::try_parse_from(["peering-controld", "serve", "--store", "mysql://x"])
+            .expect("parses");
+        let Command::Serve { db, .. } = bad.command else {
+            panic!("not serve");
+        };
+        assert!(db.url().is_err(), "an unknown scheme is refused");
+    }
 }
