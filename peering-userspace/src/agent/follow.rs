@@ -16,10 +16,11 @@ use super::source::{Sync, ViewUpdate};
 pub type Gateways = Vec<(String, u32, SocketAddrV4)>;
 
 /// How long a gateway that left the registry is still used while its
-/// region has no other: registrations lapse when the controllers were
-/// unreachable for longer than their lease (a controller restart after an
-/// outage), and come back within seconds of their gateways' next renewal.
-/// Dropping the gateway meanwhile would stop traffic to its region.
+/// region has no other, counted from the first answer without it:
+/// registrations lapse when the controllers were unreachable for longer
+/// than their lease (a controller restart after an outage), and come back
+/// within seconds of their gateways' next renewal. Dropping the gateway
+/// meanwhile would stop traffic to its region.
 pub const GATEWAY_GRACE_MS: u64 = 30_000;
 
 /// The agent's picture of its controllers' state.
@@ -33,8 +34,9 @@ pub struct Follower {
     pub keys: Vec<EpochKey>,
     pub gateways: Gateways,
     pub settings: Option<TunnelSettings>,
-    /// When each gateway was last in the registry (Unix ms).
-    seen: BTreeMap<(String, u32), (SocketAddrV4, u64)>,
+    /// Gateways known, and since when (Unix ms) each is missing from the
+    /// registry (None: in it).
+    seen: BTreeMap<(String, u32), (SocketAddrV4, Option<u64>)>,
 }
 
 /// What to do with the view part of an answer.
@@ -95,11 +97,15 @@ impl Follower {
     /// The registry, plus gateways that left it less than
     /// [`GATEWAY_GRACE_MS`] ago and whose region has no other.
     fn with_grace(&mut self, registry: Gateways, now: u64) -> Gateways {
-        for (region, id, endpoint) in &registry {
-            self.seen.insert((region.clone(), *id), (*endpoint, now));
+        for (_, missing) in self.seen.values_mut() {
+            missing.get_or_insert(now);
         }
-        self.seen
-            .retain(|_, (_, at)| now.saturating_sub(*at) < GATEWAY_GRACE_MS);
+        for (region, id, endpoint) in &registry {
+            self.seen.insert((region.clone(), *id), (*endpoint, None));
+        }
+        self.seen.retain(|_, (_, missing)| {
+            missing.is_none_or(|since| now.saturating_sub(since) < GATEWAY_GRACE_MS)
+        });
         let mut out = registry;
         for ((region, id), (endpoint, _)) in &self.seen {
             if !out.iter().any(|(r, _, _)| r == region) {
@@ -282,9 +288,14 @@ mod tests {
         assert!(out.gateways);
         let ids: Vec<u32> = f.gateways.iter().map(|g| g.1).collect();
         assert_eq!(ids, [1, 7]);
-        // Gone for longer than the grace: dropped.
-        let later = 6_000 + GATEWAY_GRACE_MS;
-        let out = f.on_sync(sync(4, full(4), &[], &[("r1", 1)]), &resolve, later);
+        // The grace counts from the first answer without it, however long
+        // no answer came (an outage).
+        let late = 60_000 + 2 * GATEWAY_GRACE_MS;
+        let out = f.on_sync(sync(4, full(4), &[], &[("r1", 1)]), &resolve, late);
+        assert!(!out.gateways, "kept: {:?}", f.gateways);
+        // Gone for the grace: dropped.
+        let later = late + GATEWAY_GRACE_MS;
+        let out = f.on_sync(sync(5, full(5), &[], &[("r1", 1)]), &resolve, later);
         assert!(out.gateways);
         assert_eq!(f.gateways.len(), 1);
     }

@@ -79,10 +79,13 @@ struct Edge<'a> {
     repair_at: Instant,
     reprobe_at: Instant,
     upgraded: bool,
+    /// This gateway's id, as the controllers last said.
+    gateway_id: Option<u32>,
+    startup: Startup,
 }
 
 pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
-    let mut startup = Startup::new();
+    let startup = Startup::new();
     let mut dp = Dataplane::load(Some(&cfg.pin_dir))?;
     startup.step("dataplane loaded");
     let hosts = Hosts::new(dp.resolve_requests()?)?;
@@ -101,9 +104,10 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         repair_at: Instant::now(),
         reprobe_at: Instant::now(),
         upgraded: false,
+        gateway_id: None,
+        startup,
     };
     let mut follower = Follower::default();
-    let mut gateway_id = None;
     info!("agent for {} following its controllers", cfg.region);
     loop {
         let first = match link.events.recv_timeout(cfg.interval) {
@@ -112,37 +116,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
             Err(RecvTimeoutError::Disconnected) => bail!("the control threads stopped"),
         };
         for event in first.into_iter().chain(link.events.try_iter()) {
-            match event {
-                Event::Offline(e) => warn!(
-                    "no controller answers ({e}); forwarding goes on from revision {:?}",
-                    follower.revision()
-                ),
-                Event::Registered(id) => {
-                    if gateway_id.is_some_and(|g| g != id) {
-                        warn!("the controllers now call this gateway {id}");
-                    }
-                    gateway_id = Some(id);
-                }
-                Event::Sync(sync) => {
-                    let out = follower.on_sync(*sync, &port, unix_ms());
-                    edge.tunnel_dirty |= out.gateways;
-                    match out.view {
-                        ViewAction::Full(view) => {
-                            follower.programmed = edge.full(view);
-                            startup.step("first view programmed");
-                        }
-                        ViewAction::Step { step, repair } => {
-                            if let Some(p) = &follower.programmed {
-                                edge.step(step, p);
-                            }
-                            if repair {
-                                edge.repair_at = Instant::now();
-                            }
-                        }
-                        ViewAction::Resync => link.resync(),
-                    }
-                }
-            }
+            edge.handle(event, &mut follower, &link);
         }
         let Some(programmed) = follower.programmed.as_mut() else {
             continue; // nothing to program before the first view
@@ -157,41 +131,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         if cfg.once {
             return Ok(());
         }
-        let id = match cfg.underlay {
-            Some(u) => gateway_id.or_else(|| follower.registered_as(&cfg.region, u)),
-            None => None,
-        };
-        if let (Some(underlay), Some(id), Some(settings)) = (cfg.underlay, id, follower.settings) {
-            // Maps an upgrade recreated are filled (by a reconciliation)
-            // before the underlay link switches programs.
-            if edge.tunnel.is_none() && !edge.dp.refill_pending() {
-                edge.tunnel = Some(TunnelLink::start(
-                    cfg,
-                    &mut edge.dp,
-                    underlay,
-                    id,
-                    &settings,
-                )?);
-                edge.tunnel_dirty = true;
-                startup.step("tunnel started");
-            }
-        }
-        let programmed = follower.programmed.as_ref().expect("checked above");
-        if let Some(t) = edge.tunnel.as_mut() {
-            if !t.tunnel.is_running() {
-                bail!("the tunnel thread stopped");
-            }
-            t.follow_next_hops(&follower.gateways)?;
-            if std::mem::take(&mut edge.tunnel_dirty) {
-                t.follow(programmed.view(), programmed.desired(), &follower.gateways)?;
-            }
-            if t.sync_keys(&mut follower.keys)? {
-                link.request_rotation();
-            }
-        }
-        if edge.tunnel.is_some() || cfg.underlay.is_none() {
-            startup.done();
-        }
+        edge.follow_tunnel(&mut follower, &link)?;
         // Hosts asked for now are resolved by the kernel while we wait,
         // and installed on the next round.
         let from_tunnel = edge
@@ -204,6 +144,80 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
 }
 
 impl Edge<'_> {
+    /// Takes one event of the control threads.
+    fn handle(&mut self, event: Event, follower: &mut Follower, link: &Link) {
+        match event {
+            Event::Offline(e) => warn!(
+                "no controller answers ({e}); forwarding goes on from revision {:?}",
+                follower.revision()
+            ),
+            Event::Registered(id) => {
+                if self.gateway_id.is_some_and(|g| g != id) {
+                    warn!("the controllers now call this gateway {id}");
+                }
+                self.gateway_id = Some(id);
+            }
+            Event::Sync(sync) => {
+                let out = follower.on_sync(*sync, &port, unix_ms());
+                self.tunnel_dirty |= out.gateways;
+                match out.view {
+                    ViewAction::Full(view) => {
+                        follower.programmed = self.full(view);
+                        self.startup.step("first view programmed");
+                    }
+                    ViewAction::Step { step, repair } => {
+                        if let Some(p) = &follower.programmed {
+                            self.step(step, p);
+                        }
+                        if repair {
+                            self.repair_at = Instant::now();
+                        }
+                    }
+                    ViewAction::Resync => link.resync(),
+                }
+            }
+        }
+    }
+
+    /// Starts the tunnel once it has an id, settings and filled maps, and
+    /// hands it what changed: table, ports, next hops, keys.
+    fn follow_tunnel(&mut self, follower: &mut Follower, link: &Link) -> Result<()> {
+        let cfg = self.cfg;
+        if let (Some(underlay), Some(settings), None) =
+            (cfg.underlay, follower.settings, &self.tunnel)
+        {
+            let id = self
+                .gateway_id
+                .or_else(|| follower.registered_as(&cfg.region, underlay));
+            // Maps an upgrade recreated are filled (by a reconciliation)
+            // before the underlay link switches programs.
+            if let (Some(id), false) = (id, self.dp.refill_pending()) {
+                let t = TunnelLink::start(cfg, &mut self.dp, underlay, id, &settings)?;
+                self.tunnel = Some(t);
+                self.tunnel_dirty = true;
+                self.startup.step("tunnel started");
+            }
+        }
+        let (Some(t), Some(programmed)) = (self.tunnel.as_mut(), &follower.programmed) else {
+            if cfg.underlay.is_none() {
+                self.startup.done();
+            }
+            return Ok(());
+        };
+        if !t.tunnel.is_running() {
+            bail!("the tunnel thread stopped");
+        }
+        t.follow_next_hops(&follower.gateways)?;
+        if std::mem::take(&mut self.tunnel_dirty) {
+            t.follow(programmed.view(), programmed.desired(), &follower.gateways)?;
+        }
+        if t.sync_keys(&mut follower.keys)? {
+            link.request_rotation();
+        }
+        self.startup.done();
+        Ok(())
+    }
+
     /// A full reconciliation from `view`: dump the maps, plan against the
     /// dump, apply. None (and a retry soon) if the dump failed.
     fn full(&mut self, view: RegionView) -> Option<Programmed> {
