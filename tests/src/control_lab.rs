@@ -27,6 +27,64 @@ pub struct ControlPlane {
     more: Vec<String>,
     /// Daemons started by `start_another`.
     others: Vec<Proc>,
+    /// Controllers on other hosts over a shared store (the multi-host lab).
+    remote: Option<Remote>,
+}
+
+/// Controllers in namespaces of their own ("hosts") sharing one store,
+/// served over TLS; admin commands, `peerctl` and the agents' control
+/// connections run in `client_ns` and reach them over the lab network.
+pub struct Remote {
+    /// Namespace of the operator's and agents' host.
+    pub client_ns: String,
+    /// `--store` of every controller and admin command.
+    pub store: String,
+    /// The CA that issued the controllers' certificate.
+    pub ca_file: PathBuf,
+    pub tls_cert: PathBuf,
+    pub tls_key: PathBuf,
+    /// (namespace, listen address) of each controller.
+    pub hosts: Vec<(String, String)>,
+    daemons: Vec<Option<Proc>>,
+}
+
+impl Remote {
+    pub fn new(
+        client_ns: &str,
+        store: &str,
+        (ca_file, tls_cert, tls_key): (PathBuf, PathBuf, PathBuf),
+        hosts: Vec<(String, String)>,
+    ) -> Self {
+        Remote {
+            client_ns: client_ns.to_owned(),
+            store: store.to_owned(),
+            ca_file,
+            tls_cert,
+            tls_key,
+            daemons: hosts.iter().map(|_| None).collect(),
+            hosts,
+        }
+    }
+}
+
+/// Connects to `addr` from namespace `ns` (a thread moved there).
+fn reachable_from(ns: &str, addr: &str) -> bool {
+    let path = format!("/var/run/netns/{ns}");
+    let addr = addr.to_owned();
+    std::thread::spawn(move || {
+        let Ok(file) = std::fs::File::open(&path) else {
+            return false;
+        };
+        // SAFETY: setns on a namespace file we hold open; it affects only
+        // this short-lived thread.
+        let rc = unsafe { libc::setns(std::os::fd::AsRawFd::as_raw_fd(&file), libc::CLONE_NEWNET) };
+        rc == 0
+            && addr.parse::<std::net::SocketAddr>().is_ok_and(|a| {
+                std::net::TcpStream::connect_timeout(&a, Duration::from_millis(300)).is_ok()
+            })
+    })
+    .join()
+    .unwrap_or(false)
 }
 
 /// Bind-and-release finds a free loopback port for a daemon.
@@ -66,9 +124,119 @@ impl ControlPlane {
             daemon: None,
             more: Vec::new(),
             others: Vec::new(),
+            remote: None,
         };
         cp.spawn_daemon();
         cp
+    }
+
+    /// A control plane of `remote`'s controllers (started here, in order),
+    /// with extra `serve` arguments. Agents get every controller, the first
+    /// one first.
+    pub fn start_remote(verbose: bool, extra: &[&str], remote: Remote) -> Self {
+        let dir = std::env::temp_dir().join(unique("ctl"));
+        teardown::add_path(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let urls: Vec<String> = remote
+            .hosts
+            .iter()
+            .map(|(_, listen)| format!("https://{listen}"))
+            .collect();
+        let mut cp = Self {
+            db: dir.join("no-db"),
+            dir,
+            endpoint: urls[0].clone(),
+            verbose,
+            listen: remote.hosts[0].1.clone(),
+            extra: extra.iter().map(|a| a.to_string()).collect(),
+            daemon: None,
+            more: urls[1..].to_vec(),
+            others: Vec::new(),
+            remote: Some(remote),
+        };
+        for i in 0..cp.remote.as_ref().map_or(0, |r| r.hosts.len()) {
+            cp.start_controller(i);
+        }
+        cp
+    }
+
+    /// The log file of remote controller `i`.
+    pub fn controller_log(&self, i: usize) -> PathBuf {
+        self.dir.join(format!("controller-{i}.log"))
+    }
+
+    /// Starts remote controller `i` (again) and waits until it listens.
+    pub fn start_controller(&mut self, i: usize) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.controller_log(i))
+            .expect("controller log");
+        let remote = self.remote.as_mut().expect("a remote control plane");
+        let (ns, listen) = remote.hosts[i].clone();
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns])
+            .arg(bin("peering-controld"))
+            .args(["serve", "--listen", &listen, "--store", &remote.store])
+            .arg("--tls-cert")
+            .arg(&remote.tls_cert)
+            .arg("--tls-key")
+            .arg(&remote.tls_key)
+            .args(&self.extra)
+            .stdout(Stdio::null())
+            .stderr(log);
+        // `ip netns exec` execs the daemon: the child's pid is its own.
+        remote.daemons[i] = Some(teardown::spawn(&mut cmd).expect("start peering-controld"));
+        let client = remote.client_ns.clone();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reachable_from(&client, &listen) {
+            assert!(
+                Instant::now() < deadline,
+                "peering-controld {i} did not start: {}",
+                std::fs::read_to_string(self.controller_log(i)).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Kills remote controller `i` with SIGKILL (a crash) and leaves it down.
+    pub fn kill_controller(&mut self, i: usize) {
+        if let Some(r) = self.remote.as_mut() {
+            r.daemons[i] = None;
+        }
+    }
+
+    /// The process id of remote controller `i`, while it runs.
+    pub fn controller_pid(&self, i: usize) -> Option<u32> {
+        self.remote
+            .as_ref()
+            .and_then(|r| r.daemons[i].as_ref().map(Proc::pid))
+    }
+
+    /// The number of remote controllers.
+    pub fn controller_count(&self) -> usize {
+        self.remote.as_ref().map_or(0, |r| r.hosts.len())
+    }
+
+    /// A command running `name` where the operator is: this host, or the
+    /// remote control plane's client namespace.
+    fn command(&self, name: &str) -> Command {
+        match &self.remote {
+            None => Command::new(bin(name)),
+            Some(r) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", &r.client_ns]).arg(bin(name));
+                c
+            }
+        }
+    }
+
+    /// `--db PATH`, or `--store URL` for a remote control plane.
+    fn store_args(&self) -> Vec<std::ffi::OsString> {
+        match &self.remote {
+            None => vec!["--db".into(), self.db.clone().into()],
+            Some(r) => vec!["--store".into(), r.store.clone().into()],
+        }
     }
 
     /// Starts the daemon on the same address and database and waits until
@@ -131,9 +299,10 @@ impl ControlPlane {
 
     /// Creates an account and its token with the admin command.
     pub fn account(&self, id: &str) -> Account {
-        let out = run(Command::new(bin("peering-controld"))
-            .args(["create-account", "--account", id, "--db"])
-            .arg(&self.db));
+        let out = run(self
+            .command("peering-controld")
+            .args(["create-account", "--account", id])
+            .args(self.store_args()));
         assert!(
             out.status.success(),
             "{}",
@@ -150,7 +319,10 @@ impl ControlPlane {
         if self.verbose {
             crate::say!("  [{} @ {region}] $ peerctl {}", who.id, args.join(" "));
         }
-        let mut c = Command::new(bin("peerctl"));
+        let mut c = self.command("peerctl");
+        if let Some(r) = &self.remote {
+            c.env("PEERING_CA_FILE", &r.ca_file);
+        }
         c.args(args)
             .env("PEERING_ENDPOINT", &self.endpoint)
             .env("PEERING_REGION", region)
@@ -310,9 +482,10 @@ impl ControlPlane {
     pub fn gateway_credential(&self, region: &str) -> PathBuf {
         let path = self.dir.join(format!("gateway-{region}.json"));
         if !path.exists() {
-            let out = run(Command::new(bin("peering-controld"))
-                .args(["create-gateway", "--region", region, "--db"])
-                .arg(&self.db)
+            let out = run(self
+                .command("peering-controld")
+                .args(["create-gateway", "--region", region])
+                .args(self.store_args())
                 .arg("--out")
                 .arg(&path));
             assert!(
@@ -356,11 +529,16 @@ impl ControlPlane {
                 .to_string_lossy()
                 .into_owned(),
         ];
+        if let Some(r) = &self.remote {
+            args.push("--ca-file".into());
+            args.push(r.ca_file.to_string_lossy().into_owned());
+        }
         args.extend(extra.iter().map(|a| a.to_string()));
         AgentCmd {
             args,
             verbose: self.verbose,
             log: None,
+            netns: self.remote.as_ref().map(|r| r.client_ns.clone()),
         }
     }
 }
@@ -372,6 +550,9 @@ pub struct AgentCmd {
     pub verbose: bool,
     /// Append the agent's log here instead of the test's stderr.
     pub log: Option<PathBuf>,
+    /// Start it in this namespace (its control connections are made
+    /// there) instead of the host's.
+    pub netns: Option<String>,
 }
 
 impl AgentCmd {
@@ -394,7 +575,19 @@ impl AgentCmd {
             None if self.verbose => Stdio::inherit(),
             None => Stdio::null(),
         };
-        let mut cmd = Command::new(bin("peering-agent"));
+        let mut cmd = match &self.netns {
+            None => Command::new(bin("peering-agent")),
+            // nsenter changes the network namespace only (`ip netns exec`
+            // would also remount /sys, hiding the bpffs); it execs the
+            // agent, whose pid is the child's.
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/var/run/netns/{ns}"))
+                    .arg("--")
+                    .arg(bin("peering-agent"));
+                c
+            }
+        };
         cmd.args(&self.args).stdout(Stdio::null()).stderr(stderr);
         cmd
     }

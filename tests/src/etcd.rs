@@ -102,6 +102,11 @@ impl EtcdCluster {
         &self.clients[i]
     }
 
+    /// Client host `i`'s address on the lab bridge.
+    pub fn client_ip(&self, i: usize) -> String {
+        format!("{NET}.{}", 100 + i)
+    }
+
     pub fn size(&self) -> usize {
         self.members.len()
     }

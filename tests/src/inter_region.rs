@@ -145,6 +145,17 @@ impl InterRegionLab {
         controld_args: &[&str],
         underlay_io: &'static str,
     ) -> Self {
+        Self::with_control_plane(underlay_io, || {
+            ControlPlane::start_with(verbose, controld_args)
+        })
+    }
+
+    /// The lab with the control plane `start_cp` starts (after the
+    /// namespaces are built, before the agents start).
+    pub fn with_control_plane(
+        underlay_io: &'static str,
+        start_cp: impl FnOnce() -> ControlPlane,
+    ) -> Self {
         let mut gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
         let mut gw2 = Gateway::new("gw2", REGION_2, UNDERLAY_2);
         gw1.underlay_io = underlay_io;
@@ -196,7 +207,7 @@ impl InterRegionLab {
         host(&a, "10.1.0.10/24", "10.1.0.1");
         host(&b, "10.2.0.10/24", "10.2.0.1");
         host(&c, "10.3.0.10/24", "10.3.0.1");
-        let cp = ControlPlane::start_with(verbose, controld_args);
+        let cp = start_cp();
         let acct_a = cp.account(OWNER_A);
         let acct_b = cp.account(OWNER_B);
         let acct_c = cp.account(OWNER_C);

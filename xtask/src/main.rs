@@ -72,6 +72,10 @@ enum Cmd {
         /// Keep the lab up until Ctrl-C.
         #[arg(long)]
         hold: bool,
+        /// `etcd`: the multi-host story (3 etcd members, 2 controllers over
+        /// TLS, failures on screen) instead of the SQLite one.
+        #[arg(long, default_value = "sqlite", value_parser = ["sqlite", "etcd"])]
+        store: String,
     },
 }
 
@@ -161,15 +165,21 @@ fn run(cmd: Cmd) -> Result<()> {
                 &minutes,
             ])
         }
-        Cmd::Demo { no_setup, hold } => {
+        Cmd::Demo {
+            no_setup,
+            hold,
+            store,
+        } => {
             if !no_setup {
                 setup::run()?;
             }
             build(false)?;
             let mut args = vec!["run", "-q", "-p", "peering-tests", "--bin", "peering-demo"];
+            args.push("--");
             if hold {
-                args.extend(["--", "--hold"]);
+                args.push("--hold");
             }
+            args.extend(["--store", &store]);
             cargo(&args)
         }
     }

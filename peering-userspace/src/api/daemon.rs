@@ -1,7 +1,8 @@
 //! `peering-controld`: serves the API over a SQLite store, and issues tokens.
 //!
 //! ```text
-//! peering-controld serve --db PATH | --store URL [--listen 127.0.0.1:7780]   (URL: sqlite:PATH or etcd://HOST:PORT,...)
+//! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
+//! peering-controld serve --store etcd://HOST:PORT[,HOST:PORT...] --listen ADDR --tls-cert PEM --tls-key PEM
 //!                        [--tls-cert PEM --tls-key PEM]
 //!                        [--regions us-east-1,us-west-2]
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
@@ -12,7 +13,9 @@
 //! ```
 //!
 //! The store is a [`crate::control::controller::Controller`] over the SQLite
-//! [`crate::control::store::SqliteKv`] at `--db`. The singleton loops (key
+//! [`crate::control::store::SqliteKv`] at `--db`, or over the store `--store`
+//! names (`sqlite:PATH`, or an etcd cluster shared by several controllers:
+//! see [`crate::control::store::url`]); exactly one of the two. The singleton loops (key
 //! rotation and erasure, purging old peerings) run a step only while
 //! [`crate::control::controller::Controller::lead`] says this process
 //! leads; expired gateway registrations are deleted by the store itself
@@ -88,14 +91,8 @@ pub struct Args {
 pub enum Command {
     /// Serve the HTTP/JSON API.
     Serve {
-        /// SQLite database (created if missing).
-        #[arg(long, env = "PEERING_DB", required_unless_present = "store")]
-        db: Option<PathBuf>,
-        /// The store as a URL instead of --db: sqlite:PATH, or
-        /// etcd://HOST:PORT[,HOST:PORT...][/PREFIX] for an etcd cluster that
-        /// several controllers may serve at once.
-        #[arg(long, env = "PEERING_STORE", conflicts_with = "db")]
-        store: Option<String>,
+        #[command(flatten)]
+        db: StoreArg,
         /// Address to listen on. Anything but a loopback address needs
         /// --tls-cert and --tls-key.
         #[arg(long, default_value = DEFAULT_LISTEN)]
@@ -126,16 +123,16 @@ pub enum Command {
     /// Issue a new API token for an account and print it (once).
     #[command(visible_alias = "create-token")]
     CreateAccount {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         /// 12-digit account id.
         #[arg(long)]
         account: String,
     },
     /// Revoke every token of an account.
     RevokeTokens {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         account: String,
     },
@@ -143,8 +140,8 @@ pub enum Command {
     /// {"credential_id","region","secret"}: printed, or written to --out
     /// (mode 0600). The secret is shown once; only its hash is stored.
     CreateGateway {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         region: String,
         /// File to write the credential to (created with mode 0600).
@@ -153,11 +150,38 @@ pub enum Command {
     },
     /// Revoke a gateway credential.
     RevokeGateway {
-        #[arg(long, env = "PEERING_DB")]
-        db: PathBuf,
+        #[command(flatten)]
+        db: StoreArg,
         #[arg(long)]
         credential_id: String,
     },
+}
+
+/// Where the state lives: exactly one of `--db PATH` (SQLite) and
+/// `--store URL` (`sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`).
+#[derive(Debug, Clone, clap::Args)]
+#[group(required = true, multiple = false)]
+pub struct StoreArg {
+    /// SQLite database (created if missing).
+    #[arg(long, env = "PEERING_DB")]
+    db: Option<PathBuf>,
+    /// Store URL: sqlite:PATH, or etcd://HOST:PORT[,HOST:PORT...][/PREFIX]
+    /// for a store shared by several controllers.
+    #[arg(long, env = "PEERING_STORE")]
+    store: Option<String>,
+}
+
+impl StoreArg {
+    /// The store these arguments name.
+    pub fn url(&self) -> anyhow::Result<StoreUrl> {
+        match (&self.db, &self.store) {
+            (Some(db), None) => Ok(StoreUrl::Sqlite(db.clone())),
+            (None, Some(url)) => {
+                StoreUrl::parse(url).with_context(|| format!("invalid --store {url:?}"))
+            }
+            _ => bail!("give exactly one of --db PATH and --store URL"),
+        }
+    }
 }
 
 /// A gateway credential as `create-gateway` writes it (and agents read it).
@@ -195,7 +219,6 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     match args.command {
         Command::Serve {
             db,
-            store,
             listen,
             tls_cert,
             tls_key,
@@ -210,12 +233,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                 _ => None,
             };
             check_listen(listen, tls.is_some())?;
-            let url = match (store, db) {
-                (Some(url), _) => StoreUrl::parse(&url).context("--store")?,
-                (None, Some(db)) => StoreUrl::Sqlite(db),
-                (None, None) => bail!("--db or --store is required"),
-            };
-            let store = open_store_url(&url, &regions)?;
+            let store = open_store(&db, &regions)?;
             let tunnel = TunnelSettings {
                 policy: key_rotation,
                 algorithm: cipher.into(),
@@ -298,12 +316,8 @@ fn init_logging(verbose: bool) {
 
 /// Opens the store; `regions` (if any) configure a new database and are
 /// added to an existing one.
-pub fn open_store(db: &Path, regions: &[String]) -> anyhow::Result<SqliteStore> {
-    open_store_url(&StoreUrl::Sqlite(db.to_owned()), regions)
-}
-
-/// [`open_store`] for any store URL (SQLite or etcd).
-pub fn open_store_url(url: &StoreUrl, regions: &[String]) -> anyhow::Result<SqliteStore> {
+pub fn open_store(db: &StoreArg, regions: &[String]) -> anyhow::Result<SqliteStore> {
+    let url = db.url()?;
     let mut config = Config::default();
     if !regions.is_empty() {
         for r in regions {
@@ -313,9 +327,9 @@ pub fn open_store_url(url: &StoreUrl, regions: &[String]) -> anyhow::Result<Sqli
         }
         config.regions = regions.to_vec();
     }
-    let kv = open_kv(url, || codec::state_entries(&State::new(config)))
-        .with_context(|| format!("opening store {url:?}"))?;
-    let store = SqliteStore::new(kv).with_context(|| format!("reading store {url:?}"))?;
+    let kv = open_kv(&url, || codec::state_entries(&State::new(config.clone())))
+        .with_context(|| format!("opening the store {url:?}"))?;
+    let store = SqliteStore::new(kv).with_context(|| format!("reading the store {url:?}"))?;
     if !regions.is_empty() {
         let (added, _) = store.transact(|s| {
             let missing: Vec<String> = regions
@@ -555,6 +569,7 @@ async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
     let fresh = || KeySchedule::new(tunnel.policy, tunnel.algorithm, None);
     // `rotation_step` loads the latest epoch from the store on first use.
     let mut state = Some((fresh(), SystemKeySource::new()));
+    let mut leading = false;
     loop {
         let (mut schedule, mut source) = state
             .take()
@@ -562,18 +577,33 @@ async fn key_rotation_loop(store: Arc<SqliteStore>, tunnel: TunnelSettings) {
         let now = unix_ms();
         let task_store = store.clone();
         let res = tokio::task::spawn_blocking(move || {
-            let res = match task_store.lead() {
+            let lead = task_store.lead();
+            let leads = matches!(lead, Ok(true));
+            let res = match lead {
                 Ok(true) => rotation_step(&task_store, &mut schedule, now, &mut source),
                 // Another process rotates; look again shortly.
                 Ok(false) => Ok(now + MAX_ROTATION_SLEEP),
                 Err(e) => Err(anyhow::Error::new(e).context("campaigning for the rotation")),
             };
-            (schedule, source, res)
+            (schedule, source, res, leads)
         })
         .await;
         let sleep = match res {
-            Ok((schedule, source, res)) => {
-                state = Some((schedule, source));
+            Ok((schedule, source, res, lead)) => {
+                if lead != leading {
+                    // Operators (and the multi-host lab) find the rotation
+                    // leader by this line.
+                    tracing::info!(
+                        leading = lead,
+                        "singleton duties (key rotation) {}",
+                        if lead { "taken" } else { "given up" }
+                    );
+                    leading = lead;
+                }
+                // A process that stops leading forgets its schedule: when it
+                // leads again, it reloads the latest epoch from the store
+                // (another controller may have rotated meanwhile).
+                state = Some((if lead { schedule } else { fresh() }, source));
                 match res {
                     Ok(wake_at) => rotation_sleep(now, wake_at),
                     Err(e) => {
@@ -741,30 +771,6 @@ mod tests {
         };
         assert_eq!(key_rotation.interval(), 1500);
         assert_eq!(cipher, Cipher::ChaCha20Poly1305);
-        // The store: --db or --store, not both, not neither.
-        let args =
-            Args::try_parse_from(["peering-controld", "serve", "--store", "etcd://h1:2379,h2"])
-                .unwrap();
-        assert!(matches!(
-            args.command,
-            Command::Serve {
-                store: Some(_),
-                db: None,
-                ..
-            }
-        ));
-        assert!(Args::try_parse_from([
-            "peering-controld",
-            "serve",
-            "--db",
-            "x.db",
-            "--store",
-            "etcd://h"
-        ])
-        .is_err());
-        if std::env::var_os("PEERING_DB").is_none() && std::env::var_os("PEERING_STORE").is_none() {
-            assert!(Args::try_parse_from(["peering-controld", "serve"]).is_err());
-        }
         let err = Args::try_parse_from([
             "peering-controld",
             "serve",
@@ -950,5 +956,45 @@ mod tests {
             .map(|k| k.epoch)
             .collect();
         assert_eq!(epochs, vec![1, 2]);
+    }
+
+    #[test]
+    fn exactly_one_of_db_and_store() {
+        let parse = |extra: &[&str]| {
+            let mut argv = vec![
+                "peering-controld",
+                "create-gateway",
+                "--region",
+                "us-east-1",
+            ];
+            argv.extend_from_slice(extra);
+            Args::try_parse_from(argv).map(|a| match a.command {
+                Command::CreateGateway { db, .. } => db.url().expect("url"),
+                _ => panic!("not create-gateway"),
+            })
+        };
+        assert_eq!(
+            parse(&["--db", "x.db"]).unwrap(),
+            StoreUrl::Sqlite(PathBuf::from("x.db"))
+        );
+        assert_eq!(
+            parse(&["--store", "etcd://198.18.250.10,198.18.250.11:2379/lab"]).unwrap(),
+            StoreUrl::Etcd {
+                endpoints: vec!["198.18.250.10:2379".into(), "198.18.250.11:2379".into()],
+                prefix: "/lab/".into(),
+            }
+        );
+        assert!(parse(&["--db", "x.db", "--store", "sqlite:y.db"]).is_err());
+        // PEERING_DB / PEERING_STORE may come from the environment; neither
+        // is set in the unit tests' environment.
+        if std::env::var_os("PEERING_DB").is_none() && std::env::var_os("PEERING_STORE").is_none() {
+            assert!(parse(&[]).is_err());
+        }
+        let bad = Args::try_parse_from(["peering-controld", "serve", "--store", "mysql://x"])
+            .expect("parses");
+        let Command::Serve { db, .. } = bad.command else {
+            panic!("not serve");
+        };
+        assert!(db.url().is_err(), "an unknown scheme is refused");
     }
 }

@@ -11,6 +11,12 @@
 //! `--hold` keeps the lab up after the story until interrupted; `--up`
 //! only builds the lab (namespaces, controller, both agents), prints
 //! `lab up: …` and holds.
+//!
+//! `--store etcd` tells the multi-host story instead
+//! ([`peering_tests::multihost`]): a 3-member etcd cluster, two controllers
+//! on it serving TLS, the agents reaching them over TLS; one etcd member and
+//! then the agents' controller are killed (SIGKILL) while a ping crosses
+//! regions every 20 ms, and writes go on through the other controller.
 
 use std::time::Duration;
 
@@ -38,6 +44,10 @@ fn ping(from: &Netns, who: &str, dst: &str) -> bool {
 fn main() {
     let hold = std::env::args().any(|a| a == "--hold");
     let up_only = std::env::args().any(|a| a == "--up");
+    let args: Vec<String> = std::env::args().collect();
+    if args.windows(2).any(|w| w[0] == "--store" && w[1] == "etcd") {
+        return etcd_story();
+    }
 
     step("Lab: gateways of us-east-1 (198.18.0.1) and us-west-2 (198.18.1.2), underlay subnets joined by a router");
     let lab = InterRegionLab::new(true, &[]);
@@ -151,4 +161,114 @@ fn hold_until_interrupted() -> ! {
     loop {
         std::thread::park();
     }
+}
+
+/// Replies of a finished `ping` (distinct icmp_seq values).
+fn replies(mut p: peering_tests::control_lab::Proc) -> usize {
+    use std::io::Read as _;
+    let mut out = String::new();
+    if let Some(mut s) = p.0.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    let _ = p.0.wait();
+    let mut seqs: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next())
+        .collect();
+    seqs.sort_unstable();
+    seqs.dedup();
+    seqs.len()
+}
+
+/// The multi-host story (`--store etcd`).
+fn etcd_story() {
+    use peering_tests::multihost::MultiHostLab;
+    use std::process::Stdio;
+
+    step("Multi-host lab: 3 etcd members and 2 controllers, each on a host (namespace) of its own");
+    let mut mh = MultiHostLab::new(true, &[]);
+    let urls: Vec<String> = mh
+        .lab
+        .cp
+        .controllers()
+        .split(',')
+        .map(str::to_owned)
+        .collect();
+    say!("  store {}", mh.store);
+    say!(
+        "  controllers {} (TLS, certificate from the lab CA); the agents reach them only over TLS",
+        urls.join(" and ")
+    );
+
+    step("Three accounts create a VPC each; A peers with C across regions, B with C inside us-west-2");
+    let v = mh.lab.vpcs();
+    mh.lab.wait_for_keys();
+    let lab = &mh.lab;
+    lab.peer(
+        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    let bc = lab.peer(
+        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
+        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+    );
+    eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1));
+    ping(&lab.a, "VPC A", "10.3.0.10");
+
+    step("A pings C across regions every 20 ms (15 s) while things break");
+    let count = 750u32;
+    let stream = peering_tests::teardown::spawn(
+        lab.a
+            .cmd(&[
+                "ping",
+                "-n",
+                "-i",
+                "0.02",
+                "-W",
+                "2",
+                "-c",
+                &count.to_string(),
+                "10.3.0.10",
+            ])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null()),
+    )
+    .expect("start ping");
+    std::thread::sleep(Duration::from_secs(2));
+
+    step("kill -9 of etcd member 0");
+    mh.etcd.kill9(0);
+    std::thread::sleep(Duration::from_secs(1));
+    mh.lab
+        .cp
+        .create_route(&mh.lab.acct_b, REGION_2, &v.rtb_b, "10.3.10.0/24", &bc);
+    say!(
+        "  a route written through {} with one member down: accepted",
+        urls[0]
+    );
+
+    step("kill -9 of the controller the agents use");
+    mh.lab.cp.kill_controller(0);
+    mh.lab.cp.endpoint = urls[1].clone();
+    mh.lab
+        .cp
+        .create_route(&mh.lab.acct_b, REGION_2, &v.rtb_b, "10.3.11.0/24", &bc);
+    say!(
+        "  a route written through {}: accepted; the agents moved there",
+        urls[1]
+    );
+
+    let got = replies(stream);
+    say!(
+        "  A -> C: {got} of {count} pings answered ({} lost) through both failures",
+        count as usize - got
+    );
+
+    step("etcd member 0 restarts and catches up");
+    mh.etcd.restart(0);
+    mh.etcd.wait_healthy(Duration::from_secs(30));
+    say!("  cluster healthy again");
+
+    step("Tearing the lab down");
 }
