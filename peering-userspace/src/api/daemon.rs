@@ -317,7 +317,11 @@ fn init_logging(verbose: bool) {
 /// Opens the store; `regions` (if any) configure a new database and are
 /// added to an existing one.
 pub fn open_store(db: &StoreArg, regions: &[String]) -> anyhow::Result<SqliteStore> {
-    let url = db.url()?;
+    open_store_url(&db.url()?, regions)
+}
+
+/// [`open_store`] for a store URL (SQLite or etcd).
+pub fn open_store_url(url: &StoreUrl, regions: &[String]) -> anyhow::Result<SqliteStore> {
     let mut config = Config::default();
     if !regions.is_empty() {
         for r in regions {
@@ -327,7 +331,7 @@ pub fn open_store(db: &StoreArg, regions: &[String]) -> anyhow::Result<SqliteSto
         }
         config.regions = regions.to_vec();
     }
-    let kv = open_kv(&url, || codec::state_entries(&State::new(config.clone())))
+    let kv = open_kv(url, || codec::state_entries(&State::new(config.clone())))
         .with_context(|| format!("opening the store {url:?}"))?;
     let store = SqliteStore::new(kv).with_context(|| format!("reading the store {url:?}"))?;
     if !regions.is_empty() {
