@@ -124,7 +124,12 @@ fn run(cmd: Cmd) -> Result<()> {
                 setup::run()?;
             }
             build(true)?;
-            for bench in ["peering-bench", "tunnel-bench", "underlay-bench"] {
+            for bench in [
+                "peering-bench",
+                "tunnel-bench",
+                "underlay-bench",
+                "store-bench",
+            ] {
                 println!("\n== {bench}");
                 cargo(&[
                     "run",

@@ -15,6 +15,9 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 pub(crate) struct Cache {
     /// The store revision the cache reflects.
     pub revision: u64,
+    /// The revision of the latest commit that changed the model (the
+    /// `model-head` key's); `state.revision` is this one.
+    pub model_revision: u64,
     pub state: State,
     /// Token hash → account.
     pub tokens: HashMap<String, AccountId>,
@@ -33,7 +36,8 @@ pub(crate) struct Cache {
     pub corrupt: BTreeMap<String, String>,
     index: ViewIndex,
     /// Per revision, what changed in each region's view (oldest first).
-    deltas: VecDeque<(u64, BTreeMap<String, RegionChanges>)>,
+    /// (revision, whether it changed the model, the changes per region)
+    deltas: VecDeque<(u64, bool, BTreeMap<String, RegionChanges>)>,
     /// Deltas are known for revisions above this one.
     delta_floor: u64,
 }
@@ -41,8 +45,13 @@ pub(crate) struct Cache {
 impl Cache {
     pub fn from_snapshot(kv: &dyn Kv) -> Result<Self, StoreError> {
         let (revision, entries) = kv.snapshot()?;
+        let model_revision = entries
+            .iter()
+            .find(|e| e.key == codec::MODEL_HEAD)
+            .map_or(0, |e| e.mod_revision);
         let mut cache = Cache {
             revision,
+            model_revision,
             state: State::default(),
             tokens: HashMap::new(),
             credentials: HashMap::new(),
@@ -67,7 +76,7 @@ impl Cache {
         }
         let state = &mut cache.state;
         state.take_changes(state.config.clone(), state.next_dp_id());
-        state.revision = revision;
+        state.revision = model_revision;
         cache.index = ViewIndex::new(state);
         Ok(cache)
     }
@@ -135,6 +144,7 @@ impl Cache {
         }
         let (config, dp) = (self.state.config.clone(), self.state.next_dp_id());
         let mut changes = batch.changes;
+        let model = changes.iter().any(|(k, _)| k == codec::MODEL_HEAD);
         codec::sort_for_apply(&mut changes);
         for (key, value) in changes {
             self.apply_one(&key, value.as_deref());
@@ -142,10 +152,13 @@ impl Cache {
         let changes = self.state.take_changes(config, dp);
         let deltas = self.index.update(&self.state, &changes);
         self.revision = batch.revision;
-        self.state.revision = batch.revision;
-        self.deltas.push_back((batch.revision, deltas));
+        if model {
+            self.model_revision = batch.revision;
+            self.state.revision = batch.revision;
+        }
+        self.deltas.push_back((batch.revision, model, deltas));
         while self.deltas.len() as u64 > CHANGE_LOG_LEN {
-            if let Some((rev, _)) = self.deltas.pop_front() {
+            if let Some((rev, _, _)) = self.deltas.pop_front() {
                 self.delta_floor = rev;
             }
         }
@@ -160,14 +173,15 @@ impl Cache {
         Ok(())
     }
 
-    /// One entry per revision after `since`, with the regions it changed.
+    /// One entry per model revision after `since`, with the regions it
+    /// changed.
     pub fn changes_since(&self, since: u64) -> Result<Vec<Change>, StoreError> {
         self.check_floor(since)?;
         Ok(self
             .deltas
             .iter()
-            .filter(|(rev, _)| *rev > since)
-            .map(|(rev, d)| Change {
+            .filter(|(rev, model, _)| *rev > since && *model)
+            .map(|(rev, _, d)| Change {
                 revision: *rev,
                 regions: d
                     .iter()
@@ -182,7 +196,7 @@ impl Cache {
     pub fn region_delta(&self, region: &str, since: u64) -> Result<RegionDelta, StoreError> {
         self.check_floor(since)?;
         let mut merged = RegionChanges::new();
-        for (_, d) in self.deltas.iter().filter(|(rev, _)| *rev > since) {
+        for (_, _, d) in self.deltas.iter().filter(|(rev, _, _)| *rev > since) {
             if let Some(c) = d.get(region) {
                 merge(&mut merged, c);
             }

@@ -14,7 +14,10 @@ impl Feed for Controller {
     fn view(&self, region: &str) -> Result<RegionView, StoreError> {
         let cache = self.cache();
         cache.state.config.check_region(region)?;
-        Ok(region_view(&cache.state, region, unix_ms()))
+        let mut view = region_view(&cache.state, region, unix_ms());
+        // Valid at the latest revision (later commits changed no model).
+        view.revision = cache.revision;
+        Ok(view)
     }
 
     fn changes(&self, region: &str, since: u64) -> Result<RegionDelta, StoreError> {

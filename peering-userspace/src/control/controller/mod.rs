@@ -29,13 +29,14 @@ use crate::control::account::AccountId;
 use crate::control::config::Config;
 use crate::control::error::ApiError;
 use crate::control::state::State;
-use crate::control::store::codec::{self, HEAD};
+use crate::control::store::codec::{self, HEAD, MODEL_HEAD};
 use crate::control::store::kv::{Batch, Commit, Kv, Op};
 use crate::control::store::sqlite_kv::SqliteKv;
 use crate::control::store::{hash_token, new_token, Change, Store, StoreError};
 use cache::Cache;
 use rand::RngCore;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
 use std::time::Duration;
 
@@ -57,7 +58,15 @@ pub(crate) struct Inner {
     /// conflicting with each other).
     writer: Mutex<()>,
     revisions: tokio::sync::watch::Sender<u64>,
+    /// When a failed authentication last made the controller catch up
+    /// (Unix ms): at most one such catch-up per [`MISS_CATCH_UP_EVERY`].
+    last_miss_catch_up: AtomicU64,
 }
+
+/// How often an unknown token or credential may make the controller read
+/// the store (an unauthenticated caller must not be able to drive store
+/// reads at its own rate; the change thread catches up anyway).
+const MISS_CATCH_UP_EVERY: u64 = 100;
 
 /// See the module documentation.
 pub struct Controller {
@@ -82,6 +91,7 @@ impl Controller {
             cache: RwLock::new(cache),
             writer: Mutex::new(()),
             revisions,
+            last_miss_catch_up: AtomicU64::new(0),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -97,6 +107,12 @@ impl Controller {
     pub fn open(path: impl AsRef<Path>, config: Config) -> Result<Self, StoreError> {
         let kv = SqliteKv::open(path, || codec::state_entries(&State::new(config)))?;
         Controller::new(Arc::new(kv))
+    }
+
+    /// The store revision the controller's copy is at (every commit moves
+    /// it, unlike [`Store::revision`]).
+    pub fn store_revision(&self) -> u64 {
+        self.cache().revision
     }
 
     /// The store under this controller.
@@ -141,9 +157,13 @@ impl Controller {
                 (out, ops, base)
             };
             if ops.is_empty() {
-                return Ok((out, base));
+                return Ok((out, self.cache().model_revision));
             }
             let nonce = new_nonce();
+            // Model writes also move the model's own revision.
+            if ops.iter().any(|op| codec::is_model_key(op.key())) {
+                ops.push(codec::put(MODEL_HEAD.into(), nonce.clone()));
+            }
             ops.push(codec::put(HEAD.into(), nonce.clone()));
             match self.commit_ops(base, &ops, &nonce)? {
                 Some(rev) => {
@@ -249,6 +269,23 @@ impl Inner {
         self.cache.read().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// After a failed lookup of a token or credential: catches up, unless
+    /// another miss did so within [`MISS_CATCH_UP_EVERY`]. True if it did.
+    fn catch_up_after_miss(&self) -> Result<bool, StoreError> {
+        let now = crate::control::clock::unix_ms();
+        let last = self.last_miss_catch_up.load(Ordering::Relaxed);
+        if now.saturating_sub(last) < MISS_CATCH_UP_EVERY
+            || self
+                .last_miss_catch_up
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_err()
+        {
+            return Ok(false);
+        }
+        self.catch_up()?;
+        Ok(true)
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, Cache> {
         self.cache.write().unwrap_or_else(PoisonError::into_inner)
     }
@@ -335,8 +372,10 @@ impl Store for Controller {
         Ok(f(&self.cache().state))
     }
 
+    /// The revision of the latest commit that changed the model (tokens,
+    /// tunnel keys and gateway registrations do not move it).
     fn revision(&self) -> Result<u64, StoreError> {
-        Ok(self.cache().revision)
+        Ok(self.cache().model_revision)
     }
 
     fn transact<T, F>(&self, f: F) -> Result<(T, u64), StoreError>
@@ -365,7 +404,9 @@ impl Store for Controller {
         }
         // Perhaps just issued by another process: look once more after
         // reading what it committed.
-        self.catch_up()?;
+        if !self.inner.catch_up_after_miss()? {
+            return Ok(None);
+        }
         Ok(self.cache().tokens.get(&hash).cloned())
     }
 

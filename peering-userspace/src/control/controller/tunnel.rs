@@ -228,7 +228,9 @@ impl Controller {
         if let Some(c) = self.cache().credentials.get(&hash) {
             return Ok(Some(c.clone()));
         }
-        self.catch_up()?;
+        if !self.inner.catch_up_after_miss()? {
+            return Ok(None);
+        }
         Ok(self.cache().credentials.get(&hash).cloned())
     }
 }

@@ -6,6 +6,7 @@
 //! | key                              | value                                        |
 //! |----------------------------------|----------------------------------------------|
 //! | `head`                           | nonce of the last commit (raw bytes)         |
+//! | `model-head`                     | nonce of the last commit that changed the model: its mod revision is the model's revision |
 //! | `config`                         | [`Config`]                                   |
 //! | `counters/dp-id`                 | next dataplane id (u32)                      |
 //! | `counters/gateway-id`            | highest gateway id ever handed out (u32)     |
@@ -47,6 +48,7 @@ use std::net::SocketAddrV4;
 use std::time::Duration;
 
 pub const HEAD: &str = "head";
+pub const MODEL_HEAD: &str = "model-head";
 pub const CONFIG: &str = "config";
 pub const DP_ID: &str = "counters/dp-id";
 pub const GATEWAY_ID_COUNTER: &str = "counters/gateway-id";
@@ -136,7 +138,7 @@ fn to_json<T: Serialize>(value: &T) -> Vec<u8> {
 /// Decodes one key and its value (None: deleted).
 pub fn decode(key: &str, value: Option<&[u8]>) -> Result<Object, StoreError> {
     let obj = match key {
-        HEAD => Object::Head,
+        HEAD | MODEL_HEAD => Object::Head,
         CONFIG => Object::Config(value.map(|v| json(key, v)).transpose()?),
         DP_ID => Object::DpId(value.map(|v| json(key, v)).transpose()?),
         GATEWAY_ID_COUNTER => Object::GatewayIdCounter(value.map(|v| json(key, v)).transpose()?),
@@ -414,6 +416,7 @@ pub fn state_ops(changes: &Changes, state: &State) -> Vec<Op> {
 /// Every key of a whole state (a new or migrated store).
 pub fn state_entries(state: &State) -> Vec<(String, Vec<u8>)> {
     let mut out = vec![
+        (MODEL_HEAD.to_owned(), Vec::new()),
         (CONFIG.to_owned(), to_json(&state.config)),
         (DP_ID.to_owned(), to_json(&state.next_dp_id())),
     ];
@@ -429,6 +432,15 @@ pub fn state_entries(state: &State) -> Vec<(String, Vec<u8>)> {
         );
     }
     out
+}
+
+/// Whether `key` holds part of the model ([`State`]).
+pub fn is_model_key(key: &str) -> bool {
+    key == CONFIG
+        || key == DP_ID
+        || [VPCS, SUBNETS, ROUTE_TABLES, ROUTES, PEERINGS]
+            .iter()
+            .any(|p| key.starts_with(p))
 }
 
 /// Orders a batch so tables come before their routes (and routes of a

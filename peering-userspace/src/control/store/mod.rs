@@ -1,15 +1,20 @@
 //! Persistence: the only I/O edge of the control plane.
 //!
-//! The [`Store`] trait is shaped after what a distributed key-value store
-//! with watches (etcd) offers, so such a backend can replace SQLite without
-//! touching the model:
-//! - every change is one serializable transaction over the whole [`State`]
-//!   (etcd: a compare-and-swap on one key at a known mod revision);
-//! - a global, strictly increasing revision numbers the committed states;
-//! - a change log says which regions' dataplane views each revision touched,
-//!   so an agent holding revision N asks "what changed since N" and re-reads
-//!   its [`crate::control::view::RegionView`] if its region is listed
-//!   (etcd: a watch from revision N; `Compacted` mirrors etcd's compaction).
+//! Backends implement [`kv::Kv`]: a versioned key-value space with one
+//! global compare-and-swap, a change stream and leases; [`sqlite_kv`] is the
+//! one-host backend. [`codec`] puts every object of the model under its own
+//! key. The controller ([`crate::control::controller::Controller`]) keeps
+//! the model in memory, fed by the change stream, and implements [`Store`]
+//! (what the API and the agent use):
+//! - every change is one commit of the keys it touched, on the revision the
+//!   controller's copy is at (a conflict: catch up, check again);
+//! - a global, strictly increasing revision numbers the commits;
+//! - per revision, the controller knows which regions' dataplane views
+//!   changed ([`Store::changes_since`]) and how
+//!   ([`crate::control::feed::Feed::changes`]); `Compacted` when it no
+//!   longer holds that history.
+//!
+//! [`MemoryStore`] is a plain in-memory [`Store`] for tests and fuzzing.
 
 pub mod codec;
 pub mod etcd;

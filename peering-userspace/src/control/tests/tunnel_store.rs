@@ -244,7 +244,7 @@ fn rotation_request_flag() {
 
 /// Writes a raw value under `key`, as a broken or hostile writer might.
 fn poke(store: &SqliteStore, key: &str, value: &[u8]) {
-    let base = store.revision().unwrap();
+    let base = store.store_revision();
     let op = Op::Put {
         key: key.into(),
         value: value.to_vec(),
