@@ -15,7 +15,9 @@
 //! (bulk: SQLite's initial load; on etcd, commits of 1,000 keys each
 //! straight through the `Kv`, with the controller's key codec), then each
 //! measured write is one API-level operation through the controller,
-//! committed on its own (fsync included). etcd runs as `EtcdCluster` of the
+//! committed on its own (fsync included). At the largest size, one more
+//! figure: a CreateRoute until a second controller on the same store
+//! returns its region delta (`Feed::changes`). etcd runs as `EtcdCluster` of the
 //! tests: members and the client in network namespaces of their own, a
 //! fresh cluster per size, everything removed on every exit path.
 
@@ -26,6 +28,7 @@ use peering_userspace::control::account::{AccountId, Call};
 use peering_userspace::control::config::Config;
 use peering_userspace::control::controller::Controller;
 use peering_userspace::control::error::ApiError;
+use peering_userspace::control::feed::Feed;
 use peering_userspace::control::ids::SequentialIds;
 use peering_userspace::control::peering::CreatePeering;
 use peering_userspace::control::state::State;
@@ -253,6 +256,61 @@ fn raw_commits(kv: &dyn Kv, n: usize) -> Result<f64> {
     Ok(percentile(&times, 0.5))
 }
 
+/// One CreateRoute committed by `writer`, until a second controller on
+/// the same store (`other`) has seen it and `Feed::changes` returns the
+/// region's delta: p50 / p99 over `samples` routes, printed.
+fn delta_latency(
+    name: &str,
+    n: usize,
+    writer: &Controller,
+    other: &Controller,
+    samples: usize,
+    tables: &[String],
+    pcx: &str,
+) -> Result<()> {
+    let region = REGIONS[0];
+    let revisions = Feed::revisions(other);
+    let mut times = Vec::with_capacity(samples);
+    // A free slot in a table the write bench may have filled (untimed).
+    let table = &tables[0];
+    let _ = writer.transact(|s| s.delete_route(&call(0), table, "172.17.0.0/24"));
+    for i in 0..samples {
+        let since = *revisions.borrow();
+        let dest = format!("172.17.{}.{}/28", 100 + i / 16 % 100, (i % 16) * 16);
+        let c = call(0);
+        let t = Instant::now();
+        writer.transact(|s| s.create_route(&c, table, &dest, pcx))?;
+        while *revisions.borrow() <= since {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "the second controller did not see the write"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let delta = Feed::changes(other, region, since)?;
+        times.push(t.elapsed());
+        anyhow::ensure!(!delta.upserts.is_empty(), "an empty delta");
+        // Untimed: the route goes again (tables hold at most 50), and the
+        // next write starts once the other controller has seen that too.
+        let at = *revisions.borrow();
+        writer.transact(|s| s.delete_route(&c, table, &dest))?;
+        while *revisions.borrow() <= at {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(20),
+                "the second controller did not see the delete"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    times.sort();
+    println!(
+        "  {name}: {n} objects, CreateRoute to another controller's view delta (Feed::changes): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    Ok(())
+}
+
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Backend {
     Sqlite,
@@ -339,7 +397,13 @@ fn run(dir: &Path, o: &Opts) -> Result<()> {
                     let path = dir.join(format!("keys-{n}.db"));
                     let kv = SqliteKv::open(&path, || state_entries(&state))?;
                     let mut w = Objects(Controller::new(Arc::new(kv))?);
-                    ("sqlite", measure(&mut w, samples, &mut ids, &tables, &pcx)?)
+                    let cell = measure(&mut w, samples, &mut ids, &tables, &pcx)?;
+                    if Some(&n) == o.sizes.iter().max() {
+                        let other = SqliteKv::open(&path, || state_entries(&state))?;
+                        let other = Controller::new(Arc::new(other))?;
+                        delta_latency("sqlite", n, &w.0, &other, samples, &tables, &pcx)?;
+                    }
+                    ("sqlite", cell)
                 }
                 Backend::Etcd => {
                     let cluster = EtcdCluster::start(o.members);
@@ -354,6 +418,10 @@ fn run(dir: &Path, o: &Opts) -> Result<()> {
                     println!("  etcd: a bare Kv commit (one key) p50 {raw:.2} ms");
                     let mut w = Objects(Controller::new(Arc::new(kv))?);
                     let cell = measure(&mut w, samples, &mut ids, &tables, &pcx)?;
+                    if Some(&n) == o.sizes.iter().max() {
+                        let other = Controller::new(Arc::new(cluster.kv("/bench/")))?;
+                        delta_latency(etcd_name, n, &w.0, &other, samples, &tables, &pcx)?;
+                    }
                     // The controller (and its client) before the cluster.
                     drop(w);
                     drop(cluster);
