@@ -54,6 +54,10 @@ enum Cmd {
     Bench {
         #[arg(long)]
         no_setup: bool,
+        /// Object counts for store-bench (SQLite and a real etcd), e.g.
+        /// 1000,10000 for a quicker run.
+        #[arg(long, default_value = "1000,10000,100000")]
+        store_sizes: String,
     },
     /// Set up if needed, build (debug), and run the two-region lab under
     /// churn, restarts and floods for a while, measuring steady flows and
@@ -123,7 +127,10 @@ fn run(cmd: Cmd) -> Result<()> {
             }
             Ok(())
         }
-        Cmd::Bench { no_setup } => {
+        Cmd::Bench {
+            no_setup,
+            store_sizes,
+        } => {
             if !no_setup {
                 setup::run()?;
             }
@@ -135,7 +142,7 @@ fn run(cmd: Cmd) -> Result<()> {
                 "store-bench",
             ] {
                 println!("\n== {bench}");
-                cargo(&[
+                let mut args = vec![
                     "run",
                     "-q",
                     "--release",
@@ -143,7 +150,11 @@ fn run(cmd: Cmd) -> Result<()> {
                     "peering-tests",
                     "--bin",
                     bench,
-                ])?;
+                ];
+                if bench == "store-bench" {
+                    args.extend(["--", "--sizes", &store_sizes]);
+                }
+                cargo(&args)?;
             }
             Ok(())
         }

@@ -1,27 +1,39 @@
 //! Control-store write latency against the number of stored objects:
-//! CreateVpc and CreateRoute through the controller over the SQLite Kv
-//! (objects under their own keys), next to the schema-1 path it replaced
-//! (the whole state as one JSON document, every region's view recomputed
-//! per write), which this binary reproduces for comparison.
+//! CreateVpc and CreateRoute through the controller over the SQLite Kv and
+//! over a real etcd cluster (objects under their own keys), next to the
+//! schema-1 path it replaced (the whole state as one JSON document, every
+//! region's view recomputed per write), which this binary reproduces for
+//! comparison.
 //!
 //! ```text
-//! cargo run --release -p peering-tests --bin store-bench [-- --sizes 1000,10000,100000 --samples 200]
+//! cargo run --release -p peering-tests --bin store-bench [-- --sizes 1000,10000,100000
+//!     --samples 200 --stores sqlite,etcd,document --etcd-members 1]
 //! ```
 //!
 //! Objects: half VPCs, half their main route tables, spread over two
-//! accounts and two regions; they are loaded directly into a fresh
-//! database (bulk), then each measured write is one API-level operation
-//! committed on its own (fsync included, WAL mode).
+//! accounts and two regions; they are loaded directly into a fresh store
+//! (bulk: SQLite's initial load; on etcd, commits of 1,000 keys each
+//! straight through the `Kv`, with the controller's key codec), then each
+//! measured write is one API-level operation through the controller,
+//! committed on its own (fsync included). At the largest size, one more
+//! figure: a CreateRoute until a second controller on the same store
+//! returns its region delta (`Feed::changes`). etcd runs as `EtcdCluster` of the
+//! tests: members and the client in network namespaces of their own, a
+//! fresh cluster per size, everything removed on every exit path.
 
 use anyhow::{Context, Result};
+use peering_tests::etcd::EtcdCluster;
+use peering_tests::lab::TempPath;
 use peering_userspace::control::account::{AccountId, Call};
 use peering_userspace::control::config::Config;
 use peering_userspace::control::controller::Controller;
 use peering_userspace::control::error::ApiError;
+use peering_userspace::control::feed::Feed;
 use peering_userspace::control::ids::SequentialIds;
 use peering_userspace::control::peering::CreatePeering;
 use peering_userspace::control::state::State;
 use peering_userspace::control::store::codec::state_entries;
+use peering_userspace::control::store::kv::{Commit, Kv, Op};
 use peering_userspace::control::store::{SqliteKv, Store};
 use peering_userspace::control::view::region_view;
 use rusqlite::{params, Connection, TransactionBehavior};
@@ -195,61 +207,274 @@ fn measure(
     ])
 }
 
+/// Keys per etcd commit while filling (the cluster allows 1,024 ops per
+/// transaction; the commit adds its head key).
+const FILL_CHUNK: usize = 1000;
+
+/// Writes `entries` into an empty `kv` in commits of [`FILL_CHUNK`] keys.
+fn fill(kv: &dyn Kv, entries: Vec<(String, Vec<u8>)>) -> Result<()> {
+    let (mut base, existing) = kv.snapshot()?;
+    anyhow::ensure!(existing.is_empty(), "the bench needs an empty store");
+    for chunk in entries.chunks(FILL_CHUNK) {
+        let ops: Vec<Op> = chunk
+            .iter()
+            .map(|(key, value)| Op::Put {
+                key: key.clone(),
+                value: value.clone(),
+            })
+            .collect();
+        match kv.commit(base, &ops)? {
+            Commit::Done(rev) => base = rev,
+            Commit::Conflict => anyhow::bail!("a concurrent writer while filling"),
+        }
+    }
+    Ok(())
+}
+
+/// The p50 of `n` one-key commits straight through `kv` (a probe key,
+/// deleted at the end): the store's own floor under a controller write.
+fn raw_commits(kv: &dyn Kv, n: usize) -> Result<f64> {
+    let (mut base, _) = kv.snapshot()?;
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        let op = Op::Put {
+            key: "bench-probe".into(),
+            value: i.to_string().into_bytes(),
+        };
+        let t = Instant::now();
+        match kv.commit(base, &[op])? {
+            Commit::Done(rev) => base = rev,
+            Commit::Conflict => anyhow::bail!("a concurrent writer while probing"),
+        }
+        times.push(t.elapsed());
+    }
+    let del = Op::Delete {
+        key: "bench-probe".into(),
+    };
+    anyhow::ensure!(matches!(kv.commit(base, &[del])?, Commit::Done(_)));
+    times.sort();
+    Ok(percentile(&times, 0.5))
+}
+
+/// One CreateRoute committed by `writer`, until a second controller on
+/// the same store (`other`) has seen it and `Feed::changes` returns the
+/// region's delta: p50 / p99 over `samples` routes, printed.
+fn delta_latency(
+    name: &str,
+    n: usize,
+    writer: &Controller,
+    other: &Controller,
+    samples: usize,
+    tables: &[String],
+    pcx: &str,
+) -> Result<()> {
+    let region = REGIONS[0];
+    let revisions = Feed::revisions(other);
+    let mut times = Vec::with_capacity(samples);
+    // A free slot in a table the write bench may have filled (untimed).
+    let table = &tables[0];
+    let _ = writer.transact(|s| s.delete_route(&call(0), table, "172.17.0.0/24"));
+    for i in 0..samples {
+        let since = *revisions.borrow();
+        let dest = format!("172.17.{}.{}/28", 100 + i / 16 % 100, (i % 16) * 16);
+        let c = call(0);
+        let t = Instant::now();
+        writer.transact(|s| s.create_route(&c, table, &dest, pcx))?;
+        while *revisions.borrow() <= since {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(10),
+                "the second controller did not see the write"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+        let delta = Feed::changes(other, region, since)?;
+        times.push(t.elapsed());
+        anyhow::ensure!(!delta.upserts.is_empty(), "an empty delta");
+        // Untimed: the route goes again (tables hold at most 50), and the
+        // next write starts once the other controller has seen that too.
+        let at = *revisions.borrow();
+        writer.transact(|s| s.delete_route(&c, table, &dest))?;
+        while *revisions.borrow() <= at {
+            anyhow::ensure!(
+                t.elapsed() < Duration::from_secs(20),
+                "the second controller did not see the delete"
+            );
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    times.sort();
+    println!(
+        "  {name}: {n} objects, CreateRoute to another controller's view delta (Feed::changes): p50 {:.2} ms, p99 {:.2} ms",
+        percentile(&times, 0.5),
+        percentile(&times, 0.99)
+    );
+    Ok(())
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Backend {
+    Sqlite,
+    Etcd,
+    Document,
+}
+
+impl Backend {
+    fn parse(s: &str) -> Result<Self> {
+        Ok(match s {
+            "sqlite" => Backend::Sqlite,
+            "etcd" => Backend::Etcd,
+            "document" => Backend::Document,
+            other => anyhow::bail!("unknown store {other:?}: sqlite, etcd or document"),
+        })
+    }
+}
+
+struct Opts {
+    sizes: Vec<usize>,
+    samples: usize,
+    stores: Vec<Backend>,
+    members: usize,
+}
+
 fn main() -> Result<()> {
-    let mut sizes = vec![1_000, 10_000, 100_000];
-    let mut samples = 200;
+    let mut o = Opts {
+        sizes: vec![1_000, 10_000, 100_000],
+        samples: 200,
+        stores: vec![Backend::Sqlite, Backend::Etcd, Backend::Document],
+        members: 1,
+    };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
+        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
         match a.as_str() {
             "--sizes" => {
-                sizes = args
-                    .next()
-                    .context("--sizes needs a value")?
+                o.sizes = value()?
                     .split(',')
                     .map(|s| s.parse())
                     .collect::<Result<_, _>>()?
             }
-            "--samples" => samples = args.next().context("--samples needs a value")?.parse()?,
+            "--samples" => o.samples = value()?.parse()?,
+            "--stores" => {
+                o.stores = value()?
+                    .split(',')
+                    .map(Backend::parse)
+                    .collect::<Result<_>>()?
+            }
+            "--etcd-members" => o.members = value()?.parse()?,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
-    let dir = std::env::temp_dir().join(format!("peering-store-bench-{}", std::process::id()));
-    std::fs::create_dir_all(&dir)?;
-    let result = run(&dir, &sizes, samples);
-    let _ = std::fs::remove_dir_all(&dir);
-    result
+    anyhow::ensure!(o.samples > 0, "--samples must be at least 1");
+    anyhow::ensure!((1..=9).contains(&o.members), "--etcd-members: 1 to 9");
+    // Registered with the teardown: removed on an interrupt too.
+    let dir = TempPath::new("store-bench");
+    std::fs::create_dir_all(&dir.path)?;
+    run(&dir.path, &o)
 }
 
-fn run(dir: &Path, sizes: &[usize], samples: usize) -> Result<()> {
-    println!("write latency in ms (p50 / p99), SQLite in WAL mode, {samples} writes per cell");
+/// One cell: (store, objects, [CreateVpc p50, p99, CreateRoute p50, p99]).
+type Row = (&'static str, usize, [f64; 4]);
+
+fn run(dir: &Path, o: &Opts) -> Result<()> {
+    let samples = o.samples;
+    let etcd_name: &'static str = if o.members == 1 {
+        "etcd (1 member)"
+    } else {
+        Box::leak(format!("etcd ({} members)", o.members).into_boxed_str())
+    };
     println!(
-        "{:>8} | {:>17} | {:>17} | {:>19} | {:>19}",
-        "objects",
-        "CreateVpc (keys)",
-        "CreateRoute (keys)",
-        "CreateVpc (document)",
-        "CreateRoute (doc.)"
+        "write latency in ms, {samples} writes per cell (20 for the document from 50,000 objects)"
     );
-    for &n in sizes {
+    println!("SQLite in WAL mode; etcd {} member(s) in network namespaces, filled by commits of {FILL_CHUNK} keys straight through the Kv, measured writes through the controller", o.members);
+    let mut rows: Vec<Row> = Vec::new();
+    for &n in &o.sizes {
         let mut ids = SequentialIds(1 << 100);
         let (state, tables, pcx) = build(n, &mut ids)?;
-        let path = dir.join(format!("keys-{n}.db"));
-        let kv = SqliteKv::open(&path, || state_entries(&state))?;
-        let mut objects = Objects(Controller::new(Arc::new(kv))?);
-        let keys = measure(&mut objects, samples, &mut ids, &tables, &pcx)?;
-        drop(objects);
-        // The document path is slow at scale: fewer writes there.
-        let doc_samples = if n >= 50_000 {
-            samples.min(20)
-        } else {
-            samples
-        };
-        let mut doc = Document::create(&dir.join(format!("doc-{n}.db")), &state)?;
-        let docs = measure(&mut doc, doc_samples, &mut ids, &tables, &pcx)?;
-        println!(
-            "{:>8} | {:>7.2} / {:>7.2} | {:>7.2} / {:>7.2} | {:>8.2} / {:>8.2} | {:>8.2} / {:>8.2}",
-            n, keys[0], keys[1], keys[2], keys[3], docs[0], docs[1], docs[2], docs[3]
-        );
+        for &store in &o.stores {
+            let t = Instant::now();
+            let (name, cell) = match store {
+                Backend::Sqlite => {
+                    let path = dir.join(format!("keys-{n}.db"));
+                    let kv = SqliteKv::open(&path, || state_entries(&state))?;
+                    let mut w = Objects(Controller::new(Arc::new(kv))?);
+                    let cell = measure(&mut w, samples, &mut ids, &tables, &pcx)?;
+                    if Some(&n) == o.sizes.iter().max() {
+                        let other = SqliteKv::open(&path, || state_entries(&state))?;
+                        let other = Controller::new(Arc::new(other))?;
+                        delta_latency("sqlite", n, &w.0, &other, samples, &tables, &pcx)?;
+                    }
+                    ("sqlite", cell)
+                }
+                Backend::Etcd => {
+                    let cluster = EtcdCluster::start(o.members);
+                    let kv = cluster.kv("/bench/");
+                    let filled = Instant::now();
+                    fill(&kv, state_entries(&state))?;
+                    println!(
+                        "  etcd: {n} objects filled in {:.1} s",
+                        filled.elapsed().as_secs_f64()
+                    );
+                    let raw = raw_commits(&kv, samples.min(50))?;
+                    println!("  etcd: a bare Kv commit (one key) p50 {raw:.2} ms");
+                    let mut w = Objects(Controller::new(Arc::new(kv))?);
+                    let cell = measure(&mut w, samples, &mut ids, &tables, &pcx)?;
+                    if Some(&n) == o.sizes.iter().max() {
+                        let other = Controller::new(Arc::new(cluster.kv("/bench/")))?;
+                        delta_latency(etcd_name, n, &w.0, &other, samples, &tables, &pcx)?;
+                    }
+                    // The controller (and its client) before the cluster.
+                    drop(w);
+                    drop(cluster);
+                    (etcd_name, cell)
+                }
+                Backend::Document => {
+                    // The document path is slow at scale: fewer writes there.
+                    let doc_samples = if n >= 50_000 {
+                        samples.min(20)
+                    } else {
+                        samples
+                    };
+                    let mut doc = Document::create(&dir.join(format!("doc-{n}.db")), &state)?;
+                    let cell = measure(&mut doc, doc_samples, &mut ids, &tables, &pcx)?;
+                    ("document (schema 1)", cell)
+                }
+            };
+            println!(
+                "  {name}: {n} objects measured in {:.1} s",
+                t.elapsed().as_secs_f64()
+            );
+            rows.push((name, n, cell));
+        }
     }
+    print_table(&rows);
     Ok(())
+}
+
+/// p50 and p99 per store, operation and size, with the ratio to the same
+/// store's figure at 1,000 objects (or its smallest size measured).
+fn print_table(rows: &[Row]) {
+    println!(
+        "\n{:<20} | {:>8} | {:<11} | {:>9} | {:>9} | {:>11} | {:>11}",
+        "store", "objects", "write", "p50 ms", "p99 ms", "p50 / 1k", "p99 / 1k"
+    );
+    for (op, col) in [("CreateVpc", 0), ("CreateRoute", 2)] {
+        for &(name, n, cell) in rows {
+            let base = rows
+                .iter()
+                .filter(|r| r.0 == name)
+                .min_by_key(|r| (r.1 != 1000, r.1))
+                .map(|r| r.2)
+                .unwrap_or(cell);
+            println!(
+                "{:<20} | {:>8} | {:<11} | {:>9.2} | {:>9.2} | {:>10.2}x | {:>10.2}x",
+                name,
+                n,
+                op,
+                cell[col],
+                cell[col + 1],
+                cell[col] / base[col],
+                cell[col + 1] / base[col + 1]
+            );
+        }
+    }
 }

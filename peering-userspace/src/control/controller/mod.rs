@@ -37,7 +37,9 @@ use cache::Cache;
 use rand::RngCore;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak};
+use std::sync::{
+    Arc, Condvar, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard, Weak,
+};
 use std::time::Duration;
 
 /// Attempts of one write against conflicting writers before giving up with
@@ -61,7 +63,18 @@ pub(crate) struct Inner {
     /// When a failed authentication last made the controller catch up
     /// (Unix ms): at most one such catch-up per [`MISS_CATCH_UP_EVERY`].
     last_miss_catch_up: AtomicU64,
+    /// Signalled after every [`Inner::apply`] (with `applied_lock` taken, so
+    /// a writer checking the revision under it cannot miss the wake-up).
+    applied: Condvar,
+    applied_lock: Mutex<()>,
 }
+
+/// How long a writer waits for the change thread to apply its own commit
+/// before reading the store itself. The change thread's read is already
+/// under way (an etcd watch that is current delivers at once), while a
+/// fresh read from an old revision may be slow (etcd serves a watch that
+/// starts in the past from a loop that runs every 100 ms).
+const OWN_COMMIT_WAIT: Duration = Duration::from_millis(50);
 
 /// How often an unknown token or credential may make the controller read
 /// the store (an unauthenticated caller must not be able to drive store
@@ -93,6 +106,8 @@ impl Controller {
             writer: Mutex::new(()),
             revisions,
             last_miss_catch_up: AtomicU64::new(0),
+            applied: Condvar::new(),
+            applied_lock: Mutex::new(()),
         });
         let weak = Arc::downgrade(&inner);
         std::thread::Builder::new()
@@ -170,6 +185,9 @@ impl Controller {
                 Some(rev) => {
                     // Acknowledged: a failure to catch up now only delays
                     // the cache (the change thread retries).
+                    if self.inner.wait_applied(rev, OWN_COMMIT_WAIT) {
+                        return Ok((out, rev));
+                    }
                     if let Err(e) = self.inner.catch_up_to(rev) {
                         tracing::warn!(error = %e, revision = rev, "catching up after a commit");
                     }
@@ -303,6 +321,35 @@ impl Inner {
             cache.revision
         };
         self.revisions.send_replace(revision);
+        let _signal = self
+            .applied_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        self.applied.notify_all();
+    }
+
+    /// Waits up to `within` for the cache to reach `revision`; true if it
+    /// did.
+    fn wait_applied(&self, revision: u64, within: Duration) -> bool {
+        let deadline = std::time::Instant::now() + within;
+        let mut guard = self
+            .applied_lock
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        loop {
+            if self.read().revision >= revision {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            guard = self
+                .applied
+                .wait_timeout(guard, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
     }
 
     fn resnapshot(&self) -> Result<(), StoreError> {
