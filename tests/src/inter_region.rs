@@ -322,6 +322,23 @@ impl InterRegionLab {
         pcx
     }
 
+    /// The lab's usual topology: the VPCs created, a key held, A peered with
+    /// C across regions and B with C within region 2, each side routed to
+    /// the other. Returns the VPCs and the two peerings (A-C, B-C).
+    pub fn peer_a_c_and_b_c(&self) -> (Vpcs, String, String) {
+        let v = self.vpcs();
+        self.wait_for_keys();
+        let ac = self.peer(
+            (&self.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
+            (&self.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+        );
+        let bc = self.peer(
+            (&self.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
+            (&self.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+        );
+        (v, ac, bc)
+    }
+
     /// Waits until both tunnels hold a current key.
     pub fn wait_for_keys(&self) {
         let keyed = || {

@@ -8,7 +8,7 @@ use std::{process::Stdio, time::Duration};
 
 use peering_tests::{
     control_lab::{eventually, Proc},
-    inter_region::{InterRegionLab, REGION_1, REGION_2},
+    inter_region::{InterRegionLab, REGION_2},
     lab::{agent_bin, Netns, PinDir},
     teardown,
 };
@@ -136,16 +136,7 @@ fn startup_log(lab: &InterRegionLab) -> String {
 fn a_killed_agent_is_restarted_and_cross_region_traffic_resumes_within_a_second() {
     let _serial = ONE_LAB.lock().unwrap_or_else(|e| e.into_inner());
     let mut lab = InterRegionLab::new(verbose(), &[]);
-    let v = lab.vpcs();
-    lab.wait_for_keys();
-    lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
-    lab.peer(
-        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    lab.peer_a_c_and_b_c();
     lab.supervise_agent(2, restart_sec());
     assert!(
         eventually(Duration::from_secs(15), || lab.a.ping("10.3.0.10", 1)),

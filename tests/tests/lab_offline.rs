@@ -12,7 +12,7 @@ use std::{
 
 use peering_tests::{
     control_lab::{eventually, Proc},
-    inter_region::{InterRegionLab, Vpcs, REGION_1, REGION_2},
+    inter_region::{InterRegionLab, Vpcs, REGION_2},
     lab::{bin, run, Netns, PinDir},
     teardown,
 };
@@ -105,16 +105,7 @@ fn programmed_routes(ns: &Netns, pins: &PinDir) -> Vec<String> {
 /// A peered with C across regions, B with C within region 2; both flows
 /// answer.
 fn peered_lab(lab: &InterRegionLab) -> (Vpcs, String) {
-    let v = lab.vpcs();
-    lab.wait_for_keys();
-    lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
-    let bc = lab.peer(
-        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    let (v, _, bc) = lab.peer_a_c_and_b_c();
     assert!(
         eventually(Duration::from_secs(15), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C across regions"

@@ -202,17 +202,8 @@ fn etcd_story() {
     );
 
     step("Three accounts create a VPC each; A peers with C across regions, B with C inside us-west-2");
-    let v = mh.lab.vpcs();
-    mh.lab.wait_for_keys();
     let lab = &mh.lab;
-    lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
-    let bc = lab.peer(
-        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    let (v, _, bc) = lab.peer_a_c_and_b_c();
     eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1));
     ping(&lab.a, "VPC A", "10.3.0.10");
 

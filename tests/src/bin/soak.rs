@@ -380,16 +380,7 @@ fn soak(args: &Args) -> bool {
     let mut lab = InterRegionLab::new(args.verbose, &["--key-rotation", "2s"]);
     let dir = TempDir::new();
     let dir = dir.0.as_path();
-    let v = lab.vpcs();
-    lab.wait_for_keys();
-    let pcx_ac = lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
-    lab.peer(
-        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    let (v, pcx_ac, _) = lab.peer_a_c_and_b_c();
     assert!(
         eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C"

@@ -8,11 +8,7 @@
 
 use std::time::Duration;
 
-use peering_tests::{
-    control_lab::eventually,
-    inter_region::{InterRegionLab, REGION_1, REGION_2},
-    lab::Netns,
-};
+use peering_tests::{control_lab::eventually, inter_region::InterRegionLab, lab::Netns};
 use serde_json::Value;
 
 const SECS: &str = "5";
@@ -53,16 +49,7 @@ fn udp64(from: &Netns, to: &Netns, dst: &str) -> (f64, f64) {
 /// row per measured path (the intra-region one only when `intra`).
 fn measure(underlay_io: &'static str, intra: bool) {
     let lab = InterRegionLab::with_underlay_io(false, &[], underlay_io);
-    let v = lab.vpcs();
-    lab.wait_for_keys();
-    lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
-    lab.peer(
-        (&lab.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    lab.peer_a_c_and_b_c();
     let ready = || lab.a.ping("10.3.0.10", 1) && lab.b.ping("10.3.0.10", 1);
     assert!(eventually(Duration::from_secs(10), ready), "lab not ready");
     let inter = format!("inter-region A -> C (tunnel, {underlay_io})");
