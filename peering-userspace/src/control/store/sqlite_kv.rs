@@ -108,6 +108,34 @@ impl SqliteKv {
         initial: impl FnOnce() -> Vec<(String, Vec<u8>)>,
     ) -> Result<Self, StoreError> {
         let path = path.as_ref();
+        let mut initial = Some(initial);
+        let mut entries = None;
+        let mut first = move || -> Vec<(String, Vec<u8>)> {
+            entries
+                .get_or_insert_with(|| initial.take().map(|f| f()).unwrap_or_default())
+                .clone()
+        };
+        // Two processes creating the same database at once can see
+        // SQLITE_BUSY where SQLite calls no busy handler (switching a new
+        // file to WAL, reading a WAL index another process is building):
+        // the whole open is retried, within the same bound as a write.
+        let started = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        loop {
+            match Self::open_once(path, &mut first) {
+                Err(StoreError::Sqlite(e)) if is_busy(&e) && started.elapsed() < BUSY_TIMEOUT => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(
+        path: &Path,
+        initial: &mut dyn FnMut() -> Vec<(String, Vec<u8>)>,
+    ) -> Result<Self, StoreError> {
         let mut conn = connect(path)?;
         if !up_to_date(&conn)? {
             let mut migrated = false;
@@ -329,6 +357,14 @@ impl Kv for SqliteKv {
     }
 }
 
+/// SQLITE_BUSY or SQLITE_LOCKED, whatever the extended code.
+fn is_busy(e: &rusqlite::Error) -> bool {
+    matches!(
+        e.sqlite_error_code(),
+        Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+    )
+}
+
 /// A connection with the settings every one of ours has.
 fn connect(path: &Path) -> Result<Connection, StoreError> {
     let conn = Connection::open(path)?;
@@ -481,6 +517,32 @@ mod tests {
         Op::Put {
             key: key.into(),
             value: value.to_vec(),
+        }
+    }
+
+    /// Several processes starting at once on a database nobody has created
+    /// yet (a daemon and `create-account`, say) all open it: the loser of
+    /// every race waits instead of failing with "database is locked".
+    #[test]
+    fn concurrent_first_opens_all_succeed() {
+        for round in 0..20 {
+            let dir = TempDir::new("kv-race");
+            let path = dir.path().join(format!("s{round}.db"));
+            let barrier = std::sync::Arc::new(std::sync::Barrier::new(6));
+            let threads: Vec<_> = (0..6)
+                .map(|_| {
+                    let path = path.clone();
+                    let barrier = barrier.clone();
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        SqliteKv::open(&path, || vec![("config".into(), b"c".to_vec())])
+                            .map(|kv| kv.snapshot().unwrap().0)
+                    })
+                })
+                .collect();
+            for t in threads {
+                assert_eq!(t.join().unwrap().unwrap(), 0, "round {round}");
+            }
         }
     }
 
