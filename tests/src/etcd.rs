@@ -11,18 +11,28 @@
 //!         +--------------- br0 (namespace sw) ---------+
 //! ```
 //!
+//! [`EtcdCluster::start_tls`] starts a TLS-only cluster, as production
+//! runs it: client and peer URLs are https, members ask every client and
+//! every peer for a certificate from the cluster's CA
+//! (`--client-cert-auth`, `--peer-client-cert-auth`), and clients get
+//! [`EtcdCluster::tls_files`] (`--etcd-cacert`, `--etcd-cert`,
+//! `--etcd-key`). Nothing crosses the lab bridge in clear.
+//!
 //! Everything (processes, namespaces, the data directory) is registered
 //! with [`crate::teardown`] and removed on drop, failure or interrupt.
 
 use std::{
+    net::IpAddr,
     path::PathBuf,
-    process::Stdio,
+    process::{Command, Stdio},
     time::{Duration, Instant},
 };
 
+use peering_userspace::control::store::etcd::tls::{EtcdTls, EtcdTlsFiles};
 use peering_userspace::control::store::etcd::{EtcdKv, EtcdOptions};
 
 use crate::lab::{ok, unique, veth, Netns, TempPath};
+use crate::pki::{Pki, Usage};
 use crate::teardown::{self, Proc};
 
 /// The lab subnet (a /24 of the 198.18.0.0/15 benchmarking range).
@@ -36,8 +46,21 @@ struct Member {
     proc: Option<Proc>,
 }
 
+/// The certificates of a TLS-only cluster.
+pub struct ClusterPki {
+    /// Its CA issued everything below.
+    pub pki: Pki,
+    /// Every member's certificate (all members' addresses; server and
+    /// client use, for peers) and key.
+    pub member: (PathBuf, PathBuf),
+    /// The clients' (controllers') certificate and key.
+    pub client: (PathBuf, PathBuf),
+}
+
 pub struct EtcdCluster {
     members: Vec<Member>,
+    /// Set for a TLS-only cluster; removed after the members stop.
+    tls: Option<ClusterPki>,
     clients: Vec<Netns>,
     /// The switch; dropped after the hosts (field order).
     sw: Netns,
@@ -48,6 +71,15 @@ pub struct EtcdCluster {
 impl EtcdCluster {
     /// Starts `n` members (1 to 9) and waits until the cluster answers.
     pub fn start(n: usize) -> Self {
+        Self::start_with(n, false)
+    }
+
+    /// [`Self::start`], TLS-only with client and peer certificate auth.
+    pub fn start_tls(n: usize) -> Self {
+        Self::start_with(n, true)
+    }
+
+    fn start_with(n: usize, tls: bool) -> Self {
         assert!((1..=9).contains(&n), "1 to 9 members");
         let sw = Netns::new("esw");
         sw.exec_ok(&["ip", "link", "add", "br0", "type", "bridge"]);
@@ -56,6 +88,7 @@ impl EtcdCluster {
         std::fs::create_dir_all(&dir.path).expect("etcd temp dir");
         let mut c = Self {
             members: Vec::new(),
+            tls: None,
             clients: Vec::new(),
             sw,
             dir,
@@ -67,12 +100,70 @@ impl EtcdCluster {
             c.plug(&ns, &format!("m{i}"), &ip);
             c.members.push(Member { ns, ip, proc: None });
         }
+        if tls {
+            c.tls = Some(c.make_pki());
+        }
         c.add_client();
         for i in 0..n {
             c.spawn(i);
         }
         c.wait_healthy(Duration::from_secs(30));
         c
+    }
+
+    fn make_pki(&self) -> ClusterPki {
+        let ips: Vec<IpAddr> = self
+            .members
+            .iter()
+            .map(|m| m.ip.parse().expect("member address"))
+            .collect();
+        let pki = Pki::new("etcd", &[], &[]);
+        let member = pki.issue("member", &["etcd"], &ips, Usage::ServerAndClient);
+        let client = pki.issue("client", &["peering-controld"], &[], Usage::Client);
+        ClusterPki {
+            pki,
+            member,
+            client,
+        }
+    }
+
+    /// The certificates of a TLS-only cluster.
+    pub fn pki(&self) -> Option<&ClusterPki> {
+        self.tls.as_ref()
+    }
+
+    /// What a client is given to reach this cluster (empty: plain).
+    pub fn tls_files(&self) -> EtcdTlsFiles {
+        match &self.tls {
+            None => EtcdTlsFiles::default(),
+            Some(t) => EtcdTlsFiles {
+                cacert: Some(t.pki.ca.clone()),
+                cert: Some(t.client.0.clone()),
+                key: Some(t.client.1.clone()),
+            },
+        }
+    }
+
+    /// [`Self::tls_files`] as `peering-controld` flags.
+    pub fn tls_args(&self) -> Vec<std::ffi::OsString> {
+        let f = self.tls_files();
+        [
+            ("--etcd-cacert", f.cacert),
+            ("--etcd-cert", f.cert),
+            ("--etcd-key", f.key),
+        ]
+        .into_iter()
+        .filter_map(|(flag, p)| p.map(|p| [flag.into(), p.into_os_string()]))
+        .flatten()
+        .collect()
+    }
+
+    fn scheme(&self) -> &'static str {
+        if self.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        }
     }
 
     /// Joins `ns` to the bridge as `ip`/24 (its side is `eth0`).
@@ -124,7 +215,7 @@ impl EtcdCluster {
             .members
             .iter()
             .enumerate()
-            .map(|(i, m)| format!("m{i}=http://{}:{PEER_PORT}", m.ip))
+            .map(|(i, m)| format!("m{i}={}://{}:{PEER_PORT}", self.scheme(), m.ip))
             .collect();
         all.join(",")
     }
@@ -134,8 +225,8 @@ impl EtcdCluster {
         let data = self.dir.path.join(format!("m{i}"));
         let log =
             std::fs::File::create(self.dir.path.join(format!("m{i}.log"))).expect("etcd log file");
-        let client_url = format!("http://{ip}:{CLIENT_PORT}");
-        let peer_url = format!("http://{ip}:{PEER_PORT}");
+        let client_url = format!("{}://{ip}:{CLIENT_PORT}", self.scheme());
+        let peer_url = format!("{}://{ip}:{PEER_PORT}", self.scheme());
         let initial = self.initial_cluster();
         let mut cmd = self.members[i].ns.cmd(&["etcd"]);
         cmd.arg("--name")
@@ -151,9 +242,25 @@ impl EtcdCluster {
             // Ignored once the data directory exists (a restart).
             .args(["--initial-cluster-state", "new"])
             // Commits of the controller may write many keys at once.
-            .args(["--max-txn-ops", "1024"])
-            .stdout(Stdio::null())
-            .stderr(log);
+            .args(["--max-txn-ops", "1024"]);
+        if let Some(t) = &self.tls {
+            let (cert, key) = &t.member;
+            cmd.arg("--client-cert-auth")
+                .arg("--trusted-ca-file")
+                .arg(&t.pki.ca)
+                .arg("--cert-file")
+                .arg(cert)
+                .arg("--key-file")
+                .arg(key)
+                .arg("--peer-client-cert-auth")
+                .arg("--peer-trusted-ca-file")
+                .arg(&t.pki.ca)
+                .arg("--peer-cert-file")
+                .arg(cert)
+                .arg("--peer-key-file")
+                .arg(key);
+        }
+        cmd.stdout(Stdio::null()).stderr(log);
         // `ip netns exec` execs etcd itself: the child's pid is etcd's.
         self.members[i].proc = Some(teardown::spawn(&mut cmd).expect("start etcd"));
     }
@@ -177,10 +284,19 @@ impl EtcdCluster {
                 continue;
             }
             let url = format!("http://{}:{CLIENT_PORT}/health", m.ip);
-            while !in_netns(&self.clients[0], {
-                let url = url.clone();
-                move || healthy(&url)
-            }) {
+            let up = || match &self.tls {
+                // `endpoint health` is what `/health` answers, over TLS.
+                Some(_) => {
+                    let mut cmd = self.etcdctl_cmd(&[format!("{}:{CLIENT_PORT}", m.ip)]);
+                    cmd.args(["--command-timeout", "1s", "endpoint", "health"]);
+                    crate::lab::run(&mut cmd).status.success()
+                }
+                None => in_netns(&self.clients[0], {
+                    let url = url.clone();
+                    move || healthy(&url)
+                }),
+            };
+            while !up() {
                 assert!(
                     Instant::now() < deadline,
                     "etcd member m{i} not healthy in {within:?}; log: {}",
@@ -207,17 +323,49 @@ impl EtcdCluster {
     pub fn kv_on(&self, endpoints: &[String], prefix: &str) -> EtcdKv {
         let eps = endpoints.to_vec();
         let prefix = prefix.to_owned();
+        // A plain cluster is on lab addresses, which `load` would refuse
+        // (rightly, for a controller): the store itself takes any.
+        let tls = match self.tls {
+            Some(_) => EtcdTls::load(endpoints, &self.tls_files()).expect("the TLS files"),
+            None => None,
+        };
         in_netns(&self.clients[0], move || {
-            EtcdKv::connect(&eps, &prefix, EtcdOptions::default())
+            EtcdKv::connect(
+                &eps,
+                &prefix,
+                EtcdOptions {
+                    tls,
+                    ..EtcdOptions::default()
+                },
+            )
         })
         .unwrap_or_else(|e| panic!("connect to etcd: {e}"))
     }
 
+    /// `etcdctl` on client host 0 against `endpoints` (with the client
+    /// certificate of a TLS-only cluster).
+    fn etcdctl_cmd(&self, endpoints: &[String]) -> Command {
+        let eps: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{}://{e}", self.scheme()))
+            .collect();
+        let mut cmd = self.clients[0].cmd(&["etcdctl", "--endpoints", &eps.join(",")]);
+        if let Some(t) = &self.tls {
+            cmd.arg("--cacert")
+                .arg(&t.pki.ca)
+                .arg("--cert")
+                .arg(&t.client.0)
+                .arg("--key")
+                .arg(&t.client.1);
+        }
+        cmd.env("ETCDCTL_API", "3");
+        cmd
+    }
+
     /// `etcdctl` on client host 0 against all members.
     pub fn etcdctl(&self, args: &[&str]) -> String {
-        let eps = self.endpoints().join(",");
-        let mut cmd = self.clients[0].cmd(&["etcdctl", "--endpoints", &eps]);
-        cmd.args(args).env("ETCDCTL_API", "3");
+        let mut cmd = self.etcdctl_cmd(&self.endpoints());
+        cmd.args(args);
         ok(&mut cmd)
     }
 
@@ -229,10 +377,8 @@ impl EtcdCluster {
     /// The revision member `i` has applied locally (`endpoint status`).
     pub fn member_revision(&self, i: usize) -> Option<u64> {
         let ep = self.endpoints()[i].clone();
-        let mut cmd = self.clients[0].cmd(&[
-            "etcdctl",
-            "--endpoints",
-            &ep,
+        let mut cmd = self.etcdctl_cmd(&[ep]);
+        cmd.args([
             "--command-timeout",
             "1s",
             "endpoint",
@@ -240,7 +386,6 @@ impl EtcdCluster {
             "-w",
             "json",
         ]);
-        cmd.env("ETCDCTL_API", "3");
         let out = crate::lab::run(&mut cmd);
         if !out.status.success() {
             return None;

@@ -1,6 +1,8 @@
 //! Certificates made for a test: a CA, a server certificate it issues for
 //! the given names and addresses, and an unrelated CA that trusts nothing
-//! of ours. Written as PEM files into a directory registered for teardown.
+//! of ours; more certificates (client, or both client and server, as etcd
+//! members need) on demand with [`Pki::issue`]. Written as PEM files into
+//! a directory registered for teardown.
 
 use crate::teardown;
 use rcgen::{
@@ -24,6 +26,17 @@ pub struct Pki {
     /// A self-signed server certificate and key for the same names.
     pub self_signed_cert: PathBuf,
     pub self_signed_key: PathBuf,
+    issuer: CertifiedIssuer<'static, KeyPair>,
+}
+
+/// What a certificate from [`Pki::issue`] may be used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Usage {
+    Server,
+    Client,
+    /// etcd members: a peer connection authenticates both ends with the
+    /// same certificate, and the members' gateway dials their own gRPC.
+    ServerAndClient,
 }
 
 fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
@@ -39,6 +52,10 @@ fn ca(name: &str) -> CertifiedIssuer<'static, KeyPair> {
 }
 
 fn server_params(names: &[&str], ips: &[IpAddr]) -> CertificateParams {
+    params(names, ips, Usage::Server)
+}
+
+fn params(names: &[&str], ips: &[IpAddr], usage: Usage) -> CertificateParams {
     let mut params =
         CertificateParams::new(names.iter().map(|n| n.to_string()).collect::<Vec<_>>())
             .expect("server params");
@@ -49,7 +66,14 @@ fn server_params(names: &[&str], ips: &[IpAddr]) -> CertificateParams {
         DnType::CommonName,
         names.first().copied().unwrap_or("peering"),
     );
-    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.extended_key_usages = match usage {
+        Usage::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        Usage::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        Usage::ServerAndClient => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
     params
 }
 
@@ -93,8 +117,29 @@ impl Pki {
             other_ca: write("other-ca.pem", other.pem()),
             self_signed_cert: write("self.pem", self_signed.pem()),
             self_signed_key: write("self.key", self_key.serialize_pem()),
+            issuer: ours,
             dir,
         }
+    }
+
+    /// A certificate from this PKI's CA for `names` (the first is also the
+    /// common name) and `ips`, written as `FILE.pem` and `FILE.key`.
+    pub fn issue(
+        &self,
+        file: &str,
+        names: &[&str],
+        ips: &[IpAddr],
+        usage: Usage,
+    ) -> (PathBuf, PathBuf) {
+        let key = KeyPair::generate().expect("key");
+        let cert = params(names, ips, usage)
+            .signed_by(&key, &self.issuer)
+            .expect("issue a certificate");
+        let cert_path = self.dir.join(format!("{file}.pem"));
+        let key_path = self.dir.join(format!("{file}.key"));
+        std::fs::write(&cert_path, cert.pem()).expect("write pem");
+        std::fs::write(&key_path, key.serialize_pem()).expect("write key");
+        (cert_path, key_path)
     }
 
     pub fn path(&self) -> &Path {

@@ -1,6 +1,8 @@
 //! Two controllers over one 3-member etcd cluster, writing at once with
 //! deliberately conflicting requests: the model's invariants hold across
-//! them, and no acknowledged write is lost.
+//! them, and no acknowledged write is lost. The clusters here are TLS-only
+//! with client-certificate auth, as a controller on another host must use
+//! them; the last test shows what is refused, and how it is said.
 //!
 //! CreateVpc itself may overlap other VPCs (as in AWS), so the conflicting
 //! pairs are block associations: for each of 200 VPCs, controller A adds
@@ -28,6 +30,7 @@ fn controller(cluster: &EtcdCluster, prefix: &str) -> Controller {
     let url = StoreUrl::Etcd {
         endpoints: cluster.endpoints(),
         prefix: prefix.to_owned(),
+        tls: cluster.tls_files(),
     };
     // As `peering-controld serve --store etcd://...` opens it.
     in_netns(cluster.client(0), move || {
@@ -45,7 +48,7 @@ fn call(account: &AccountId) -> Call {
 
 #[test]
 fn two_controllers_keep_cidrs_disjoint() {
-    let cluster = EtcdCluster::start(3);
+    let cluster = EtcdCluster::start_tls(3);
     let prefix = format!("/{}/", peering_tests::lab::unique("ctl"));
     let a = Arc::new(controller(&cluster, &prefix));
     let b = Arc::new(controller(&cluster, &prefix));
@@ -151,7 +154,7 @@ fn two_controllers_keep_cidrs_disjoint() {
 /// call is refused with the API's JSON error).
 #[test]
 fn controld_serves_over_etcd() {
-    let cluster = EtcdCluster::start(1);
+    let cluster = EtcdCluster::start_tls(1);
     let url = format!(
         "etcd://{}/{}",
         cluster.endpoints().join(","),
@@ -172,6 +175,7 @@ fn controld_serves_over_etcd() {
         "--regions",
         REGION,
     ]);
+    cmd.args(cluster.tls_args());
     cmd.stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let _daemon = peering_tests::teardown::spawn(&mut cmd).expect("start peering-controld");
@@ -211,4 +215,103 @@ fn controld_serves_over_etcd() {
         !keys.trim().is_empty(),
         "nothing stored under /{prefix}/data/"
     );
+}
+
+/// `peering-controld create-account` (which opens the store as `serve`
+/// does) from a client host against a TLS-only cluster with
+/// `--client-cert-auth`: (exit code, stderr, seconds taken).
+fn admin(cluster: &EtcdCluster, url: &str, flags: &[std::ffi::OsString]) -> (i32, String, f64) {
+    let mut cmd = cluster.client(0).cmd(&[
+        peering_tests::lab::bin("peering-controld")
+            .to_str()
+            .unwrap(),
+        "create-account",
+        "--account",
+        "111122223333",
+        "--store",
+        url,
+    ]);
+    cmd.args(flags);
+    for var in [
+        "PEERING_ETCD_CACERT",
+        "PEERING_ETCD_CERT",
+        "PEERING_ETCD_KEY",
+    ] {
+        cmd.env_remove(var);
+    }
+    let t = Instant::now();
+    let out = peering_tests::lab::run(&mut cmd);
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        t.elapsed().as_secs_f64(),
+    )
+}
+
+#[test]
+fn what_a_tls_only_cluster_refuses_is_said_clearly() {
+    let cluster = EtcdCluster::start_tls(1);
+    let pki = cluster.pki().expect("TLS cluster");
+    let url = format!(
+        "etcd://{}/{}",
+        cluster.endpoints().join(","),
+        peering_tests::lab::unique("r")
+    );
+    let ep = &cluster.endpoints()[0];
+    let flag = |f: &str, p: &std::path::Path| -> [std::ffi::OsString; 2] {
+        [f.into(), p.as_os_str().to_owned()]
+    };
+    let ca = flag("--etcd-cacert", &pki.pki.ca);
+    let cert = flag("--etcd-cert", &pki.client.0);
+    let key = flag("--etcd-key", &pki.client.1);
+    let other_ca = flag("--etcd-cacert", &pki.pki.other_ca);
+    let cases: Vec<(&str, Vec<std::ffi::OsString>, Vec<String>)> = vec![
+        (
+            "no TLS flags, etcd beyond loopback",
+            vec![],
+            vec![
+                format!("refusing to reach etcd at {ep} without TLS"),
+                "--etcd-cacert".into(),
+            ],
+        ),
+        (
+            "a certificate without its key",
+            [ca.clone(), cert.clone()].concat(),
+            vec!["--etcd-cert needs --etcd-key".into()],
+        ),
+        (
+            "no client certificate (etcd runs with --client-cert-auth)",
+            ca.to_vec(),
+            vec![
+                format!("no answer from {ep}"),
+                "etcd asks for a client certificate".into(),
+            ],
+        ),
+        (
+            "etcd's certificate from another CA",
+            [other_ca.clone(), cert.clone(), key.clone()].concat(),
+            vec![
+                format!("no answer from {ep}"),
+                "UnknownIssuer".into(),
+                "not from the CA of --etcd-cacert".into(),
+            ],
+        ),
+    ];
+    for (what, flags, want) in cases {
+        let (code, err, secs) = admin(&cluster, &url, &flags);
+        println!("{what}: exit {code} after {secs:.2} s: {}", err.trim());
+        assert_ne!(code, 0, "{what}: accepted");
+        for w in &want {
+            assert!(err.contains(w.as_str()), "{what}: {w:?} not in {err}");
+        }
+        // A clear error, not a hang (one connect deadline at most).
+        assert!(secs < 20.0, "{what}: took {secs:.1} s");
+    }
+    // Nothing was written by the refused attempts; with every file, the
+    // account is created.
+    let prefix = url.rsplit('/').next().unwrap();
+    let keys = cluster.etcdctl(&["get", "--prefix", "--keys-only", &format!("/{prefix}/")]);
+    assert!(keys.trim().is_empty(), "written: {keys}");
+    let (code, err, _) = admin(&cluster, &url, &[ca, cert, key].concat());
+    assert_eq!(code, 0, "with the client certificate: {err}");
 }

@@ -3,6 +3,7 @@
 //! ```text
 //! peering-controld serve --db PATH [--listen 127.0.0.1:7780]
 //! peering-controld serve --store etcd://HOST:PORT[,HOST:PORT...] --listen ADDR --tls-cert PEM --tls-key PEM
+//!                        [--etcd-cacert PEM [--etcd-cert PEM --etcd-key PEM]]
 //!                        [--tls-cert PEM --tls-key PEM]
 //!                        [--regions us-east-1,us-west-2]
 //!                        [--key-rotation 10m] [--cipher aes-256-gcm|chacha20-poly1305]
@@ -27,6 +28,7 @@ use crate::control::clock::{unix_ms, Clock, SystemClock, HOUR};
 use crate::control::config::Config;
 use crate::control::state::State;
 use crate::control::store::codec;
+use crate::control::store::etcd::tls::EtcdTlsFiles;
 use crate::control::store::url::{open_kv, StoreUrl};
 use crate::control::store::{SqliteStore, Store, TunnelSettings};
 use crate::tunnel::key::{Algorithm, KeySource, SystemKeySource};
@@ -158,10 +160,19 @@ pub enum Command {
 }
 
 /// Where the state lives: exactly one of `--db PATH` (SQLite) and
-/// `--store URL` (`sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`).
+/// `--store URL` (`sqlite:PATH` or `etcd://HOST:PORT[,HOST:PORT...][/PREFIX]`),
+/// and for etcd, how to reach it over TLS.
+#[derive(Debug, Clone, clap::Args)]
+pub struct StoreArg {
+    #[command(flatten)]
+    place: StorePlace,
+    #[command(flatten)]
+    etcd_tls: EtcdTlsArgs,
+}
+
 #[derive(Debug, Clone, clap::Args)]
 #[group(required = true, multiple = false)]
-pub struct StoreArg {
+struct StorePlace {
     /// SQLite database (created if missing).
     #[arg(long, env = "PEERING_DB")]
     db: Option<PathBuf>,
@@ -171,15 +182,50 @@ pub struct StoreArg {
     store: Option<String>,
 }
 
+/// TLS to etcd, in etcdctl's terms; TLS is on when --etcd-cacert is given.
+#[derive(Debug, Clone, clap::Args)]
+struct EtcdTlsArgs {
+    /// Reach etcd over TLS, verifying its members against this CA (PEM).
+    /// Needed for any etcd endpoint that is not loopback.
+    #[arg(long, env = "PEERING_ETCD_CACERT")]
+    etcd_cacert: Option<PathBuf>,
+    /// Client certificate (PEM chain) presented to etcd, for a cluster
+    /// running with --client-cert-auth; needs --etcd-key.
+    #[arg(long, env = "PEERING_ETCD_CERT")]
+    etcd_cert: Option<PathBuf>,
+    /// Private key of --etcd-cert (PEM).
+    #[arg(long, env = "PEERING_ETCD_KEY")]
+    etcd_key: Option<PathBuf>,
+}
+
 impl StoreArg {
     /// The store these arguments name.
     pub fn url(&self) -> anyhow::Result<StoreUrl> {
-        match (&self.db, &self.store) {
-            (Some(db), None) => Ok(StoreUrl::Sqlite(db.clone())),
+        let files = EtcdTlsFiles {
+            cacert: self.etcd_tls.etcd_cacert.clone(),
+            cert: self.etcd_tls.etcd_cert.clone(),
+            key: self.etcd_tls.etcd_key.clone(),
+        };
+        let url = match (&self.place.db, &self.place.store) {
+            (Some(db), None) => StoreUrl::Sqlite(db.clone()),
             (None, Some(url)) => {
-                StoreUrl::parse(url).with_context(|| format!("invalid --store {url:?}"))
+                StoreUrl::parse(url).with_context(|| format!("invalid --store {url:?}"))?
             }
             _ => bail!("give exactly one of --db PATH and --store URL"),
+        };
+        match url {
+            StoreUrl::Etcd {
+                endpoints, prefix, ..
+            } => Ok(StoreUrl::Etcd {
+                endpoints,
+                prefix,
+                tls: files,
+            }),
+            StoreUrl::Sqlite(_) if !files.is_empty() => bail!(
+                "--etcd-cacert, --etcd-cert and --etcd-key (PEERING_ETCD_*) apply to an \
+                 etcd:// store only"
+            ),
+            sqlite => Ok(sqlite),
         }
     }
 }
@@ -332,8 +378,8 @@ pub fn open_store_url(url: &StoreUrl, regions: &[String]) -> anyhow::Result<Sqli
         config.regions = regions.to_vec();
     }
     let kv = open_kv(url, || codec::state_entries(&State::new(config.clone())))
-        .with_context(|| format!("opening the store {url:?}"))?;
-    let store = SqliteStore::new(kv).with_context(|| format!("reading the store {url:?}"))?;
+        .with_context(|| format!("opening the store {url}"))?;
+    let store = SqliteStore::new(kv).with_context(|| format!("reading the store {url}"))?;
     if !regions.is_empty() {
         let (added, _) = store.transact(|s| {
             let missing: Vec<String> = regions
@@ -963,6 +1009,54 @@ mod tests {
     }
 
     #[test]
+    fn etcd_tls_flags_go_with_an_etcd_store() {
+        let url = |extra: &[&str]| {
+            let mut argv = vec!["peering-controld", "revoke-tokens", "--account", "1"];
+            argv.extend_from_slice(extra);
+            match Args::try_parse_from(argv).expect("parses").command {
+                Command::RevokeTokens { db, .. } => db.url().map_err(|e| format!("{e:#}")),
+                _ => panic!("not revoke-tokens"),
+            }
+        };
+        let got = url(&[
+            "--store",
+            "etcd://198.18.250.10/lab",
+            "--etcd-cacert",
+            "ca.pem",
+            "--etcd-cert",
+            "c.pem",
+            "--etcd-key",
+            "c.key",
+        ]);
+        let want = EtcdTlsFiles {
+            cacert: Some("ca.pem".into()),
+            cert: Some("c.pem".into()),
+            key: Some("c.key".into()),
+        };
+        assert!(
+            matches!(&got, Ok(StoreUrl::Etcd { tls, .. }) if *tls == want),
+            "{got:?}"
+        );
+        // Checked when the store is opened, not by the parser: one rule
+        // for flags and environment alike.
+        let half = url(&["--store", "etcd://h", "--etcd-cert", "c.pem"]);
+        assert!(matches!(half, Ok(StoreUrl::Etcd { .. })), "{half:?}");
+        let err = url(&["--db", "x.db", "--etcd-cacert", "ca.pem"]).unwrap_err();
+        assert!(err.contains("etcd:// store only"), "{err}");
+    }
+
+    #[test]
+    fn a_plain_etcd_store_beyond_loopback_is_refused_before_opening() {
+        let url = StoreUrl::parse("etcd://198.18.250.10:2379/lab").unwrap();
+        let Err(err) = open_store_url(&url, &[]) else {
+            panic!("opened");
+        };
+        let err = format!("{err:#}");
+        assert!(err.contains("without TLS"), "{err}");
+        assert!(err.contains("--etcd-cacert"), "{err}");
+    }
+
+    #[test]
     fn exactly_one_of_db_and_store() {
         let parse = |extra: &[&str]| {
             let mut argv = vec![
@@ -986,6 +1080,7 @@ mod tests {
             StoreUrl::Etcd {
                 endpoints: vec!["198.18.250.10:2379".into(), "198.18.250.11:2379".into()],
                 prefix: "/lab/".into(),
+                tls: EtcdTlsFiles::default(),
             }
         );
         assert!(parse(&["--db", "x.db", "--store", "sqlite:y.db"]).is_err());

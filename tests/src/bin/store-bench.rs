@@ -7,8 +7,11 @@
 //!
 //! ```text
 //! cargo run --release -p peering-tests --bin store-bench [-- --sizes 1000,10000,100000
-//!     --samples 200 --stores sqlite,etcd,document --etcd-members 1]
+//!     --samples 200 --stores sqlite,etcd,document --etcd-members 1 [--etcd-tls]]
 //! ```
+//!
+//! `--etcd-tls` runs the cluster TLS-only with client-certificate auth
+//! (`EtcdCluster::start_tls`), the way the multi-host lab runs it.
 //!
 //! Objects: half VPCs, half their main route tables, spread over two
 //! accounts and two regions; they are loaded directly into a fresh store
@@ -334,6 +337,7 @@ struct Opts {
     samples: usize,
     stores: Vec<Backend>,
     members: usize,
+    etcd_tls: bool,
 }
 
 fn main() -> Result<()> {
@@ -342,6 +346,7 @@ fn main() -> Result<()> {
         samples: 200,
         stores: vec![Backend::Sqlite, Backend::Etcd, Backend::Document],
         members: 1,
+        etcd_tls: false,
     };
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
@@ -361,6 +366,7 @@ fn main() -> Result<()> {
                     .collect::<Result<_>>()?
             }
             "--etcd-members" => o.members = value()?.parse()?,
+            "--etcd-tls" => o.etcd_tls = true,
             other => anyhow::bail!("unknown argument {other:?}"),
         }
     }
@@ -385,7 +391,7 @@ fn run(dir: &Path, o: &Opts) -> Result<()> {
     println!(
         "write latency in ms, {samples} writes per cell (20 for the document from 50,000 objects)"
     );
-    println!("SQLite in WAL mode; etcd {} member(s) in network namespaces, filled by commits of {FILL_CHUNK} keys straight through the Kv, measured writes through the controller", o.members);
+    println!("SQLite in WAL mode; etcd {} member(s) in network namespaces{}, filled by commits of {FILL_CHUNK} keys straight through the Kv, measured writes through the controller", o.members, if o.etcd_tls { " (TLS, client certificates)" } else { " (plain gRPC)" });
     let mut rows: Vec<Row> = Vec::new();
     for &n in &o.sizes {
         let mut ids = SequentialIds(1 << 100);
@@ -406,7 +412,11 @@ fn run(dir: &Path, o: &Opts) -> Result<()> {
                     ("sqlite", cell)
                 }
                 Backend::Etcd => {
-                    let cluster = EtcdCluster::start(o.members);
+                    let cluster = if o.etcd_tls {
+                        EtcdCluster::start_tls(o.members)
+                    } else {
+                        EtcdCluster::start(o.members)
+                    };
                     let kv = cluster.kv("/bench/");
                     let filled = Instant::now();
                     fill(&kv, state_entries(&state))?;

@@ -87,6 +87,10 @@ pub enum StoreError {
     /// unknown), or an etcd store was misconfigured.
     #[error("etcd: {0}")]
     Etcd(String),
+    /// The TLS settings for etcd are incomplete or unreadable, or would
+    /// send the store in clear beyond loopback; nothing was opened.
+    #[error(transparent)]
+    EtcdTls(#[from] crate::control::store::etcd::tls::EtcdTlsError),
     /// A write kept conflicting with other controllers' writes.
     #[error("the store is busy with other writers; try again")]
     Busy,

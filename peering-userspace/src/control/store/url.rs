@@ -8,12 +8,20 @@
 //!   cluster, e.g. `etcd://10.0.0.1:2379,10.0.0.2:2379/prod` keeps its keys
 //!   under `/prod/`.
 //!
+//! How etcd is reached is not part of the string: TLS is on when a CA is
+//! given (`--etcd-cacert`, with `--etcd-cert` and `--etcd-key` for etcd's
+//! `--client-cert-auth`; see [`super::etcd::tls`]), and [`StoreUrl::parse`]
+//! leaves [`EtcdTlsFiles`] empty for the caller to fill. Without a CA,
+//! [`open_kv`] refuses any endpoint beyond loopback: the store holds tunnel
+//! keys, tokens and gateway credentials.
+//!
 //! Parsing is sans-IO ([`StoreUrl::parse`]); [`open_kv`] is the edge that
 //! opens the store.
 
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use crate::control::store::etcd::tls::{EtcdTls, EtcdTlsFiles};
 use crate::control::store::etcd::{EtcdKv, EtcdOptions};
 use crate::control::store::kv::{Commit, Kv, Op};
 use crate::control::store::sqlite_kv::SqliteKv;
@@ -32,6 +40,9 @@ pub enum StoreUrl {
         endpoints: Vec<String>,
         /// The key prefix, `/NAME/`.
         prefix: String,
+        /// CA, client certificate and key (empty: plain gRPC, loopback
+        /// only).
+        tls: EtcdTlsFiles,
     },
 }
 
@@ -88,6 +99,25 @@ impl StoreUrl {
     }
 }
 
+/// The store as a user would write it: `sqlite:PATH`, or
+/// `etcd://HOSTS/PREFIX` with `(TLS)` or `(plain)`; never file contents.
+impl std::fmt::Display for StoreUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            StoreUrl::Sqlite(path) => write!(f, "sqlite:{}", path.display()),
+            StoreUrl::Etcd {
+                endpoints,
+                prefix,
+                tls,
+            } => {
+                let how = if tls.cacert.is_some() { "TLS" } else { "plain" };
+                let name = prefix.trim_matches('/');
+                write!(f, "etcd://{}/{name} ({how})", endpoints.join(","))
+            }
+        }
+    }
+}
+
 fn parse_etcd(rest: &str) -> Result<StoreUrl, UrlError> {
     let (hosts, prefix) = match rest.split_once('/') {
         Some((h, p)) => (h, p.trim_end_matches('/')),
@@ -118,7 +148,11 @@ fn parse_etcd(rest: &str) -> Result<StoreUrl, UrlError> {
         .into_iter()
         .map(endpoint)
         .collect::<Result<Vec<_>, _>>()?;
-    Ok(StoreUrl::Etcd { endpoints, prefix })
+    Ok(StoreUrl::Etcd {
+        endpoints,
+        prefix,
+        tls: EtcdTlsFiles::default(),
+    })
 }
 
 /// `host[:port]` to `host:port`, checked.
@@ -178,15 +212,24 @@ fn valid_hostname(h: &str) -> bool {
 
 /// Opens the store `url` names. A store with no keys yet is given
 /// `initial()` (e.g. the first configuration) in one commit that lands
-/// only if nobody else initialised it first.
+/// only if nobody else initialised it first. An etcd store's TLS files are
+/// checked and read before anything is opened ([`EtcdTls::load`]).
 pub fn open_kv(
     url: &StoreUrl,
     initial: impl FnOnce() -> Vec<(String, Vec<u8>)>,
 ) -> Result<Arc<dyn Kv>, StoreError> {
     match url {
         StoreUrl::Sqlite(path) => Ok(Arc::new(SqliteKv::open(path, initial)?)),
-        StoreUrl::Etcd { endpoints, prefix } => {
-            let kv = EtcdKv::connect(endpoints, prefix, EtcdOptions::default())?;
+        StoreUrl::Etcd {
+            endpoints,
+            prefix,
+            tls,
+        } => {
+            let opts = EtcdOptions {
+                tls: EtcdTls::load(endpoints, tls)?,
+                ..EtcdOptions::default()
+            };
+            let kv = EtcdKv::connect(endpoints, prefix, opts)?;
             let (rev, entries) = kv.snapshot()?;
             if entries.is_empty() {
                 let ops: Vec<Op> = initial()
@@ -211,6 +254,7 @@ mod tests {
         StoreUrl::Etcd {
             endpoints: endpoints.iter().map(|s| s.to_string()).collect(),
             prefix: prefix.into(),
+            tls: EtcdTlsFiles::default(),
         }
     }
 
@@ -279,6 +323,19 @@ mod tests {
         assert!(UrlError::UnknownScheme("x".into())
             .to_string()
             .contains("etcd://HOST:PORT"));
+    }
+
+    #[test]
+    fn urls_display_as_written() {
+        for url in ["sqlite:/var/p.db", "etcd://h1:2379,[::1]:2/a/b"] {
+            let shown = StoreUrl::parse(url).unwrap().to_string();
+            assert!(shown.starts_with(url), "{url}: {shown}");
+        }
+        let mut tls = StoreUrl::parse("etcd://h").unwrap();
+        if let StoreUrl::Etcd { tls, .. } = &mut tls {
+            tls.cacert = Some("ca.pem".into());
+        }
+        assert_eq!(tls.to_string(), "etcd://h:2379/peering (TLS)");
     }
 
     #[test]

@@ -35,9 +35,17 @@
 //! retry until a deadline (reads always; commits as described above), so a
 //! dead member costs one timeout and the client moves on to another
 //! endpoint.
+//!
+//! **TLS** ([`tls`]): with [`EtcdOptions::tls`] set, every member is
+//! reached over TLS (rustls, *ring*), verified against the CA given, and
+//! presents the client certificate if one is given. When no member
+//! answers at connect, one direct TLS handshake per member says why
+//! (certificate not trusted, client certificate refused), since the gRPC
+//! balancer itself only reports a timeout.
 
 pub mod layout;
 mod lead;
+pub mod tls;
 
 use std::{
     future::Future,
@@ -68,6 +76,8 @@ pub struct EtcdOptions {
     pub lead_ttl: Duration,
     /// Keys per snapshot page.
     pub page: i64,
+    /// TLS to the members (see [`tls`]); `None` is plain gRPC.
+    pub tls: Option<tls::EtcdTls>,
 }
 
 impl Default for EtcdOptions {
@@ -78,6 +88,7 @@ impl Default for EtcdOptions {
             connect_timeout: Duration::from_secs(1),
             lead_ttl: Duration::from_secs(3),
             page: 1000,
+            tls: None,
         }
     }
 }
@@ -121,8 +132,12 @@ impl EtcdKv {
             .enable_all()
             .build()
             .map_err(|e| StoreError::Etcd(format!("cannot start the etcd client runtime: {e}")))?;
-        let urls: Vec<String> = endpoints.iter().map(|e| format!("http://{e}")).collect();
-        let options = ConnectOptions::new()
+        let scheme = if opts.tls.is_some() { "https" } else { "http" };
+        let urls: Vec<String> = endpoints
+            .iter()
+            .map(|e| format!("{scheme}://{e}"))
+            .collect();
+        let mut options = ConnectOptions::new()
             .with_connect_timeout(opts.connect_timeout)
             // HTTP/2 pings find a dead member on an idle connection (a
             // watch or a keepalive stream) instead of waiting forever.
@@ -131,6 +146,9 @@ impl EtcdKv {
             // A member cut off from the cluster's leader refuses requests
             // (and cancels watches) instead of serving stale data.
             .with_require_leader(true);
+        if let Some(t) = &opts.tls {
+            options = options.with_tls(t.client_options(opts.connect_timeout));
+        }
         let client = on(&runtime, async move {
             Client::connect(urls, Some(options)).await
         })?
@@ -149,10 +167,21 @@ impl EtcdKv {
         // Fails fast (with the endpoints in the message) when no member
         // answers, rather than at the first write.
         let i = kv.inner.clone();
-        kv.run(async move { i.head().await.map(|_| ()) })
-            .map_err(|e| {
-                StoreError::Etcd(format!("no answer from {}: {e}", endpoints.join(",")))
-            })?;
+        let answered = kv.run(async move { i.head().await.map(|_| ()) });
+        if let Err(e) = answered {
+            let why = match &kv.inner.opts.tls {
+                Some(t) => {
+                    let (t, eps) = (t.clone(), endpoints.to_vec());
+                    let timeout = kv.inner.opts.connect_timeout;
+                    on(kv.runtime(), async move { t.diagnose(&eps, timeout).await })?
+                }
+                None => String::new(),
+            };
+            return Err(StoreError::Etcd(format!(
+                "no answer from {}: {e}{why}",
+                endpoints.join(",")
+            )));
+        }
         Ok(kv)
     }
 
