@@ -39,6 +39,8 @@ pub struct Remote {
     pub client_ns: String,
     /// `--store` of every controller and admin command.
     pub store: String,
+    /// Flags that go with it (`--etcd-cacert`, `--etcd-cert`, `--etcd-key`).
+    pub store_flags: Vec<std::ffi::OsString>,
     /// The CA that issued the controllers' certificate.
     pub ca_file: PathBuf,
     pub tls_cert: PathBuf,
@@ -51,13 +53,14 @@ pub struct Remote {
 impl Remote {
     pub fn new(
         client_ns: &str,
-        store: &str,
+        (store, store_flags): (&str, Vec<std::ffi::OsString>),
         (ca_file, tls_cert, tls_key): (PathBuf, PathBuf, PathBuf),
         hosts: Vec<(String, String)>,
     ) -> Self {
         Remote {
             client_ns: client_ns.to_owned(),
             store: store.to_owned(),
+            store_flags,
             ca_file,
             tls_cert,
             tls_key,
@@ -178,6 +181,7 @@ impl ControlPlane {
         cmd.args(["netns", "exec", &ns])
             .arg(bin("peering-controld"))
             .args(["serve", "--listen", &listen, "--store", &remote.store])
+            .args(&remote.store_flags)
             .arg("--tls-cert")
             .arg(&remote.tls_cert)
             .arg("--tls-key")
@@ -235,7 +239,11 @@ impl ControlPlane {
     fn store_args(&self) -> Vec<std::ffi::OsString> {
         match &self.remote {
             None => vec!["--db".into(), self.db.clone().into()],
-            Some(r) => vec!["--store".into(), r.store.clone().into()],
+            Some(r) => [
+                vec!["--store".into(), r.store.clone().into()],
+                r.store_flags.clone(),
+            ]
+            .concat(),
         }
     }
 

@@ -1,12 +1,16 @@
 //! The multi-host lab: the two-region lab of [`crate::inter_region`] whose
 //! control plane is two `peering-controld` processes on a real 3-member
 //! etcd cluster ([`EtcdCluster`]), each controller and each etcd member in
-//! a network namespace of its own (a "host") on the etcd lab bridge. The
+//! a network namespace of its own (a "host") on the etcd lab bridge. etcd
+//! is TLS-only ([`EtcdCluster::start_tls`]): members reach each other and
+//! the controllers reach them over TLS, every end with a certificate of the
+//! cluster's CA (`--etcd-cacert`, `--etcd-cert`, `--etcd-key`). The
 //! controllers serve TLS on their lab address with a certificate from
 //! [`Pki`]; admin commands, `peerctl` and the agents' control connections
 //! run in the operator's host (client 0) and reach the controllers only
 //! over TLS (`--controller https://c1,https://c2 --ca-file`). No database
-//! path anywhere: everything is in etcd.
+//! path anywhere: everything is in etcd, and nothing crosses the lab bridge
+//! in clear.
 //!
 //! ```text
 //!   e0 .10   e1 .11   e2 .12     ops .100    ctl-1 .101    ctl-2 .102
@@ -47,7 +51,7 @@ impl MultiHostLab {
     /// `controld_args` (e.g. `--key-rotation 2s`), and the two-region lab
     /// with both agents.
     pub fn new(verbose: bool, controld_args: &[&str]) -> Self {
-        let mut etcd = EtcdCluster::start(3);
+        let mut etcd = EtcdCluster::start_tls(3);
         // Client 0 (made by `start`) is the operator's and agents' host;
         // one more host per controller.
         let hosts: Vec<(String, String)> = (0..CONTROLLERS)
@@ -77,7 +81,7 @@ impl MultiHostLab {
         );
         let remote = Remote::new(
             &etcd.client(0).name,
-            &store,
+            (&store, etcd.tls_args()),
             (pki.ca.clone(), pki.cert.clone(), pki.key.clone()),
             hosts,
         );

@@ -14,7 +14,8 @@
 //!
 //! `--store etcd` tells the multi-host story instead
 //! ([`peering_tests::multihost`]): a 3-member etcd cluster, two controllers
-//! on it serving TLS, the agents reaching them over TLS; one etcd member and
+//! on it serving TLS, the agents reaching them over TLS, the controllers
+//! reaching etcd over TLS with client certificates; one etcd member and
 //! then the agents' controller are killed (SIGKILL) while a ping crosses
 //! regions every 20 ms, and writes go on through the other controller.
 
@@ -195,7 +196,10 @@ fn etcd_story() {
         .split(',')
         .map(str::to_owned)
         .collect();
-    say!("  store {}", mh.store);
+    say!(
+        "  store {} (etcd TLS-only: members and controllers present certificates of the etcd CA)",
+        mh.store
+    );
     say!(
         "  controllers {} (TLS, certificate from the lab CA); the agents reach them only over TLS",
         urls.join(" and ")
