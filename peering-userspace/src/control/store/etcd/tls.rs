@@ -81,6 +81,13 @@ pub enum EtcdTlsError {
          with {KEY_FLAG} when etcd runs with --client-cert-auth), or run etcd on loopback"
     )]
     PlainToNonLoopback(String),
+    /// The gRPC client takes the name to verify from the URL, and cannot
+    /// take it from an IPv6 literal (brackets).
+    #[error(
+        "etcd endpoint {0}: over TLS, name IPv6 members by a DNS name their certificate \
+         carries"
+    )]
+    TlsIpv6Literal(String),
     #[error("cannot read {flag} {path}: {reason}")]
     Read {
         flag: &'static str,
@@ -114,6 +121,8 @@ pub fn check(endpoints: &[String], files: &EtcdTlsFiles) -> Result<(), EtcdTlsEr
         if let Some(ep) = endpoints.iter().find(|ep| !is_loopback(ep)) {
             return Err(EtcdTlsError::PlainToNonLoopback(ep.clone()));
         }
+    } else if let Some(ep) = endpoints.iter().find(|ep| ep.starts_with('[')) {
+        return Err(EtcdTlsError::TlsIpv6Literal(ep.clone()));
     }
     Ok(())
 }
@@ -254,21 +263,34 @@ impl EtcdTls {
     }
 
     /// Why no member answered, as far as TLS can tell: one handshake per
-    /// endpoint, each bounded by `timeout` (connect, handshake, and the
-    /// server's first bytes, where TLS 1.3 reports a refused client
-    /// certificate). Empty when every handshake went through.
+    /// endpoint, all at once, each bounded by twice `timeout` (connect,
+    /// handshake, and the server's first bytes, where TLS 1.3 reports a
+    /// refused client certificate). Empty when every handshake went
+    /// through.
     pub(crate) async fn diagnose(&self, endpoints: &[String], timeout: Duration) -> String {
-        let mut out = String::new();
-        for ep in endpoints {
-            let probe = tokio::time::timeout(timeout * 2, probe(self.config.clone(), ep));
-            let why = match probe.await {
-                Ok(Ok(())) => continue,
-                Ok(Err(why)) => why,
-                Err(_) => format!("no TLS answer within {:?}", timeout * 2),
-            };
-            out.push_str(&format!("; {ep}: {why}"));
+        let mut probes = tokio::task::JoinSet::new();
+        for (i, ep) in endpoints.iter().enumerate() {
+            let (config, ep) = (self.config.clone(), ep.clone());
+            probes.spawn(async move {
+                let why = match tokio::time::timeout(timeout * 2, probe(config, &ep)).await {
+                    Ok(Ok(())) => None,
+                    Ok(Err(why)) => Some(why),
+                    Err(_) => Some(format!("no TLS answer within {:?}", timeout * 2)),
+                };
+                (i, ep, why)
+            });
         }
-        out
+        let mut found: Vec<(usize, String, String)> = Vec::new();
+        while let Some(done) = probes.join_next().await {
+            if let Ok((i, ep, Some(why))) = done {
+                found.push((i, ep, why));
+            }
+        }
+        found.sort();
+        found
+            .into_iter()
+            .map(|(_, ep, why)| format!("; {ep}: {why}"))
+            .collect()
     }
 }
 
@@ -416,7 +438,8 @@ mod tests {
         let lan = eps(&["127.0.0.1:2379", "198.18.250.11:2379"]);
         let lo = eps(&["127.0.0.1:2379", "[::1]:2379"]);
         use EtcdTlsError::*;
-        let cases: [(&[String], EtcdTlsFiles, Result<(), EtcdTlsError>); 9] = [
+        let v6 = eps(&["[fd00::1]:2379"]);
+        let cases: [(&[String], EtcdTlsFiles, Result<(), EtcdTlsError>); 10] = [
             (&lo, files(false, false, false), Ok(())),
             (
                 &lan,
@@ -425,12 +448,21 @@ mod tests {
             ),
             (&lan, files(true, false, false), Ok(())),
             (&lan, files(true, true, true), Ok(())),
-            (&lo, files(true, true, true), Ok(())),
+            (
+                &lo,
+                files(true, true, true),
+                Err(TlsIpv6Literal("[::1]:2379".into())),
+            ),
             (&lan, files(true, true, false), Err(CertWithoutKey)),
             (&lan, files(true, false, true), Err(KeyWithoutCert)),
             (&lo, files(false, true, true), Err(ClientCertWithoutCa)),
             // The pair is checked before the endpoints.
             (&lan, files(false, true, false), Err(CertWithoutKey)),
+            (
+                &v6,
+                files(true, false, false),
+                Err(TlsIpv6Literal("[fd00::1]:2379".into())),
+            ),
         ];
         for (endpoints, f, want) in cases {
             assert_eq!(check(endpoints, &f), want, "{endpoints:?} {f:?}");
