@@ -170,11 +170,6 @@ fn published(mh: &MultiHostLab, i: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Pings the handover may lose: 1 and 0 of 2000 seen in two runs (a
-/// single stray loss, as `lab_offline.rs` also sees on this loaded 2-core
-/// host); the run prints the exact loss and which packets.
-const MAX_LOST: usize = 3;
-
 #[test]
 fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
     let _serial = one_lab();
@@ -246,5 +241,17 @@ fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
         .filter(|s| got.binary_search(s).is_err())
         .collect();
     println!("  lost icmp_seq (the kill at ~400): {missing:?}");
-    assert!(lost <= MAX_LOST, "{lost} pings lost across the handover");
+    for (name, gw) in [("gw1", &mh.lab.gw1), ("gw2", &mh.lab.gw2)] {
+        let drops: Vec<(String, u64)> = gw
+            .tunnel_stats()
+            .drops
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        println!("  {name} tunnel drops: {drops:?}");
+    }
+    // The issue asks for nothing lost: 0 of 2000 in each of 19 runs
+    // (a 2-core host, two builds running beside it). On a loss the run
+    // prints which packets and each gateway's drop reasons above.
+    assert_eq!(lost, 0, "pings lost across the handover: {missing:?}");
 }
