@@ -81,6 +81,26 @@ impl Gateway {
         TunnelStats::read(&self.stats_path()).unwrap_or_default()
     }
 
+    /// Destinations in the route map of the pinned dataplane, as
+    /// `peering-agent show --json` lists them (empty when it cannot say).
+    pub fn programmed_routes(&self) -> Vec<String> {
+        let out = crate::lab::run(
+            std::process::Command::new(crate::lab::bin("peering-agent"))
+                .args(["--netns", &self.ns.name, "--pin-dir"])
+                .arg(&self.pins.path)
+                .args(["show", "--json"]),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["routes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["dst"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The agent's process id, while it runs.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(|p| p.0.id())

@@ -6,14 +6,13 @@
 //! without losing a packet.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use peering_tests::{
     control_lab::{eventually, Proc},
     inter_region::{InterRegionLab, Vpcs, REGION_2},
-    lab::{bin, run, Netns, PinDir},
     multihost::MultiHostLab,
     teardown,
 };
@@ -28,27 +27,10 @@ fn verbose() -> bool {
     std::env::var_os("PEERING_TEST_VERBOSE").is_some()
 }
 
-/// Destinations in the route map of a gateway's pinned dataplane.
-fn programmed_routes(ns: &Netns, pins: &PinDir) -> Vec<String> {
-    let out = run(Command::new(bin("peering-agent"))
-        .args(["--netns", &ns.name, "--pin-dir"])
-        .arg(&pins.path)
-        .args(["show", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["routes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["dst"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits up to `within` for `dst` in gateway 2's route map.
 fn route_reaches_gw2(lab: &InterRegionLab, dst: &str, within: Duration) -> bool {
     eventually(within, || {
-        programmed_routes(&lab.gw2.ns, &lab.gw2.pins).contains(&dst.to_owned())
+        lab.gw2.programmed_routes().contains(&dst.to_owned())
     })
 }
 
