@@ -147,10 +147,7 @@ fn iperf3(lab: &InterRegionLab) -> f64 {
 fn peer_a_with_c(lab: &InterRegionLab) -> String {
     let v = lab.vpcs();
     lab.wait_for_keys();
-    let pcx = lab.peer(
-        (&lab.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-        (&lab.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-    );
+    let pcx = lab.peer_a_with_c(&v);
     assert!(
         eventually(Duration::from_secs(5), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C"
