@@ -81,6 +81,26 @@ impl Gateway {
         TunnelStats::read(&self.stats_path()).unwrap_or_default()
     }
 
+    /// Destinations in the route map of the pinned dataplane, as
+    /// `peering-agent show --json` lists them (empty when it cannot say).
+    pub fn programmed_routes(&self) -> Vec<String> {
+        let out = crate::lab::run(
+            std::process::Command::new(crate::lab::bin("peering-agent"))
+                .args(["--netns", &self.ns.name, "--pin-dir"])
+                .arg(&self.pins.path)
+                .args(["show", "--json"]),
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        v["routes"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r["dst"].as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// The agent's process id, while it runs.
     pub fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(|p| p.0.id())
@@ -322,16 +342,22 @@ impl InterRegionLab {
         pcx
     }
 
+    /// A (region 1) peered with C (region 2) in `v`, each side routed to
+    /// the other's block. Returns the peering.
+    pub fn peer_a_with_c(&self, v: &Vpcs) -> String {
+        self.peer(
+            (&self.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
+            (&self.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
+        )
+    }
+
     /// The lab's usual topology: the VPCs created, a key held, A peered with
     /// C across regions and B with C within region 2, each side routed to
     /// the other. Returns the VPCs and the two peerings (A-C, B-C).
     pub fn peer_a_c_and_b_c(&self) -> (Vpcs, String, String) {
         let v = self.vpcs();
         self.wait_for_keys();
-        let ac = self.peer(
-            (&self.acct_a, REGION_1, &v.a, &v.rtb_a, "10.1.0.0/16"),
-            (&self.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),
-        );
+        let ac = self.peer_a_with_c(&v);
         let bc = self.peer(
             (&self.acct_b, REGION_2, &v.b, &v.rtb_b, "10.2.0.0/16"),
             (&self.acct_c, REGION_2, &v.c, &v.rtb_c, "10.3.0.0/16"),

@@ -6,14 +6,13 @@
 //! without losing a packet.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use peering_tests::{
     control_lab::{eventually, Proc},
     inter_region::{InterRegionLab, Vpcs, REGION_2},
-    lab::{bin, run, Netns, PinDir},
     multihost::MultiHostLab,
     teardown,
 };
@@ -28,27 +27,10 @@ fn verbose() -> bool {
     std::env::var_os("PEERING_TEST_VERBOSE").is_some()
 }
 
-/// Destinations in the route map of a gateway's pinned dataplane.
-fn programmed_routes(ns: &Netns, pins: &PinDir) -> Vec<String> {
-    let out = run(Command::new(bin("peering-agent"))
-        .args(["--netns", &ns.name, "--pin-dir"])
-        .arg(&pins.path)
-        .args(["show", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["routes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["dst"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// Waits up to `within` for `dst` in gateway 2's route map.
 fn route_reaches_gw2(lab: &InterRegionLab, dst: &str, within: Duration) -> bool {
     eventually(within, || {
-        programmed_routes(&lab.gw2.ns, &lab.gw2.pins).contains(&dst.to_owned())
+        lab.gw2.programmed_routes().contains(&dst.to_owned())
     })
 }
 
@@ -170,11 +152,6 @@ fn published(mh: &MultiHostLab, i: usize) -> Vec<u64> {
         .collect()
 }
 
-/// Pings the handover may lose: 1 and 0 of 2000 seen in two runs (a
-/// single stray loss, as `lab_offline.rs` also sees on this loaded 2-core
-/// host); the run prints the exact loss and which packets.
-const MAX_LOST: usize = 3;
-
 #[test]
 fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
     let _serial = one_lab();
@@ -246,5 +223,17 @@ fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
         .filter(|s| got.binary_search(s).is_err())
         .collect();
     println!("  lost icmp_seq (the kill at ~400): {missing:?}");
-    assert!(lost <= MAX_LOST, "{lost} pings lost across the handover");
+    for (name, gw) in [("gw1", &mh.lab.gw1), ("gw2", &mh.lab.gw2)] {
+        let drops: Vec<(String, u64)> = gw
+            .tunnel_stats()
+            .drops
+            .into_iter()
+            .filter(|(_, n)| *n > 0)
+            .collect();
+        println!("  {name} tunnel drops: {drops:?}");
+    }
+    // The issue asks for nothing lost: 0 of 2000 in each of 19 runs
+    // (a 2-core host, two builds running beside it). On a loss the run
+    // prints which packets and each gateway's drop reasons above.
+    assert_eq!(lost, 0, "pings lost across the handover: {missing:?}");
 }

@@ -6,14 +6,14 @@
 //! fails over to the next one within seconds.
 
 use std::{
-    process::{Command, Stdio},
+    process::Stdio,
     time::{Duration, Instant},
 };
 
 use peering_tests::{
     control_lab::{eventually, Proc},
     inter_region::{InterRegionLab, Vpcs, REGION_2},
-    lab::{bin, run, Netns, PinDir},
+    lab::Netns,
     teardown,
 };
 
@@ -85,23 +85,6 @@ fn gaps(replies: &[(u32, f64)], from: f64) -> Vec<(u32, f64)> {
         .collect()
 }
 
-/// Destinations in the route map of a gateway's pinned dataplane.
-fn programmed_routes(ns: &Netns, pins: &PinDir) -> Vec<String> {
-    let out = run(Command::new(bin("peering-agent"))
-        .args(["--netns", &ns.name, "--pin-dir"])
-        .arg(&pins.path)
-        .args(["show", "--json"]));
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
-    v["routes"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|r| r["dst"].as_str().map(str::to_owned))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
 /// A peered with C across regions, B with C within region 2; both flows
 /// answer.
 fn peered_lab(lab: &InterRegionLab) -> (Vpcs, String) {
@@ -119,7 +102,7 @@ fn peered_lab(lab: &InterRegionLab) -> (Vpcs, String) {
 fn route_reaches_gw2(lab: &InterRegionLab, dst: &str, within: Duration) -> Option<Duration> {
     let start = Instant::now();
     let found = eventually(within, || {
-        programmed_routes(&lab.gw2.ns, &lab.gw2.pins).contains(&dst.to_owned())
+        lab.gw2.programmed_routes().contains(&dst.to_owned())
     });
     found.then(|| start.elapsed())
 }

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use peering_tests::{
     control_lab::{eventually, ControlPlane},
-    inter_region::{InterRegionLab, REGION_1, REGION_2},
+    inter_region::InterRegionLab,
     lab::{Agent, IntraRegionLab},
 };
 
@@ -122,11 +122,7 @@ fn a_quiet_host_in_another_region_is_reached() {
     let lab = InterRegionLab::new(false, &[]);
     let v = lab.quiet_vpcs();
     lab.wait_for_keys();
-    let cp = &lab.cp;
-    let pcx = cp.request_peering(&lab.acct_a, REGION_1, &v.a, &v.c, &lab.acct_c.id, REGION_2);
-    cp.peering_action(&lab.acct_c, REGION_2, "accept-vpc-peering-connection", &pcx);
-    cp.create_route(&lab.acct_a, REGION_1, &v.rtb_a, "10.3.0.0/16", &pcx);
-    cp.create_route(&lab.acct_c, REGION_2, &v.rtb_c, "10.1.0.0/16", &pcx);
+    lab.peer_a_with_c(&v);
     let gw2 = lab.gateway(2);
     let neigh = gw2
         .ns

@@ -8,7 +8,7 @@ use std::{collections::BTreeMap, process::Stdio, time::Duration};
 use aya::maps::{MapData, MapInfo};
 use peering_tests::{
     control_lab::{eventually, ControlPlane},
-    inter_region::{InterRegionLab, REGION_1, REGION_2},
+    inter_region::InterRegionLab,
     lab::{Agent, IntraRegionLab, Netns},
 };
 use serde_json::Value;
@@ -142,11 +142,7 @@ fn an_upgrade_under_the_tunnel_loses_nothing() {
     let lab = InterRegionLab::new(false, &[]);
     let v = lab.vpcs();
     lab.wait_for_keys();
-    let cp = &lab.cp;
-    let pcx = cp.request_peering(&lab.acct_a, REGION_1, &v.a, &v.c, &lab.acct_c.id, REGION_2);
-    cp.peering_action(&lab.acct_c, REGION_2, "accept-vpc-peering-connection", &pcx);
-    cp.create_route(&lab.acct_a, REGION_1, &v.rtb_a, "10.3.0.0/16", &pcx);
-    cp.create_route(&lab.acct_c, REGION_2, &v.rtb_c, "10.1.0.0/16", &pcx);
+    lab.peer_a_with_c(&v);
     assert!(
         eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C"

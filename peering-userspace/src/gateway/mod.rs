@@ -286,17 +286,22 @@ impl Worker {
                 }
             }
             let moved = self.encapsulate() + self.decapsulate();
+            let mut waiting = 0;
             for port in self.ports.values_mut() {
                 port.reclaim();
-                port.kick();
+                port.flush();
+                waiting += port.tx_staged();
             }
             if let Some(x) = self.xdp.as_mut() {
                 x.maintain();
+                waiting += x.tx_staged();
             }
             if self.last_stats.elapsed() >= STATS_EVERY {
                 self.publish_io_stats();
             }
-            if moved == 0 {
+            // Frames waiting for ring room are sent on the next turn, not
+            // after a sleep.
+            if moved == 0 && waiting == 0 {
                 self.sleep();
             }
         }

@@ -203,7 +203,13 @@ impl XdpUnderlay {
     pub fn maintain(&mut self) {
         let tx = &mut self.sockets[0];
         tx.reclaim();
+        tx.flush();
         tx.kick();
+    }
+
+    /// Frames waiting for room in the TX ring.
+    pub fn tx_staged(&self) -> usize {
+        self.sockets[0].tx_staged()
     }
 
     /// Hands up to `max` received datagrams per socket to `f` (mutable:

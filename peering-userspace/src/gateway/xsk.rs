@@ -100,7 +100,8 @@ unsafe impl Send for Area {}
 pub struct XskCounters {
     pub rx_frames: u64,
     pub tx_frames: u64,
-    /// TX frames refused because the TX ring or the free list was full.
+    /// TX frames refused because every TX frame was in flight (the
+    /// underlay then falls back to its UDP socket; a VPC port drops).
     pub tx_ring_full: u64,
     /// The kernel's XDP_STATISTICS for the socket: frames dropped on the
     /// way in (no room in the RX ring, no frame in the fill ring, other).
@@ -295,6 +296,12 @@ impl XskPort {
         if self.tx_free.is_empty() {
             self.reclaim();
         }
+        if self.tx_free.is_empty() {
+            // Every frame is in flight: have the kernel send what the ring
+            // holds (copy mode completes frames inside sendto) and look again.
+            self.kick();
+            self.reclaim();
+        }
         let Some(offset) = self.tx_free.pop() else {
             self.counters.tx_ring_full += 1;
             return false;
@@ -321,24 +328,50 @@ impl XskPort {
     }
 
     /// Puts staged frames on the TX ring and kicks the kernel (copy mode
-    /// transmits only inside sendto).
+    /// transmits only inside sendto). Frames the ring has no room for stay
+    /// staged for the next flush: never dropped here.
     pub fn flush(&mut self) {
         if self.tx_staged.is_empty() {
+            // Frames a sendto left on the ring still need a kick.
+            self.kick();
             return;
         }
-        let sent = {
-            let mut writer = self.tx.transmit(self.tx_staged.len() as u32);
-            let n = writer.insert(self.tx_staged.iter().copied());
-            writer.commit();
-            n as usize
-        };
-        for desc in self.tx_staged.drain(sent..) {
-            self.tx_free.push(desc.addr);
-            self.counters.tx_ring_full += 1;
+        let mut sent = self.enqueue();
+        if sent < self.tx_staged.len() {
+            // The ring is really full: let the kernel move it, then retry.
+            self.kick();
+            sent += self.enqueue_from(sent);
         }
-        self.tx_staged.clear();
+        self.tx_staged.drain(..sent);
         self.counters.tx_frames += sent as u64;
         self.kick();
+    }
+
+    fn enqueue(&mut self) -> usize {
+        self.enqueue_from(0)
+    }
+
+    /// Puts `tx_staged[from..]` on the TX ring, as much as fits; returns how
+    /// many went. xdpilone reserves against its cached copy of the kernel's
+    /// consumer index and re-reads it only when that copy shows no room at
+    /// all, so one reservation can come back short of what the ring holds:
+    /// reserve again until one comes back empty.
+    fn enqueue_from(&mut self, from: usize) -> usize {
+        let mut sent = from;
+        while sent < self.tx_staged.len() {
+            let n = {
+                let rest = &self.tx_staged[sent..];
+                let mut writer = self.tx.transmit(rest.len() as u32);
+                let n = writer.insert(rest.iter().copied());
+                writer.commit();
+                n as usize
+            };
+            if n == 0 {
+                break;
+            }
+            sent += n;
+        }
+        sent - from
     }
 
     /// Asks the kernel to move whatever the TX ring holds.
@@ -362,6 +395,12 @@ impl XskPort {
     /// everything sent has completed, unless a path lost one.
     pub fn tx_frames_free(&self) -> usize {
         self.tx_free.len()
+    }
+
+    /// Frames staged but not yet on the TX ring (it was full at the last
+    /// flush).
+    pub fn tx_staged(&self) -> usize {
+        self.tx_staged.len()
     }
 
     /// Frames still queued for transmission.
