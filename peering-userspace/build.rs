@@ -12,11 +12,14 @@ use aya_build::{Package, Toolchain};
 
 fn main() -> anyhow::Result<()> {
     let out = std::env::var("OUT_DIR").context("OUT_DIR not set")?;
-    let obj = std::path::Path::new(&out).join("peering");
+    // The gateway's object and `peering-pktgen`'s (binaries of peering-ebpf).
+    let objs = ["peering", "pktgen"].map(|name| std::path::Path::new(&out).join(name));
     println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     if skip_requested() {
-        println!("cargo:warning=AYA_BUILD_SKIP set: embedding an empty eBPF object");
-        std::fs::write(&obj, []).context("writing the empty eBPF object")?;
+        println!("cargo:warning=AYA_BUILD_SKIP set: embedding empty eBPF objects");
+        for obj in &objs {
+            std::fs::write(obj, []).context("writing an empty eBPF object")?;
+        }
         return Ok(());
     }
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -37,8 +40,10 @@ fn main() -> anyhow::Result<()> {
         }],
         Toolchain::default(),
     )?;
-    if !obj.exists() {
-        return Err(anyhow!("eBPF object missing at {}", obj.display()));
+    for obj in &objs {
+        if !obj.exists() {
+            return Err(anyhow!("eBPF object missing at {}", obj.display()));
+        }
     }
     Ok(())
 }

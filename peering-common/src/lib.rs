@@ -309,6 +309,93 @@ stats! {
 /// Size of [`maps::STATS`].
 pub const STATS_LEN: u32 = 32;
 
+/// The traffic generator and sink of `peering-pktgen` (eBPF binary
+/// `pktgen`, a separate object from the gateway's so the gateway never
+/// loads it). Frames are IPv4 UDP; the first bytes of the UDP payload carry
+/// [`pktgen::MAGIC`] and the sender's sequence number, so the sink counts
+/// only the generator's frames.
+pub mod pktgen {
+    /// Program names in the `pktgen` object.
+    pub const PROG_GEN: &str = "pktgen_gen";
+    pub const PROG_SINK: &str = "pktgen_sink";
+    /// Global (read-only data) names, set by the loader.
+    pub const GLOBAL_GEN: &str = "GEN_CONFIG";
+    pub const GLOBAL_SINK_PORT: &str = "SINK_PORT";
+    /// Per-CPU counter maps: [`GEN_SLOTS`] and one slot respectively.
+    pub const MAP_GEN_STATS: &str = "GEN_STATS";
+    pub const MAP_SINK_STATS: &str = "SINK_STATS";
+
+    /// "PKTG" in ASCII: first four bytes of the UDP payload.
+    pub const MAGIC: [u8; 4] = *b"PKTG";
+    /// Ethernet + IPv4 (no options) + UDP headers.
+    pub const HEADERS_LEN: usize = 14 + 20 + 8;
+    /// Headers, magic and the 64-bit sequence number: what the generator
+    /// writes on every frame and the sink reads.
+    pub const STAMP_LEN: usize = HEADERS_LEN + 4 + 8;
+    /// Smallest frame (Ethernet's minimum without FCS, `ETH_ZLEN`).
+    pub const MIN_FRAME: u16 = 60;
+    /// Largest frame: a 1500-byte IP packet. Live frames live in one page.
+    pub const MAX_FRAME: u16 = 1514;
+    /// Length of the frame-size pattern; frame `n` of a CPU has size
+    /// `sizes[n % size_period]`.
+    pub const SIZE_SLOTS: usize = 16;
+    /// Slots of [`MAP_GEN_STATS`].
+    pub const GEN_SENT: u32 = 0;
+    pub const GEN_RATE_LIMITED: u32 = 1;
+    pub const GEN_FAILED: u32 = 2;
+    pub const GEN_SLOTS: u32 = 3;
+
+    /// The generator's configuration, a global of the `pktgen` object.
+    ///
+    /// Flow `f` (0 ≤ f < `flows`, taken round-robin per CPU: frame `n` is
+    /// flow `n % flows`) has source address `src_ip + f % src_ips` and
+    /// source port `src_port + f / src_ips`; everything else is fixed.
+    #[repr(C)]
+    #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+    pub struct GenConfig {
+        pub dst_mac: [u8; 6],
+        pub src_mac: [u8; 6],
+        /// First source address, wire order.
+        pub src_ip: [u8; 4],
+        pub dst_ip: [u8; 4],
+        /// First source port and the destination port, host order.
+        pub src_port: u16,
+        pub dst_port: u16,
+        /// Consecutive source addresses in use (≥ 1).
+        pub src_ips: u32,
+        /// Flows (≥ 1).
+        pub flows: u32,
+        /// Frames of the pattern in use, 1..=[`SIZE_SLOTS`].
+        pub size_period: u32,
+        /// Frame lengths without FCS, [`MIN_FRAME`]..=[`MAX_FRAME`], none
+        /// larger than the frame the run starts from.
+        pub sizes: [u16; SIZE_SLOTS],
+        pub _pad: u32,
+        /// Rate limit per CPU: nanoseconds of credit one frame costs; 0 for
+        /// full speed.
+        pub ns_per_frame: u64,
+    }
+
+    impl GenConfig {
+        /// All zero: the initial value of the global before the loader
+        /// sets it (a program loaded so sends nothing: `flows` is 0).
+        pub const ZERO: Self = Self {
+            dst_mac: [0; 6],
+            src_mac: [0; 6],
+            src_ip: [0; 4],
+            dst_ip: [0; 4],
+            src_port: 0,
+            dst_port: 0,
+            src_ips: 0,
+            flows: 0,
+            size_period: 0,
+            sizes: [0; SIZE_SLOTS],
+            _pad: 0,
+            ns_per_frame: 0,
+        };
+    }
+}
+
 #[cfg(feature = "user")]
 mod pod {
     use super::*;
@@ -323,6 +410,7 @@ mod pod {
     unsafe impl aya::Pod for NeighValue {}
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for UnderlayInfo {}
+    unsafe impl aya::Pod for pktgen::GenConfig {}
 }
 
 #[cfg(test)]
@@ -341,6 +429,7 @@ mod tests {
         assert_eq!(size_of::<NeighValue>(), 8);
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnderlayInfo>(), 8);
+        assert_eq!(size_of::<pktgen::GenConfig>(), 80);
     }
 
     #[test]

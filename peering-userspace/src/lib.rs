@@ -3,6 +3,8 @@
 
 /// The compiled XDP object, embedded at build time.
 pub static EBPF_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/peering"));
+/// The generator and sink of `peering-pktgen`, a separate object.
+pub static PKTGEN_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/pktgen"));
 
 pub mod agent;
 pub mod api;
@@ -14,6 +16,7 @@ pub mod gateway;
 pub mod hosts;
 pub mod https;
 pub mod out;
+pub mod pktgen;
 pub mod report;
 pub mod sys;
 pub mod tunnel;

@@ -1,7 +1,7 @@
 //! A BPF_PROG_TEST_RUN harness: the real XDP program, private (unpinned)
 //! maps, crafted frames in, verdict and bytes out.
 
-use aya::programs::{TestRun, TestRunOptions};
+use aya::programs::{TestRun, TestRunOptions, Xdp};
 use peering_common::{Counter, Stat};
 use peering_userspace::dataplane::Dataplane;
 
@@ -41,30 +41,7 @@ impl Harness {
     /// Runs `prog` `repeat` times; also returns the kernel's mean ns/run.
     pub fn run_prog(&self, prog: &str, ifindex: u32, frame: &[u8], repeat: u32) -> (Outcome, u64) {
         let prog = self.dp.program_named(prog).expect("program loaded");
-        let mut out = vec![0u8; frame.len() + 256];
-        let ctx_in = xdp_md(0, frame.len() as u32, ifindex);
-        let mut ctx_out = [0u8; 24];
-        let opts = TestRunOptions {
-            data_in: Some(frame),
-            data_out: Some(&mut out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            repeat,
-            ..Default::default()
-        };
-        let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
-        let word = |i: usize| u32::from_ne_bytes(ctx_out[i * 4..i * 4 + 4].try_into().unwrap());
-        // data_end bounds the first buffer; a multi-buffer frame's
-        // fragments follow it in the output, up to data_size_out.
-        let (data, data_end, meta) = (word(0) as usize, word(1) as usize, word(2) as usize);
-        let end = r.data_size_out as usize;
-        assert!(meta <= data && data <= data_end && data_end <= end);
-        let outcome = Outcome {
-            verdict: r.return_value,
-            meta: out[meta..data].to_vec(),
-            frame: out[data..end].to_vec(),
-        };
-        (outcome, r.duration.as_nanos() as u64)
+        run_xdp(prog, ifindex, frame, repeat)
     }
 
     pub fn stat(&self, s: Stat) -> Counter {
@@ -80,6 +57,35 @@ impl Default for Harness {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Runs a loaded XDP program `repeat` times on `frame` as if received on
+/// `ifindex`; also returns the kernel's mean ns/run.
+pub fn run_xdp(prog: &Xdp, ifindex: u32, frame: &[u8], repeat: u32) -> (Outcome, u64) {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx_in = xdp_md(0, frame.len() as u32, ifindex);
+    let mut ctx_out = [0u8; 24];
+    let opts = TestRunOptions {
+        data_in: Some(frame),
+        data_out: Some(&mut out),
+        ctx_in: Some(&ctx_in),
+        ctx_out: Some(&mut ctx_out),
+        repeat,
+        ..Default::default()
+    };
+    let r = prog.test_run(opts).expect("BPF_PROG_TEST_RUN");
+    let word = |i: usize| u32::from_ne_bytes(ctx_out[i * 4..i * 4 + 4].try_into().unwrap());
+    // data_end bounds the first buffer; a multi-buffer frame's
+    // fragments follow it in the output, up to data_size_out.
+    let (data, data_end, meta) = (word(0) as usize, word(1) as usize, word(2) as usize);
+    let end = r.data_size_out as usize;
+    assert!(meta <= data && data <= data_end && data_end <= end);
+    let outcome = Outcome {
+        verdict: r.return_value,
+        meta: out[meta..data].to_vec(),
+        frame: out[data..end].to_vec(),
+    };
+    (outcome, r.duration.as_nanos() as u64)
 }
 
 /// `struct xdp_md` for ctx_in: data, data_end, data_meta, ingress_ifindex,
