@@ -184,3 +184,42 @@ fn jumbo_frames_are_forwarded_whole() {
     assert_eq!(p.payload, sent.payload);
     assert_eq!(h.stat(Stat::FwdLocal).bytes, 14 + 9000);
 }
+
+/// Past the last per-route counter slot, routes are still installed and
+/// forward, uncounted (slot 0); a removed route's slot is handed out again.
+#[test]
+fn routes_beyond_the_counter_slots_forward_uncounted() {
+    let mut h = harness();
+    let held = h.dp.maps.snapshot().unwrap().routes.len() as u32;
+    let local_b = peering_userspace::dataplane::RouteTarget::LocalPeer { peer_vpc: VPC_B };
+    // Fill every other slot with routes of a table no interface uses.
+    let filler = |i: u32| -> ipnet::Ipv4Net {
+        let [_, b, c, d] = (i << 4).to_be_bytes();
+        format!("172.{}.{c}.{d}/28", 16 + b).parse().unwrap()
+    };
+    for i in 0..(peering_common::MAX_ROUTE_COUNTERS - 1 - held) {
+        let slot = h.dp.maps.set_route(99, filler(i), local_b).unwrap();
+        assert_ne!(slot, 0, "route {i} went uncounted early");
+    }
+    let more = "10.2.0.0/24".parse().unwrap();
+    assert_eq!(h.dp.maps.set_route(RTB_A, more, local_b).unwrap(), 0);
+    let out = h.run(LO, &Frame::udp(A_HOST, B_HOST, 100).bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT, "an uncounted route forwards");
+    assert_eq!(h.packets(Stat::FwdLocal), 1);
+    // The covering /16 was not hit; the /24 has no counter of its own.
+    let wide = "10.2.0.0/16".parse().unwrap();
+    assert_eq!(h.dp.maps.route_stats(RTB_A, wide).unwrap().packets, 0);
+    // A slot freed by a removal goes to the next route written, and a
+    // rewrite of a counted route keeps its slot.
+    let freed = h.dp.maps.set_route(99, filler(7), local_b).unwrap();
+    h.dp.maps.remove_route(99, filler(7)).unwrap();
+    assert_eq!(h.dp.maps.set_route(RTB_A, more, local_b).unwrap(), freed);
+    assert_eq!(h.dp.maps.set_route(RTB_A, more, local_b).unwrap(), freed);
+    let snapshot = h.dp.maps.snapshot().unwrap();
+    // The held routes, the fillers less the removed one, and the /24.
+    assert_eq!(
+        snapshot.routes.len() as u32,
+        peering_common::MAX_ROUTE_COUNTERS - 1,
+        "every route installed, the removed one gone"
+    );
+}

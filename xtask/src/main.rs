@@ -58,6 +58,13 @@ enum Cmd {
         /// 1000,10000 for a quicker run.
         #[arg(long, default_value = "1000,10000,100000")]
         store_sizes: String,
+        /// Route counts for route-bench (agent convergence after a restart,
+        /// CreateRoute to the dataplane), e.g. 1000 for a quicker run.
+        #[arg(long, default_value = "1000,100000")]
+        route_sizes: String,
+        /// Run route-bench alone (a few minutes).
+        #[arg(long)]
+        convergence: bool,
     },
     /// Set up if needed, build (debug), and run the two-region lab under
     /// churn, restarts and floods for a while, measuring steady flows and
@@ -130,17 +137,22 @@ fn run(cmd: Cmd) -> Result<()> {
         Cmd::Bench {
             no_setup,
             store_sizes,
+            route_sizes,
+            convergence,
         } => {
             if !no_setup {
                 setup::run()?;
             }
             build(true)?;
-            for bench in [
+            let all = [
                 "peering-bench",
                 "tunnel-bench",
                 "underlay-bench",
                 "store-bench",
-            ] {
+                "route-bench",
+            ];
+            let benches: &[&str] = if convergence { &["route-bench"] } else { &all };
+            for &bench in benches {
                 println!("\n== {bench}");
                 let mut args = vec![
                     "run",
@@ -153,6 +165,9 @@ fn run(cmd: Cmd) -> Result<()> {
                 ];
                 if bench == "store-bench" {
                     args.extend(["--", "--sizes", &store_sizes]);
+                }
+                if bench == "route-bench" {
+                    args.extend(["--", "--routes", &route_sizes]);
                 }
                 cargo(&args)?;
             }

@@ -230,6 +230,9 @@ impl Edge<'_> {
                 return None;
             }
         };
+        // The routes' counter slots as dumped: route writes from here on
+        // look their slot up instead of walking the route map.
+        self.dp.maps.adopt_route_slots(&actual);
         let revision = view.revision;
         let (p, plan, warnings) = Programmed::full(view, &port, &self.kernel, &actual);
         for w in warnings {

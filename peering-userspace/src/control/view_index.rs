@@ -7,7 +7,9 @@
 //! contributes (and which subnets, route tables and peerings refer to it).
 //! For a write, given the objects it touched ([`Changes`]: previous values,
 //! new ones in the [`State`]), it works out which VPCs' entries may differ,
-//! recomputes only those, and returns per region what changed.
+//! recomputes only those, and returns per region what changed. A write
+//! that only changed routes of existing tables recomputes those tables'
+//! routes alone.
 //!
 //! Which VPCs a change affects (the entries of VPC v depend on v, its
 //! subnets, its route tables and routes, the peerings v is a side of, and
@@ -205,6 +207,9 @@ impl ViewIndex {
     /// Takes the index from the state before `changes` to `state` (after
     /// them) and returns, per region, the entries that changed.
     pub fn update(&mut self, state: &State, changes: &Changes) -> BTreeMap<String, RegionChanges> {
+        if let Some(out) = self.update_routes(state, changes) {
+            return out;
+        }
         // Affected VPCs are looked up before and after relinking: a peering
         // that was deleted is found through the previous values.
         let mut affected = self.affected(state, changes);
@@ -239,6 +244,61 @@ impl ViewIndex {
             }
         }
         out
+    }
+}
+
+impl ViewIndex {
+    /// A write that changed only the routes of route tables that existed
+    /// before and after it (CreateRoute, ReplaceRoute, DeleteRoute): only
+    /// those tables' route entries are recomputed, not every entry of
+    /// their VPC (up to 200 tables of routes). None: any other change,
+    /// for [`ViewIndex::update`] to handle; nothing is touched then.
+    fn update_routes(
+        &mut self,
+        state: &State,
+        changes: &Changes,
+    ) -> Option<BTreeMap<String, RegionChanges>> {
+        if !(changes.vpcs.is_empty() && changes.subnets.is_empty() && changes.peerings.is_empty()) {
+            return None;
+        }
+        let mut tables = Vec::new();
+        for (id, prev) in &changes.route_tables {
+            let (prev, now) = (prev.as_ref()?, state.route_table(id)?);
+            if prev.vpc_id != now.vpc_id || prev.dp_id != now.dp_id {
+                return None;
+            }
+            let region = state.vpc(&now.vpc_id)?.region.as_str();
+            self.owned.get(&now.vpc_id)?;
+            tables.push((prev, now, region));
+        }
+        let mut out: BTreeMap<String, RegionChanges> = BTreeMap::new();
+        for (prev, now, region) in tables {
+            let owned = self.owned.get_mut(&now.vpc_id).expect("checked above");
+            let mut old = Entries::new();
+            for r in prev.routes.values() {
+                let key = ViewKey::Route {
+                    route_table_dp_id: prev.dp_id,
+                    destination: r.destination,
+                };
+                if let Some(e) = owned.remove(&key) {
+                    old.insert(key, e);
+                }
+            }
+            let changed = out.entry(region.to_owned()).or_default();
+            for r in table_routes(state, now, region, 0) {
+                let entry = (region.to_owned(), ViewEntry::Route(r));
+                let key = entry.1.key();
+                if old.remove(&key).as_ref() != Some(&entry) {
+                    changed.insert(key.clone(), Some(entry.1.clone()));
+                }
+                owned.insert(key, entry);
+            }
+            for key in old.into_keys() {
+                changed.insert(key, None);
+            }
+        }
+        out.retain(|_, c| !c.is_empty());
+        Some(out)
     }
 }
 
@@ -445,6 +505,55 @@ mod tests {
                 "seed {seed}: the sequence did something"
             );
         }
+    }
+
+    /// A route write recomputes its table alone, gives its one entry as
+    /// the delta and leaves the index as one built from scratch; a new
+    /// table takes the whole-VPC path.
+    #[test]
+    fn route_writes_recompute_their_table_alone() {
+        let mut ids = SequentialIds(0);
+        let mut state = State::default();
+        let call = Call::at(AccountId::parse(ACCOUNTS[0]).unwrap(), "us-east-1", 5);
+        let a = state.create_vpc(&call, &mut ids, "10.1.0.0/16").unwrap();
+        let b = state.create_vpc(&call, &mut ids, "10.2.0.0/16").unwrap();
+        let req = CreatePeering {
+            vpc_id: a.vpc_id.clone(),
+            peer_vpc_id: b.vpc_id.clone(),
+            peer_owner_id: None,
+            peer_region: None,
+        };
+        let pcx = state
+            .create_vpc_peering_connection(&call, &mut ids, &req)
+            .unwrap()
+            .vpc_peering_connection_id;
+        state.accept_vpc_peering_connection(&call, &pcx).unwrap();
+        let rtb = state.vpc(&a.vpc_id).unwrap().main_route_table_id.clone();
+        state.take_changes(state.config.clone(), state.next_dp_id());
+        let mut index = ViewIndex::new(&state);
+        let mut write = |state: &mut State, f: &dyn Fn(&mut State, &mut SequentialIds)| {
+            let (config, dp) = (state.config.clone(), state.next_dp_id());
+            f(state, &mut ids);
+            let changes = state.take_changes(config, dp);
+            let fast = index.clone().update_routes(state, &changes).is_some();
+            let deltas = index.update(state, &changes);
+            assert_eq!(index, ViewIndex::new(state));
+            (fast, deltas)
+        };
+        let (fast, d) = write(&mut state, &|s, _| {
+            s.create_route(&call, &rtb, "10.2.0.0/24", &pcx).unwrap()
+        });
+        assert!(fast);
+        assert_eq!(d["us-east-1"].len(), 1, "{d:?}");
+        let (fast, d) = write(&mut state, &|s, _| {
+            s.delete_route(&call, &rtb, "10.2.0.0/24").unwrap()
+        });
+        assert!(fast);
+        assert!(matches!(d["us-east-1"].values().next(), Some(None)));
+        let (fast, _) = write(&mut state, &|s, ids| {
+            s.create_route_table(&call, ids, &a.vpc_id).unwrap();
+        });
+        assert!(!fast, "a new table goes through the whole-VPC path");
     }
 
     #[test]

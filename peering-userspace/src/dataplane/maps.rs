@@ -1,8 +1,9 @@
 //! Typed access to the dataplane maps. Keys are built here and only here,
 //! so userspace and the XDP program cannot disagree on their layout.
 
-use std::{collections::BTreeSet, net::Ipv4Addr, path::Path};
+use std::{net::Ipv4Addr, path::Path};
 
+use super::route_slots::{RouteSlots, Slot};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
@@ -92,6 +93,12 @@ pub struct Maps {
     stats: PerCpuArray<MapData, Counter>,
     route_stats: PerCpuArray<MapData, Counter>,
     underlay: HashMap<MapData, u32, UnderlayInfo>,
+    /// The counter slot of every route in `routes`, read from the map on
+    /// the first route write and kept by this handle's writes since (and
+    /// re-read from every [`Maps::adopt_route_slots`] snapshot).
+    slots: Option<RouteSlots>,
+    /// A route went uncounted (all slots taken): said once.
+    warned_uncounted: bool,
 }
 
 fn scoped_key(scope: u32, net: Ipv4Net) -> Key<ScopedAddr> {
@@ -152,6 +159,8 @@ impl Maps {
             stats: typed(get(names::STATS)?, names::STATS)?,
             route_stats: typed(get(names::ROUTE_STATS)?, names::ROUTE_STATS)?,
             underlay: typed(get(names::UNDERLAY)?, names::UNDERLAY)?,
+            slots: None,
+            warned_uncounted: false,
         })
     }
 
@@ -216,39 +225,71 @@ impl Maps {
     }
 
     /// Installs or replaces a route. A replaced route keeps its counters; a
-    /// new one gets a zeroed counter slot. Returns the slot.
+    /// new one gets a zeroed counter slot, or none (slot 0, uncounted) when
+    /// all [`MAX_ROUTE_COUNTERS`] are taken. Returns the slot. Costs one
+    /// map update (two for a new slot), whatever the number of routes.
     pub fn set_route(&mut self, table: u32, dst: Ipv4Net, target: RouteTarget) -> Result<u32> {
-        let key = scoped_key(table, dst);
-        // One pass over the table finds both the exact entry (an LPM lookup
-        // would return a covering route instead) and the slots in use.
-        let mut used = BTreeSet::new();
-        let mut existing = None;
-        for r in self.routes.iter() {
-            let (k, v) = r?;
-            if same_key(&k, &key) {
-                existing = Some(v.counter);
+        let route = (table, dst.trunc());
+        let slot = self.route_slots()?.slot_for(&route);
+        match slot {
+            Slot::Fresh(n) => {
+                let zeros = PerCpuValues::try_from(vec![Counter::default(); ncpus()?])?;
+                self.route_stats.set(n, zeros, 0)?;
             }
-            used.insert(v.counter);
+            Slot::Uncounted if !self.warned_uncounted => {
+                self.warned_uncounted = true;
+                log::warn!(
+                    "all {} route counters are in use: further routes forward uncounted",
+                    MAX_ROUTE_COUNTERS - 1
+                );
+            }
+            _ => {}
         }
-        let slot = match existing {
-            Some(slot) if slot != 0 => slot,
-            _ => self.fresh_counter_slot(&used)?,
-        };
-        self.routes.insert(&key, target.encode(slot), 0)?;
-        Ok(slot)
+        let key = scoped_key(table, dst);
+        let written = self.routes.insert(&key, target.encode(slot.number()), 0);
+        if let Err(e) = written {
+            // What the map holds is unknown now: read it again next time.
+            self.slots = None;
+            return Err(e.into());
+        }
+        self.route_slots()?.installed(route, slot);
+        Ok(slot.number())
     }
 
     pub fn remove_route(&mut self, table: u32, dst: Ipv4Net) -> Result<()> {
-        Ok(self.routes.remove(&scoped_key(table, dst))?)
+        let removed = self.routes.remove(&scoped_key(table, dst));
+        if let Some(slots) = self.slots.as_mut() {
+            match &removed {
+                Ok(()) => slots.removed(&(table, dst.trunc())),
+                // Absent, or unknown: read the map again next time.
+                Err(_) => self.slots = None,
+            }
+        }
+        Ok(removed?)
     }
 
-    fn fresh_counter_slot(&mut self, used: &BTreeSet<u32>) -> Result<u32> {
-        let slot = (1..MAX_ROUTE_COUNTERS)
-            .find(|s| !used.contains(s))
-            .ok_or_else(|| anyhow!("all {MAX_ROUTE_COUNTERS} route counters are in use"))?;
-        let zeros = PerCpuValues::try_from(vec![Counter::default(); ncpus()?])?;
-        self.route_stats.set(slot, zeros, 0)?;
-        Ok(slot)
+    /// The slot index, read from the route map if this handle has none.
+    fn route_slots(&mut self) -> Result<&mut RouteSlots> {
+        if self.slots.is_none() {
+            let mut routes = Vec::new();
+            for r in self.routes.iter() {
+                let (k, v) = r?;
+                routes.push((unscope(&k)?, v.counter));
+            }
+            self.slots = Some(RouteSlots::new(MAX_ROUTE_COUNTERS, routes));
+        }
+        Ok(self.slots.as_mut().expect("filled above"))
+    }
+
+    /// Takes the routes' slots from `snapshot` (a dump of these maps just
+    /// made), so writes after a full reconciliation need no walk of their
+    /// own and follow whatever changed behind this handle's back.
+    pub fn adopt_route_slots(&mut self, snapshot: &Snapshot) {
+        let routes = snapshot
+            .routes
+            .iter()
+            .map(|(table, dst, _, slot)| ((*table, *dst), *slot));
+        self.slots = Some(RouteSlots::new(MAX_ROUTE_COUNTERS, routes));
     }
 
     /// The route installed for exactly `dst` in `table`.

@@ -10,6 +10,7 @@
 pub mod incremental;
 mod maps;
 pub mod reconcile;
+mod route_slots;
 pub mod upgrade;
 
 pub use maps::{Maps, RouteTarget, Snapshot};
