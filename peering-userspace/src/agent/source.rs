@@ -116,16 +116,45 @@ impl Link {
 
 /// Retries start 200 ms after a failure and wait at most 2 s: a returning
 /// controller is found within 2 s.
-fn retry() -> Backoff {
-    Backoff::new(Duration::from_millis(200), Duration::from_secs(2))
+fn retry() -> Retry {
+    Retry::new(
+        Duration::from_millis(200),
+        Duration::from_secs(2),
+        AUTH_RETRY,
+    )
 }
 
-/// The wait after a failed call: a refused credential will not be
-/// accepted on the next try, so it waits long; anything else backs off.
-fn after_failure(e: &anyhow::Error, backoff: &mut Backoff) -> Duration {
-    match e.downcast_ref::<RemoteError>() {
-        Some(r) if r.is_auth() => AUTH_RETRY,
-        _ => backoff.next_delay(),
+/// The waits after failed calls. A refused credential backs off on a scale
+/// of its own, from the same first step up to a long pause: a credential
+/// issued a moment ago may not have reached the answering controller's copy
+/// of the store yet (another process wrote it; a controller on etcd learns
+/// it through its watch), so the first refusals are retried soon, and a
+/// revoked one settles at one try per long pause.
+struct Retry {
+    down: Backoff,
+    refused: Backoff,
+}
+
+impl Retry {
+    fn new(first: Duration, max: Duration, refused_max: Duration) -> Retry {
+        Retry {
+            down: Backoff::new(first, max),
+            refused: Backoff::new(first, refused_max),
+        }
+    }
+
+    /// The wait after the failed call `e`.
+    fn after(&mut self, e: &anyhow::Error) -> Duration {
+        match e.downcast_ref::<RemoteError>() {
+            Some(r) if r.is_auth() => self.refused.next_delay(),
+            _ => self.down.next_delay(),
+        }
+    }
+
+    /// Back to the first steps (after a success).
+    fn reset(&mut self) {
+        self.down.reset();
+        self.refused.reset();
     }
 }
 
@@ -133,7 +162,7 @@ fn sync_loop(
     mut source: Box<dyn ControlSource>,
     tx: mpsc::Sender<Event>,
     resync: Arc<AtomicBool>,
-    mut backoff: Backoff,
+    mut retry: Retry,
 ) {
     let mut since = None;
     let mut online = true;
@@ -147,7 +176,7 @@ fn sync_loop(
                     info!("controller {} answers again", source.current());
                     online = true;
                 }
-                backoff.reset();
+                retry.reset();
                 since = Some(s.revision);
                 if tx.send(Event::Sync(Box::new(s))).is_err() {
                     return; // the agent has stopped
@@ -161,7 +190,7 @@ fn sync_loop(
                         return;
                     }
                 }
-                thread::sleep(after_failure(&e, &mut backoff));
+                thread::sleep(retry.after(&e));
             }
         }
     }
@@ -172,7 +201,7 @@ fn lease_loop(
     endpoint: SocketAddrV4,
     tx: mpsc::Sender<Event>,
     requests: mpsc::Receiver<()>,
-    mut backoff: Backoff,
+    mut retry: Retry,
     renew: Duration,
 ) {
     let mut rotation_due = false;
@@ -183,7 +212,7 @@ fn lease_loop(
                 if std::mem::take(&mut failing) {
                     info!("registration of {endpoint} renewed as gateway {id}");
                 }
-                backoff.reset();
+                retry.reset();
                 if tx.send(Event::Registered(id)).is_err() {
                     return;
                 }
@@ -194,7 +223,7 @@ fn lease_loop(
                 if !std::mem::replace(&mut failing, true) {
                     warn!("registering {endpoint}: {e:#}; retrying");
                 }
-                after_failure(&e, &mut backoff)
+                retry.after(&e)
             }
         };
         if rotation_due {
@@ -280,8 +309,36 @@ mod tests {
         (Box::new(source), asked, answer, rotated)
     }
 
-    fn quick() -> Backoff {
-        Backoff::new(Duration::from_millis(1), Duration::from_millis(1))
+    fn quick() -> Retry {
+        let ms = Duration::from_millis(1);
+        Retry::new(ms, ms, ms)
+    }
+
+    fn refused() -> anyhow::Error {
+        RemoteError::Auth {
+            url: "https://c1".into(),
+            status: 401,
+            code: "AuthFailure".into(),
+            message: "unknown".into(),
+        }
+        .into()
+    }
+
+    /// A refused credential is tried again soon at first (it may be new),
+    /// then at most once per AUTH_RETRY; an unreachable controller keeps
+    /// its own, shorter scale; a success starts both over.
+    #[test]
+    fn refusals_back_off_from_a_short_first_wait_to_the_long_pause() {
+        let mut r = retry();
+        let first = r.after(&refused());
+        assert!(first <= Duration::from_millis(200), "{first:?}");
+        let waits: Vec<Duration> = (0..12).map(|_| r.after(&refused())).collect();
+        assert!(waits.iter().all(|w| *w <= AUTH_RETRY));
+        assert!(*waits.last().unwrap() >= AUTH_RETRY / 2, "{waits:?}");
+        let down = r.after(&anyhow::anyhow!("connection refused"));
+        assert!(down <= Duration::from_millis(200), "{down:?}");
+        r.reset();
+        assert!(r.after(&refused()) <= Duration::from_millis(200));
     }
 
     #[test]

@@ -4,9 +4,11 @@
 //!
 //! The client does not sleep or retry on its own beyond trying each
 //! controller once per call: the caller's loop decides when to call again,
-//! with [`Backoff`] after [`RemoteError::Unreachable`] and a long pause
-//! after [`RemoteError::Auth`] (retrying a revoked credential will not
-//! help, and must not hammer the controllers).
+//! with [`Backoff`] after [`RemoteError::Unreachable`], and with a
+//! [`Backoff`] that grows to [`AUTH_RETRY`] after [`RemoteError::Auth`] (a
+//! credential just issued may not have reached the answering controller
+//! yet; retrying a revoked one will not help, and must not hammer the
+//! controllers).
 
 use crate::api::gateway::wire::{
     RegisterReply, RegisterRequest, SyncReply, ViewUpdate, WireError, MAX_WAIT_SECS, REGISTER_PATH,
@@ -116,7 +118,8 @@ pub struct Sync {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RemoteError {
     /// The controller refused the credential (401, 403): unknown, revoked,
-    /// or not a gateway credential. Retrying soon will not help.
+    /// or not a gateway credential (or one issued so recently that this
+    /// controller has not seen it yet). Retry rarely.
     #[error("{url} refused the gateway credential: {code}: {message}")]
     Auth {
         url: String,
@@ -374,7 +377,7 @@ pub struct Backoff {
 pub const BACKOFF_INITIAL: Duration = Duration::from_millis(200);
 /// Longest step: a returning controller is found within this.
 pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// Pause after the credential was refused.
+/// Longest pause between tries of a refused credential.
 pub const AUTH_RETRY: Duration = Duration::from_secs(30);
 
 impl Default for Backoff {
