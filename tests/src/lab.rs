@@ -88,6 +88,39 @@ impl Netns {
         argv.push(dst);
         run(&mut self.cmd(&argv)).status.success()
     }
+
+    /// Starts `count` pings to `dst`, one every `interval` seconds (each
+    /// waited for at most 2 s), in the background; [`ping_replies`] reads
+    /// the outcome.
+    pub fn ping_stream(&self, dst: &str, interval: &str, count: u32) -> crate::teardown::Proc {
+        let count = count.to_string();
+        let argv = ["ping", "-n", "-i", interval, "-W", "2", "-c", &count, dst];
+        crate::teardown::spawn(
+            self.cmd(&argv)
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::null()),
+        )
+        .expect("start ping")
+    }
+}
+
+/// The icmp_seq of each reply of a [`Netns::ping_stream`], once it has
+/// finished: ascending, duplicates left out.
+pub fn ping_replies(mut p: crate::teardown::Proc) -> Vec<u32> {
+    use std::io::Read as _;
+    let mut out = String::new();
+    if let Some(mut s) = p.0.stdout.take() {
+        let _ = s.read_to_string(&mut out);
+    }
+    let _ = p.0.wait();
+    let mut r: Vec<u32> = out
+        .lines()
+        .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
+        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
+        .collect();
+    r.sort_unstable();
+    r.dedup();
+    r
 }
 
 impl Drop for Netns {

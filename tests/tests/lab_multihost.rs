@@ -5,16 +5,13 @@
 //! does not stop writes; a killed rotation leader hands the rotation over
 //! without losing a packet.
 
-use std::{
-    process::Stdio,
-    time::{Duration, Instant},
-};
+use std::time::{Duration, Instant};
 
 use peering_tests::{
-    control_lab::{eventually, Proc},
+    control_lab::eventually,
     inter_region::{InterRegionLab, Vpcs, REGION_2},
+    lab::ping_replies,
     multihost::MultiHostLab,
-    teardown,
 };
 
 static ONE_LAB: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -124,24 +121,6 @@ fn a_killed_etcd_member_stops_no_write_and_catches_up() {
     assert!(caught_up, "the restarted member never caught up");
 }
 
-/// (icmp_seq of each reply) of a finished ping.
-fn replies(mut p: Proc) -> Vec<u32> {
-    use std::io::Read as _;
-    let mut out = String::new();
-    if let Some(mut s) = p.0.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    let _ = p.0.wait();
-    let mut r: Vec<u32> = out
-        .lines()
-        .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
-        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next()?.parse().ok())
-        .collect();
-    r.sort_unstable();
-    r.dedup();
-    r
-}
-
 /// The epochs controller `i` published, from its log.
 fn published(mh: &MultiHostLab, i: usize) -> Vec<u64> {
     std::fs::read_to_string(mh.lab.cp.controller_log(i))
@@ -161,24 +140,7 @@ fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
     let epoch = |mh: &MultiHostLab| mh.lab.gw1.tunnel_stats().current_epoch.unwrap_or(0);
     // 20 s of pings every 10 ms across regions.
     let count: u32 = 2000;
-    let ping = teardown::spawn(
-        mh.lab
-            .a
-            .cmd(&[
-                "ping",
-                "-n",
-                "-i",
-                "0.01",
-                "-W",
-                "2",
-                "-c",
-                &count.to_string(),
-                "10.3.0.10",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .expect("start ping");
+    let ping = mh.lab.a.ping_stream("10.3.0.10", "0.01", count);
     std::thread::sleep(Duration::from_secs(4));
     let before = epoch(&mh);
     mh.lab.cp.kill_controller(leader);
@@ -191,7 +153,7 @@ fn a_killed_rotation_leader_hands_the_rotation_over_without_loss() {
     );
     let took_over = killed.elapsed();
     let rotated = eventually(Duration::from_secs(10), || epoch(&mh) >= before + 2);
-    let got = replies(ping);
+    let got = ping_replies(ping);
     let lost = count as usize - got.len();
     let after = epoch(&mh);
     println!(

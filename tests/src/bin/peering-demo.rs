@@ -164,28 +164,9 @@ fn hold_until_interrupted() -> ! {
     }
 }
 
-/// Replies of a finished `ping` (distinct icmp_seq values).
-fn replies(mut p: peering_tests::control_lab::Proc) -> usize {
-    use std::io::Read as _;
-    let mut out = String::new();
-    if let Some(mut s) = p.0.stdout.take() {
-        let _ = s.read_to_string(&mut out);
-    }
-    let _ = p.0.wait();
-    let mut seqs: Vec<&str> = out
-        .lines()
-        .filter(|l| l.contains("bytes from") && !l.contains("DUP"))
-        .filter_map(|l| l.split("icmp_seq=").nth(1)?.split(' ').next())
-        .collect();
-    seqs.sort_unstable();
-    seqs.dedup();
-    seqs.len()
-}
-
 /// The multi-host story (`--store etcd`).
 fn etcd_story() {
     use peering_tests::multihost::MultiHostLab;
-    use std::process::Stdio;
 
     step("Multi-host lab: 3 etcd members and 2 controllers, each on a host (namespace) of its own");
     let mut mh = MultiHostLab::new(true, &[]);
@@ -213,23 +194,7 @@ fn etcd_story() {
 
     step("A pings C across regions every 20 ms (15 s) while things break");
     let count = 750u32;
-    let stream = peering_tests::teardown::spawn(
-        lab.a
-            .cmd(&[
-                "ping",
-                "-n",
-                "-i",
-                "0.02",
-                "-W",
-                "2",
-                "-c",
-                &count.to_string(),
-                "10.3.0.10",
-            ])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null()),
-    )
-    .expect("start ping");
+    let stream = lab.a.ping_stream("10.3.0.10", "0.02", count);
     std::thread::sleep(Duration::from_secs(2));
 
     step("kill -9 of etcd member 0");
@@ -254,7 +219,7 @@ fn etcd_story() {
         urls[1]
     );
 
-    let got = replies(stream);
+    let got = peering_tests::lab::ping_replies(stream).len();
     say!(
         "  A -> C: {got} of {count} pings answered ({} lost) through both failures",
         count as usize - got
