@@ -15,6 +15,26 @@ use crate::lab::{bin, run, unique, Netns, PinDir};
 use crate::teardown;
 pub use crate::teardown::Proc;
 
+/// Where a daemon's log goes: the test's stderr with PEERING_TEST_VERBOSE,
+/// else nowhere.
+pub fn daemon_log() -> Stdio {
+    if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
+    }
+}
+
+/// Waits up to 20 s until `peering-controld` accepts connections on
+/// `listen` (host:port).
+pub fn wait_listening(listen: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::net::TcpStream::connect(listen).is_err() {
+        assert!(Instant::now() < deadline, "peering-controld did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 pub struct ControlPlane {
     pub dir: PathBuf,
     pub db: PathBuf,
@@ -277,19 +297,10 @@ impl ControlPlane {
                 .arg(&self.db)
                 .args(&self.extra)
                 .stdout(Stdio::null())
-                // The daemon's request log only with PEERING_TEST_VERBOSE.
-                .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                }),
+                .stderr(daemon_log()),
         )
         .expect("start peering-controld");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(listen).is_err() {
-            assert!(Instant::now() < deadline, "peering-controld did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(listen);
         daemon
     }
 

@@ -6,6 +6,7 @@
 //! Controllers listen on 127.0.0.1 with TLS; the lab-address variant is in
 //! `controld_tls.rs`.
 
+use peering_tests::control_lab::{daemon_log, wait_listening};
 use peering_tests::lab::{bin, run, TempPath};
 use peering_tests::pki::Pki;
 use peering_tests::teardown::{self, Proc};
@@ -96,18 +97,10 @@ impl Store {
                 .arg("--db")
                 .arg(&self.db)
                 .stdout(Stdio::null())
-                .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
-                    Stdio::inherit()
-                } else {
-                    Stdio::null()
-                }),
+                .stderr(daemon_log()),
         )
         .expect("start peering-controld");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while std::net::TcpStream::connect(&listen).is_err() {
-            assert!(Instant::now() < deadline, "peering-controld did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_listening(&listen);
         (proc, format!("https://localhost:{port}"))
     }
 }
@@ -142,16 +135,21 @@ fn sync_until(
     }
 }
 
-/// POSTs an account action over HTTPS; (status, body).
-fn call(url: &str, ca: &Path, token: &str, action: &str, body: &str) -> (u16, String) {
-    let agent = agent(
+/// An HTTPS client trusting the lab CA only.
+fn https(ca: &Path) -> ureq::Agent {
+    agent(
         Some(ca),
         Timeouts {
             connect: Duration::from_secs(5),
             global: Some(Duration::from_secs(10)),
         },
     )
-    .unwrap();
+    .unwrap()
+}
+
+/// POSTs an account action over HTTPS; (status, body).
+fn call(url: &str, ca: &Path, token: &str, action: &str, body: &str) -> (u16, String) {
+    let agent = https(ca);
     let mut r = agent
         .post(format!("{url}/v1/{action}"))
         .header("Authorization", format!("Bearer {token}"))
@@ -162,14 +160,7 @@ fn call(url: &str, ca: &Path, token: &str, action: &str, body: &str) -> (u16, St
 }
 
 fn get(url: &str, ca: &Path, token: &str) -> (u16, String) {
-    let agent = agent(
-        Some(ca),
-        Timeouts {
-            connect: Duration::from_secs(5),
-            global: Some(Duration::from_secs(10)),
-        },
-    )
-    .unwrap();
+    let agent = https(ca);
     let mut r = agent
         .get(url)
         .header("Authorization", format!("Bearer {token}"))

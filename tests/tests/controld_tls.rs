@@ -69,11 +69,7 @@ impl Setup {
             .arg("--db")
             .arg(&db)
             .stdout(Stdio::null())
-            .stderr(if std::env::var_os("PEERING_TEST_VERBOSE").is_some() {
-                Stdio::inherit()
-            } else {
-                Stdio::null()
-            }),
+            .stderr(peering_tests::control_lab::daemon_log()),
         )
         .expect("start peering-controld");
         let out = run(Command::new(bin("peering-controld"))
