@@ -72,12 +72,24 @@ const SPARE_TABLES: usize = 5;
 /// How long a convergence or a route may take before the bench gives up.
 const GIVE_UP: Duration = Duration::from_secs(600);
 
+/// Agent convergence and CreateRoute to the dataplane against the number
+/// of routes in a region.
+#[derive(clap::Parser)]
 struct Opts {
+    /// Routes in the region's view, one row each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,100000")]
     routes: Vec<usize>,
     /// No filler routes in VPC A (where the measured routes go).
+    #[arg(long = "quiet-vpc")]
     quiet_a: bool,
+    /// CreateRoute calls per row.
+    #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Restarts (kill -9) per row.
+    #[arg(long, default_value_t = 5)]
     restarts: usize,
+    /// Cold starts per row.
+    #[arg(long, default_value_t = 3)]
     cold: usize,
 }
 
@@ -579,30 +591,7 @@ fn sorted(xs: &[Duration]) -> Vec<Duration> {
 }
 
 fn main() -> Result<()> {
-    let mut o = Opts {
-        routes: vec![1_000, 100_000],
-        quiet_a: false,
-        samples: 200,
-        restarts: 5,
-        cold: 3,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--routes" => {
-                o.routes = value()?
-                    .split(',')
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?
-            }
-            "--samples" => o.samples = value()?.parse()?,
-            "--restarts" => o.restarts = value()?.parse()?,
-            "--cold" => o.cold = value()?.parse()?,
-            "--quiet-vpc" => o.quiet_a = true,
-            other => bail!("unknown argument {other:?}"),
-        }
-    }
+    let o = <Opts as clap::Parser>::parse();
     ensure!(o.samples > 0, "--samples must be at least 1");
     let mut rows = Vec::new();
     for &n in &o.routes {

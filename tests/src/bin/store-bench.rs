@@ -24,7 +24,7 @@
 //! tests: members and the client in network namespaces of their own, a
 //! fresh cluster per size, everything removed on every exit path.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use peering_tests::etcd::EtcdCluster;
 use peering_tests::lab::TempPath;
 use peering_userspace::control::account::{AccountId, Call};
@@ -314,62 +314,40 @@ fn delta_latency(
     Ok(())
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Backend {
     Sqlite,
     Etcd,
     Document,
 }
 
-impl Backend {
-    fn parse(s: &str) -> Result<Self> {
-        Ok(match s {
-            "sqlite" => Backend::Sqlite,
-            "etcd" => Backend::Etcd,
-            "document" => Backend::Document,
-            other => anyhow::bail!("unknown store {other:?}: sqlite, etcd or document"),
-        })
-    }
-}
-
+/// Write latency of the control store against the number of objects.
+#[derive(clap::Parser)]
 struct Opts {
+    /// Objects already stored, one cell each.
+    #[arg(long, value_delimiter = ',', default_value = "1000,10000,100000")]
     sizes: Vec<usize>,
+    /// Writes per cell.
+    #[arg(long, default_value_t = 200)]
     samples: usize,
+    /// Stores to measure.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "sqlite,etcd,document"
+    )]
     stores: Vec<Backend>,
+    /// Members of the etcd cluster (1 to 9).
+    #[arg(long = "etcd-members", default_value_t = 1)]
     members: usize,
+    /// etcd TLS-only, with client certificates.
+    #[arg(long)]
     etcd_tls: bool,
 }
 
 fn main() -> Result<()> {
-    let mut o = Opts {
-        sizes: vec![1_000, 10_000, 100_000],
-        samples: 200,
-        stores: vec![Backend::Sqlite, Backend::Etcd, Backend::Document],
-        members: 1,
-        etcd_tls: false,
-    };
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        let mut value = || args.next().with_context(|| format!("{a} needs a value"));
-        match a.as_str() {
-            "--sizes" => {
-                o.sizes = value()?
-                    .split(',')
-                    .map(|s| s.parse())
-                    .collect::<Result<_, _>>()?
-            }
-            "--samples" => o.samples = value()?.parse()?,
-            "--stores" => {
-                o.stores = value()?
-                    .split(',')
-                    .map(Backend::parse)
-                    .collect::<Result<_>>()?
-            }
-            "--etcd-members" => o.members = value()?.parse()?,
-            "--etcd-tls" => o.etcd_tls = true,
-            other => anyhow::bail!("unknown argument {other:?}"),
-        }
-    }
+    let o = <Opts as clap::Parser>::parse();
     anyhow::ensure!(o.samples > 0, "--samples must be at least 1");
     anyhow::ensure!((1..=9).contains(&o.members), "--etcd-members: 1 to 9");
     // Registered with the teardown: removed on an interrupt too.
