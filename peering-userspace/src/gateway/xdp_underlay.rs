@@ -198,13 +198,12 @@ impl XdpUnderlay {
         self.sockets[0].flush();
     }
 
-    /// Returns sent frames and kicks the kernel (copy mode moves frames
-    /// only inside sendto).
+    /// Returns sent frames, puts frames still waiting for ring room on it,
+    /// and kicks the kernel (copy mode moves frames only inside sendto).
     pub fn maintain(&mut self) {
         let tx = &mut self.sockets[0];
         tx.reclaim();
         tx.flush();
-        tx.kick();
     }
 
     /// Frames waiting for room in the TX ring.

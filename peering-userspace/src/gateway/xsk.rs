@@ -331,12 +331,7 @@ impl XskPort {
     /// transmits only inside sendto). Frames the ring has no room for stay
     /// staged for the next flush: never dropped here.
     pub fn flush(&mut self) {
-        if self.tx_staged.is_empty() {
-            // Frames a sendto left on the ring still need a kick.
-            self.kick();
-            return;
-        }
-        let mut sent = self.enqueue();
+        let mut sent = self.enqueue_from(0);
         if sent < self.tx_staged.len() {
             // The ring is really full: let the kernel move it, then retry.
             self.kick();
@@ -344,11 +339,8 @@ impl XskPort {
         }
         self.tx_staged.drain(..sent);
         self.counters.tx_frames += sent as u64;
+        // Also moves frames an earlier sendto left on the ring.
         self.kick();
-    }
-
-    fn enqueue(&mut self) -> usize {
-        self.enqueue_from(0)
     }
 
     /// Puts `tx_staged[from..]` on the TX ring, as much as fits; returns how
