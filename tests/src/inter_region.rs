@@ -36,8 +36,8 @@ pub const OWNER_C: &str = "333333333333";
 pub const UNDERLAY_1: &str = "198.18.0.1";
 pub const UNDERLAY_2: &str = "198.18.1.2";
 /// The router's addresses on the two underlay subnets.
-const WAN_1: &str = "198.18.0.254";
-const WAN_2: &str = "198.18.1.254";
+pub const WAN_1: &str = "198.18.0.254";
+pub const WAN_2: &str = "198.18.1.254";
 /// The router's interface towards gateway 1: captures of the underlay.
 pub const WIRE_IF: &str = "wan-1";
 pub const UNDERLAY_MTU: &str = "1600";
@@ -182,51 +182,7 @@ impl InterRegionLab {
         gw2.underlay_io = underlay_io;
         let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
         let wan = Netns::new("wan");
-        wan.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
-        let legs = [
-            (&gw1, UNDERLAY_1, "wan-1", WAN_1, "198.18.1.0/24"),
-            (&gw2, UNDERLAY_2, "wan-2", WAN_2, "198.18.0.0/24"),
-        ];
-        for (gw, addr, wan_if, wan_addr, other) in legs {
-            veth(&gw.ns, "underlay", &wan, wan_if);
-            let ns = &gw.ns;
-            // No IPv6 on the underlay: the kernel's router solicitations
-            // would show in the captures of what crosses it.
-            ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
-            wan.exec_ok(&[
-                "sysctl",
-                "-qw",
-                &format!("net.ipv6.conf.{wan_if}.disable_ipv6=1"),
-            ]);
-            ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
-            wan.exec_ok(&["ip", "link", "set", wan_if, "mtu", UNDERLAY_MTU]);
-            ns.exec_ok(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{addr}/24"),
-                "dev",
-                "underlay",
-            ]);
-            wan.exec_ok(&[
-                "ip",
-                "addr",
-                "add",
-                &format!("{wan_addr}/24"),
-                "dev",
-                wan_if,
-            ]);
-            ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
-            ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
-        }
-        veth(&gw1.ns, "vpc-a", &a, "eth0");
-        veth(&gw2.ns, "vpc-b", &b, "eth0");
-        veth(&gw2.ns, "vpc-c", &c, "eth0");
-        // No address on the VPC ports: the agents put each subnet's router
-        // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
-        host(&a, "10.1.0.10/24", "10.1.0.1");
-        host(&b, "10.2.0.10/24", "10.2.0.1");
-        host(&c, "10.3.0.10/24", "10.3.0.1");
+        wire(&gw1.ns, &gw2.ns, &wan, [&a, &b, &c]);
         let cp = start_cp();
         let acct_a = cp.account(OWNER_A);
         let acct_b = cp.account(OWNER_B);
@@ -377,6 +333,58 @@ impl InterRegionLab {
             "the gateways never got a tunnel key"
         );
     }
+}
+
+/// The lab's namespaces joined as the diagram shows, nothing started: the
+/// underlay legs through the router `wan` (MTU 1600, each gateway routed
+/// to the other's subnet, IP forwarding off on the gateways), the VPC
+/// ports, and hosts `a`, `b`, `c` with their addresses. Benchmarks build
+/// other gateways (plain routing, WireGuard) on the same wiring.
+pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3]) {
+    wan.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let legs = [
+        (gw1, UNDERLAY_1, "wan-1", WAN_1, "198.18.1.0/24"),
+        (gw2, UNDERLAY_2, "wan-2", WAN_2, "198.18.0.0/24"),
+    ];
+    for (ns, addr, wan_if, wan_addr, other) in legs {
+        veth(ns, "underlay", wan, wan_if);
+        // No IPv6 on the underlay: the kernel's router solicitations
+        // would show in the captures of what crosses it.
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
+        wan.exec_ok(&[
+            "sysctl",
+            "-qw",
+            &format!("net.ipv6.conf.{wan_if}.disable_ipv6=1"),
+        ]);
+        ns.exec_ok(&["ip", "link", "set", "underlay", "mtu", UNDERLAY_MTU]);
+        wan.exec_ok(&["ip", "link", "set", wan_if, "mtu", UNDERLAY_MTU]);
+        ns.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{addr}/24"),
+            "dev",
+            "underlay",
+        ]);
+        wan.exec_ok(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{wan_addr}/24"),
+            "dev",
+            wan_if,
+        ]);
+        ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
+        ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
+    }
+    veth(gw1, "vpc-a", a, "eth0");
+    veth(gw2, "vpc-b", b, "eth0");
+    veth(gw2, "vpc-c", c, "eth0");
+    // No address on the VPC ports: the agents put each subnet's router
+    // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
+    host(a, "10.1.0.10/24", "10.1.0.1");
+    host(b, "10.2.0.10/24", "10.2.0.1");
+    host(c, "10.3.0.10/24", "10.3.0.1");
 }
 
 /// Starts `tcpdump` writing `iface` of `ns` to `file`; stop it with

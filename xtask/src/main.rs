@@ -21,7 +21,13 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what building, testing and the demo need (idempotent).
-    Setup,
+    Setup {
+        /// Also install the peers `cargo xtask bench --compare` measures
+        /// against: wireguard-go and wireguard-tools (Debian) and
+        /// boringtun-cli 0.7.1 (cargo).
+        #[arg(long)]
+        bench: bool,
+    },
     /// Build every crate, the eBPF object included.
     Build {
         #[arg(long)]
@@ -65,6 +71,13 @@ enum Cmd {
         /// Run route-bench alone (a few minutes).
         #[arg(long)]
         convergence: bool,
+        /// Run compare-bench alone: peering beside Linux forwarding,
+        /// wireguard-go and boringtun on the same labs (about 10 minutes).
+        #[arg(long, conflicts_with = "convergence")]
+        compare: bool,
+        /// Runs per cell of compare-bench (median and min–max).
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
     },
     /// Set up if needed, build (debug), and run the two-region lab under
     /// churn, restarts and floods for a while, measuring steady flows and
@@ -102,7 +115,13 @@ fn main() -> ExitCode {
 
 fn run(cmd: Cmd) -> Result<()> {
     match cmd {
-        Cmd::Setup => setup::run(),
+        Cmd::Setup { bench } => {
+            setup::run()?;
+            if bench {
+                setup::bench_peers()?;
+            }
+            Ok(())
+        }
         Cmd::Build { release } => build(release),
         Cmd::Test {
             no_setup,
@@ -139,19 +158,28 @@ fn run(cmd: Cmd) -> Result<()> {
             store_sizes,
             route_sizes,
             convergence,
+            compare,
+            runs,
         } => {
             if !no_setup {
                 setup::run()?;
+                setup::bench_peers()?;
             }
             build(true)?;
             let all = [
+                "compare-bench",
                 "peering-bench",
                 "tunnel-bench",
                 "underlay-bench",
                 "store-bench",
                 "route-bench",
             ];
-            let benches: &[&str] = if convergence { &["route-bench"] } else { &all };
+            let benches: &[&str] = match (convergence, compare) {
+                (true, _) => &["route-bench"],
+                (_, true) => &["compare-bench"],
+                _ => &all,
+            };
+            let runs = runs.to_string();
             for &bench in benches {
                 println!("\n== {bench}");
                 let mut args = vec![
@@ -163,11 +191,11 @@ fn run(cmd: Cmd) -> Result<()> {
                     "--bin",
                     bench,
                 ];
-                if bench == "store-bench" {
-                    args.extend(["--", "--sizes", &store_sizes]);
-                }
-                if bench == "route-bench" {
-                    args.extend(["--", "--routes", &route_sizes]);
+                match bench {
+                    "store-bench" => args.extend(["--", "--sizes", &store_sizes]),
+                    "route-bench" => args.extend(["--", "--routes", &route_sizes]),
+                    "compare-bench" => args.extend(["--", "--runs", &runs]),
+                    _ => {}
                 }
                 cargo(&args)?;
             }

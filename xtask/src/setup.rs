@@ -31,6 +31,10 @@ const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 /// The bpf-linker release known to work with LLVM 22 and aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13.0";
+/// The boringtun release the comparison benchmark runs (issue 11 names it).
+const BORINGTUN_VERSION: &str = "0.7.1";
+/// Debian packages of the userspace WireGuard the benchmark compares with.
+const BENCH_PACKAGES: &[&str] = &["wireguard-go", "wireguard-tools"];
 /// The cargo-fuzz release `cargo xtask fuzz` is used with (builds with
 /// `--locked` on the stable toolchain; runs targets on nightly).
 const CARGO_FUZZ_VERSION: &str = "0.13.1";
@@ -80,7 +84,39 @@ fn installed(pkg: &str) -> bool {
 }
 
 fn apt_packages() -> Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+    apt_install(PACKAGES)
+}
+
+/// What `cargo xtask bench --compare` measures peering against:
+/// wireguard-go and `wg` from Debian, boringtun-cli from crates.io.
+pub fn bench_peers() -> Result<()> {
+    apt_install(BENCH_PACKAGES)?;
+    if quiet(Command::new("boringtun-cli").arg("--version")) {
+        println!("setup: boringtun-cli present");
+        return Ok(());
+    }
+    println!("setup: building boringtun-cli {BORINGTUN_VERSION} (a few minutes)");
+    let status = Command::new("cargo")
+        .args([
+            "install",
+            "boringtun-cli",
+            "--version",
+            BORINGTUN_VERSION,
+            "--locked",
+        ])
+        .status()
+        .context("running cargo install")?;
+    if !status.success() {
+        bail!("cargo install boringtun-cli failed");
+    }
+    if !quiet(Command::new("boringtun-cli").arg("--version")) {
+        bail!("boringtun-cli installed but not on PATH: add ~/.cargo/bin to PATH");
+    }
+    Ok(())
+}
+
+fn apt_install(packages: &[&str]) -> Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         println!("setup: packages present");
         return Ok(());
