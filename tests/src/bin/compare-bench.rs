@@ -673,3 +673,45 @@ fn to_json(table: &Table, programs: &Value, opts: &Opts) -> Value {
         "programs": programs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cell(samples: &[f64]) -> Cell {
+        Cell {
+            samples: samples.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_cell_is_summed_up_by_median_and_range() {
+        let c = cell(&[3.0, 1.0, 2.0]);
+        assert_eq!((c.median(), c.min(), c.max()), (2.0, 1.0, 3.0));
+        assert_eq!(cell(&[4.0, 1.0, 2.0, 3.0]).median(), 2.5);
+        assert!(cell(&[]).median().is_nan());
+        assert_eq!(c.show(), "2.000 (1.000–3.000)");
+    }
+
+    #[test]
+    fn the_ratio_is_to_the_best_alternative_of_the_row() {
+        let row = |cells: &[(&'static str, f64)]| -> BTreeMap<&'static str, Cell> {
+            cells.iter().map(|&(c, v)| (c, cell(&[v]))).collect()
+        };
+        // Between regions plain routing is the ceiling, not an alternative.
+        let inter = row(&[
+            (LINUX, 10.0),
+            (WG_GO, 0.5),
+            (BORINGTUN, 1.0),
+            (PEERING, 2.0),
+        ]);
+        assert_eq!(ratio(INTER, &inter), Some(2.0));
+        // Within a region Linux forwarding is the alternative.
+        let intra = row(&[(LINUX, 4.0), (PEERING, 2.0)]);
+        assert_eq!(ratio(INTRA, &intra), Some(0.5));
+        // Nothing to compare with, or no peering figure: no ratio.
+        assert_eq!(ratio(INTER, &row(&[(PEERING, 2.0)])), None);
+        assert_eq!(ratio(INTRA, &row(&[(LINUX, 4.0)])), None);
+        assert_eq!(ratio(INTRA, &row(&[(LINUX, 0.0), (PEERING, 1.0)])), None);
+    }
+}
