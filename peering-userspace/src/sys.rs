@@ -161,9 +161,67 @@ pub fn setsockopt<T: Copy>(
     }
 }
 
-/// Receive queues of an interface, from sysfs (1 if it cannot be read:
+/// Receive queues of an interface, from ETHTOOL_GCHANNELS or else sysfs
+/// (1 if neither answers:
 /// every device has at least one).
 pub fn rx_queues(name: &str) -> u32 {
+    // The ioctl asks the current network namespace; /sys/class/net shows
+    // the namespace sysfs was mounted in, which an agent started with
+    // --netns is not in.
+    match channels(name) {
+        Ok(c) if c.rx_count.max(c.combined_count) > 0 => c.rx_count.max(c.combined_count),
+        _ => rx_queues_sysfs(name),
+    }
+}
+
+/// `struct ethtool_channels` (linux/ethtool.h).
+#[repr(C)]
+#[derive(Default)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+/// The interface's queue counts (ETHTOOL_GCHANNELS).
+fn channels(name: &str) -> Result<EthtoolChannels> {
+    const ETHTOOL_GCHANNELS: u32 = 0x3c;
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        ..Default::default()
+    };
+    // SAFETY: plain C struct; all-zero is valid.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    if name.len() >= req.ifr_name.len() {
+        bail!("interface name {name:?} is too long");
+    }
+    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
+        *d = s as libc::c_char;
+    }
+    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
+    // SAFETY: a socket we close below; the ioctl writes into `ch` only,
+    // which outlives the call.
+    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if sock < 0 {
+        bail!("socket: {}", std::io::Error::last_os_error());
+    }
+    let rc = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req) };
+    let err = std::io::Error::last_os_error();
+    unsafe { libc::close(sock) };
+    if rc != 0 {
+        bail!("interface {name}: ETHTOOL_GCHANNELS: {err}");
+    }
+    Ok(ch)
+}
+
+fn rx_queues_sysfs(name: &str) -> u32 {
     let dir = Path::new("/sys/class/net").join(name).join("queues");
     let count = std::fs::read_dir(dir)
         .map(|entries| {

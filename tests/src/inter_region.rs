@@ -24,7 +24,7 @@ use peering_userspace::gateway::TunnelStats;
 
 use crate::{
     control_lab::{eventually, Account, ControlPlane, Proc},
-    lab::{announce, host, unique, veth, Netns, PinDir},
+    lab::{announce, host, unique, veth_queues, Netns, PinDir},
     supervisor::Supervisor,
 };
 
@@ -51,6 +51,8 @@ pub struct Gateway {
     pub underlay: &'static str,
     /// `peering-agent run --underlay-io` value.
     pub underlay_io: &'static str,
+    /// `peering-agent run --workers` value (1: the flag is not passed).
+    pub workers: u32,
     agent: Option<Proc>,
     /// The agent under a supervisor that restarts it (instead of `agent`).
     pub supervisor: Option<Supervisor>,
@@ -67,6 +69,7 @@ impl Gateway {
             region,
             underlay,
             underlay_io: "af-xdp",
+            workers: 1,
             agent: None,
             supervisor: None,
         }
@@ -176,13 +179,33 @@ impl InterRegionLab {
         underlay_io: &'static str,
         start_cp: impl FnOnce() -> ControlPlane,
     ) -> Self {
+        Self::build(underlay_io, 1, start_cp)
+    }
+
+    /// Like [`InterRegionLab::new`] with `workers` tunnel workers per
+    /// agent (`--workers`), and as many queues on every gateway veth (VPC
+    /// ports, underlay) and on their peers, so each worker has its own.
+    pub fn with_workers(verbose: bool, controld_args: &[&str], workers: u32) -> Self {
+        Self::build("af-xdp", workers, || {
+            ControlPlane::start_with(verbose, controld_args)
+        })
+    }
+
+    fn build(
+        underlay_io: &'static str,
+        workers: u32,
+        start_cp: impl FnOnce() -> ControlPlane,
+    ) -> Self {
         let mut gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
         let mut gw2 = Gateway::new("gw2", REGION_2, UNDERLAY_2);
-        gw1.underlay_io = underlay_io;
-        gw2.underlay_io = underlay_io;
+        for gw in [&mut gw1, &mut gw2] {
+            gw.underlay_io = underlay_io;
+            gw.workers = workers;
+        }
+        let queues = workers.max(1);
         let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
         let wan = Netns::new("wan");
-        wire(&gw1.ns, &gw2.ns, &wan, [&a, &b, &c]);
+        wire(&gw1.ns, &gw2.ns, &wan, [&a, &b, &c], queues);
         let cp = start_cp();
         let acct_a = cp.account(OWNER_A);
         let acct_b = cp.account(OWNER_B);
@@ -214,14 +237,25 @@ impl InterRegionLab {
 
     pub fn start_agent(&mut self, n: u8) {
         let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
-        gw.agent = Some(self.cp.tunnel_agent(
+        let cmd = Self::agent_cmd(&self.cp, gw);
+        gw.agent =
+            Some(crate::teardown::spawn(&mut cmd.command()).expect("start peering-agent run"));
+    }
+
+    fn agent_cmd(cp: &ControlPlane, gw: &Gateway) -> crate::control_lab::AgentCmd {
+        let mut cmd = cp.tunnel_agent_cmd(
             &gw.ns,
             &gw.pins,
             gw.region,
             gw.underlay,
             gw.underlay_io,
             &gw.state,
-        ));
+        );
+        if gw.workers > 1 {
+            cmd.args
+                .extend(["--workers".into(), gw.workers.to_string()]);
+        }
+        cmd
     }
 
     /// Replaces gateway `n`'s agent with one under a [`Supervisor`] that
@@ -231,14 +265,7 @@ impl InterRegionLab {
         let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
         gw.stop_agent();
         std::fs::create_dir_all(&gw.state).expect("state directory");
-        let mut cmd = self.cp.tunnel_agent_cmd(
-            &gw.ns,
-            &gw.pins,
-            gw.region,
-            gw.underlay,
-            gw.underlay_io,
-            &gw.state,
-        );
+        let mut cmd = Self::agent_cmd(&self.cp, gw);
         cmd.log = Some(gw.agent_log_path());
         gw.supervisor = Some(Supervisor::start(
             Box::new(move || cmd.spawn()),
@@ -338,16 +365,17 @@ impl InterRegionLab {
 /// The lab's namespaces joined as the diagram shows, nothing started: the
 /// underlay legs through the router `wan` (MTU 1600, each gateway routed
 /// to the other's subnet, IP forwarding off on the gateways), the VPC
-/// ports, and hosts `a`, `b`, `c` with their addresses. Benchmarks build
+/// ports (`queues` RX and TX queues on every veth), and hosts `a`, `b`,
+/// `c` with their addresses. Benchmarks build
 /// other gateways (plain routing, WireGuard) on the same wiring.
-pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3]) {
+pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3], queues: u32) {
     wan.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let legs = [
         (gw1, UNDERLAY_1, "wan-1", WAN_1, "198.18.1.0/24"),
         (gw2, UNDERLAY_2, "wan-2", WAN_2, "198.18.0.0/24"),
     ];
     for (ns, addr, wan_if, wan_addr, other) in legs {
-        veth(ns, "underlay", wan, wan_if);
+        veth_queues(ns, "underlay", wan, wan_if, queues);
         // No IPv6 on the underlay: the kernel's router solicitations
         // would show in the captures of what crosses it.
         ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
@@ -377,9 +405,9 @@ pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3]) {
         ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
         ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     }
-    veth(gw1, "vpc-a", a, "eth0");
-    veth(gw2, "vpc-b", b, "eth0");
-    veth(gw2, "vpc-c", c, "eth0");
+    veth_queues(gw1, "vpc-a", a, "eth0", queues);
+    veth_queues(gw2, "vpc-b", b, "eth0", queues);
+    veth_queues(gw2, "vpc-c", c, "eth0", queues);
     // No address on the VPC ports: the agents put each subnet's router
     // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
     host(a, "10.1.0.10/24", "10.1.0.1");

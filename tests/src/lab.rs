@@ -139,6 +139,37 @@ pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     b.exec_ok(&["ip", "link", "set", b_if, "up"]);
 }
 
+/// A veth pair like [`veth`] with `queues` receive and transmit queues on
+/// each end: the sender's flow hash picks the transmit queue, and the
+/// peer receives on the queue of that index (veth's "RSS").
+pub fn veth_queues(a: &Netns, a_if: &str, b: &Netns, b_if: &str, queues: u32) {
+    let q = queues.to_string();
+    ip(&[
+        "link",
+        "add",
+        a_if,
+        "netns",
+        &a.name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        &b.name,
+        "numtxqueues",
+        &q,
+        "numrxqueues",
+        &q,
+    ]);
+    a.exec_ok(&["ip", "link", "set", a_if, "up"]);
+    b.exec_ok(&["ip", "link", "set", b_if, "up"]);
+}
+
 /// A host namespace with `addr` (CIDR) on `eth0` and a default route via
 /// `gw`. Two veth specifics make it behave like a host on a real link:
 /// - GRO on lets frames that XDP redirects into the veth be received (a

@@ -69,29 +69,35 @@ fn frames_reach_a_udp_socket_and_the_rest_goes_back_to_the_socket_path() {
     within(&tx, || {
         let mut dp = Dataplane::load(None).expect("load the XDP object");
         let ifindex = sys::ifindex("ul0").unwrap();
-        let mut ul =
-            XdpUnderlay::open(ifindex, LOCAL, MTU, 1, dp.maps.xsks_mut()).expect("AF_XDP on ul0");
+        let mut ul = XdpUnderlay::open(ifindex, LOCAL, MTU, &[0], dp.maps.xsks_mut())
+            .expect("AF_XDP on ul0");
 
         // No next hop yet: the socket path.
-        let t = ul.transmit(PEER, seal_bytes(b"never".to_vec()));
+        let t = ul.transmit(PEER, PORT, seal_bytes(b"never".to_vec()));
         assert_eq!(t, Transmit::UseSocket);
         assert_eq!(ul.counters.tx_socket_no_next_hop, 1);
         // A next hop through another interface is not used either.
         ul.set_links([(*PEER.ip(), ifindex + 100, link)]);
         assert_eq!(
-            ul.transmit(PEER, seal_bytes(b"never".to_vec())),
+            ul.transmit(PEER, PORT, seal_bytes(b"never".to_vec())),
             Transmit::UseSocket
         );
 
         ul.set_links([(*PEER.ip(), ifindex, link)]);
         for payload in [b"first sealed datagram".to_vec(), vec![0xa5; 1500 + 44]] {
-            assert_eq!(ul.transmit(PEER, seal_bytes(payload)), Transmit::Staged);
+            assert_eq!(
+                ul.transmit(PEER, PORT, seal_bytes(payload)),
+                Transmit::Staged
+            );
         }
         // Over the underlay MTU (1600 - 28 bytes of IPv4 and UDP headers).
         let too_big = vec![0u8; MTU - 28 + 1];
-        assert_eq!(ul.transmit(PEER, seal_bytes(too_big)), Transmit::TooBig);
         assert_eq!(
-            ul.transmit(PEER, |_| Err::<usize, _>("no key")),
+            ul.transmit(PEER, PORT, seal_bytes(too_big)),
+            Transmit::TooBig
+        );
+        assert_eq!(
+            ul.transmit(PEER, PORT, |_| Err::<usize, _>("no key")),
             Transmit::Failed("no key")
         );
         ul.flush();
@@ -133,19 +139,22 @@ fn no_transmit_outcome_loses_a_frame() {
     within(&tx, || {
         let mut dp = Dataplane::load(None).expect("load the XDP object");
         let ifindex = sys::ifindex("ul0").unwrap();
-        let mut ul =
-            XdpUnderlay::open(ifindex, LOCAL, MTU, 1, dp.maps.xsks_mut()).expect("AF_XDP on ul0");
+        let mut ul = XdpUnderlay::open(ifindex, LOCAL, MTU, &[0], dp.maps.xsks_mut())
+            .expect("AF_XDP on ul0");
         ul.set_links([(*PEER.ip(), ifindex, link)]);
         let free = |ul: &mut XdpUnderlay| ul.sockets().next().unwrap().tx_frames_free();
         assert_eq!(free(&mut ul), TX_FRAMES);
         for round in 0..3 * TX_FRAMES / 64 {
             for _ in 0..64 {
-                let t = ul.transmit(PEER, seal_bytes(vec![7; 100]));
+                let t = ul.transmit(PEER, PORT, seal_bytes(vec![7; 100]));
                 assert_eq!(t, Transmit::Staged, "round {round}");
             }
             let too_big = vec![0u8; MTU];
-            assert_eq!(ul.transmit(PEER, seal_bytes(too_big)), Transmit::TooBig);
-            let failed = ul.transmit(PEER, |_| Err::<usize, _>("no key"));
+            assert_eq!(
+                ul.transmit(PEER, PORT, seal_bytes(too_big)),
+                Transmit::TooBig
+            );
+            let failed = ul.transmit(PEER, PORT, |_| Err::<usize, _>("no key"));
             assert_eq!(failed, Transmit::Failed("no key"));
             ul.flush();
             ul.maintain();

@@ -52,6 +52,8 @@ pub struct AgentConfig {
     /// None: no inter-region tunnel on this gateway.
     pub underlay: Option<SocketAddrV4>,
     pub underlay_io: UnderlayIo,
+    /// Tunnel worker threads (see [`crate::gateway::Tunnel`]).
+    pub workers: u32,
     /// Where the agent writes its state (tunnel counters).
     pub state_dir: PathBuf,
 }

@@ -95,6 +95,7 @@ impl TunnelLink {
                 xsk_map: dp.xsk_map()?,
                 stats_path: cfg.state_dir.join(TUNNEL_STATS_FILE),
                 af_xdp,
+                workers: cfg.workers,
             })
         };
         let tunnel = match Tunnel::spawn(params(dp, af_xdp)?) {
@@ -119,13 +120,14 @@ impl TunnelLink {
             None
         };
         info!(
-            "tunnel up: gateway {gateway_id} of {} on {underlay} ({}), keys rotated every {} ms",
+            "tunnel up: gateway {gateway_id} of {} on {underlay} ({}, {} worker(s)), keys rotated every {} ms",
             cfg.region,
             if next_hops.is_some() {
                 "AF_XDP"
             } else {
                 "UDP socket"
             },
+            tunnel.workers(),
             settings.policy.interval()
         );
         Ok(TunnelLink {

@@ -80,6 +80,12 @@ enum Cmd {
         /// what AF_XDP cannot), or the UDP socket alone.
         #[arg(long, value_enum, default_value = "af-xdp")]
         underlay_io: gateway::UnderlayIo,
+        /// Tunnel worker threads: worker i serves the AF_XDP queues q with
+        /// q % N == i on every VPC port and the underlay, so give those
+        /// interfaces at least N queues (about one worker per CPU).
+        #[arg(long, env = "PEERING_WORKERS", default_value_t = 1,
+              value_parser = clap::value_parser!(u32).range(1..=64))]
+        workers: u32,
         /// Directory for the agent's state (tunnel counters).
         #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
@@ -326,6 +332,7 @@ fn run(cli: Cli) -> Result<()> {
             once,
             underlay,
             underlay_io,
+            workers,
             state_dir,
             ..
         } => {
@@ -337,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
                 once,
                 underlay,
                 underlay_io,
+                workers,
                 state_dir,
             };
             agent::run(&cfg, link.expect("made above"))?;

@@ -25,6 +25,7 @@ use std::{
 
 use crate::tunnel::{
     wire::Packet, EpochKey, InstallError, Millis, RotationReason, TunnelConfig, TunnelCore,
+    TunnelShared,
 };
 
 use super::{
@@ -61,6 +62,8 @@ pub struct Route {
     pub to: SocketAddrV4,
     /// The inner IPv4 packet within the frame.
     pub packet: Range<usize>,
+    /// Outer UDP source port for the AF_XDP underlay ([`frame::flow_port`]).
+    pub flow_port: u16,
 }
 
 /// The gateway's packet logic: tunnel core, table and counters.
@@ -76,10 +79,18 @@ pub struct GatewayCore {
 }
 
 impl GatewayCore {
+    /// A gateway with one worker.
     pub fn new(config: TunnelConfig) -> Self {
+        Self::worker(config, TunnelShared::new(config.counter_floor))
+    }
+
+    /// One worker of a gateway whose workers share `tunnel` (send counter,
+    /// replay windows; see [`TunnelCore::worker`]). Its counters are its
+    /// own (one writer each); the exporter sums the workers'.
+    pub fn worker(config: TunnelConfig, tunnel: TunnelShared) -> Self {
         GatewayCore {
             shared: Arc::new(Shared::new(config.gateway_id)),
-            tunnel: TunnelCore::new(config),
+            tunnel: TunnelCore::worker(config, tunnel),
             table: TunnelTable::default(),
             peerings: HashMap::new(),
             gateways: HashMap::new(),
@@ -284,6 +295,7 @@ fn route(table: &TunnelTable, pcx: u32, frame: &[u8]) -> Result<Route, DropReaso
     Ok(Route {
         to,
         packet: start..start + packet.len(),
+        flow_port: frame::flow_port(packet),
     })
 }
 

@@ -502,3 +502,52 @@ fn an_unresolved_host_is_handed_out_for_resolution() {
     }
     assert_eq!(west.shared().drops(DropReason::NoNeighbour), 1);
 }
+
+/// Two workers of the west gateway: a datagram opened on one is refused
+/// as a replay on the other (the outer headers, which pick the queue and
+/// so the worker, are not authenticated), counted there under `replay`
+/// and charged to the claimed sender; the workers' counters sum.
+#[test]
+fn a_replay_onto_a_second_worker_is_refused_and_counted() {
+    let mut east = core_from(config(EAST), false);
+    let shared = crate::tunnel::TunnelShared::new(1000);
+    let mut workers: Vec<GatewayCore> = (0..2)
+        .map(|_| {
+            let mut w = GatewayCore::worker(config(WEST).worker_share(2), shared.clone());
+            w.install_key(key(1), 0).unwrap();
+            w.set_table(table(true, true));
+            w
+        })
+        .collect();
+    let d = seal(&mut east, PCX, &frame("10.1.1.10", "10.3.0.10", 10)).unwrap();
+    assert!(matches!(open(&mut workers[0], &d), Action::Deliver { .. }));
+    assert_eq!(reason(open(&mut workers[1], &d)), DropReason::Replay);
+    assert_eq!(reason(open(&mut workers[0], &d)), DropReason::Replay);
+    let (w0, w1) = (stats(&workers[0]), stats(&workers[1]));
+    assert_eq!(w1.drop_count("replay"), 1);
+    assert_eq!(w1.gateways["us-east-1"].replays, 1);
+    let mut all = w0.clone();
+    all.absorb(w1);
+    assert_eq!(all.drop_count("replay"), 2);
+    assert_eq!(all.gateways["us-east-1"].opened, 1);
+    // Both workers seal without sharing a nonce.
+    let back: Vec<Vec<u8>> = (0..2)
+        .flat_map(|i| {
+            let w = &mut workers[i];
+            (0..3)
+                .map(|_| seal(w, PCX, &frame("10.3.0.10", "10.1.1.10", 0)).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let nonce = |d: &[u8]| {
+        let p = crate::tunnel::wire::Packet::new_checked(d).unwrap();
+        crate::tunnel::wire::TunnelHeader::parse(&p)
+            .unwrap()
+            .nonce()
+    };
+    let nonces: BTreeSet<[u8; 12]> = back.iter().map(|d| nonce(d)).collect();
+    assert_eq!(nonces.len(), 6);
+    for d in &back {
+        assert!(matches!(open(&mut east, d), Action::Deliver { .. }));
+    }
+}

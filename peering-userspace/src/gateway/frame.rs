@@ -51,6 +51,40 @@ pub fn addresses(packet: &[u8]) -> Option<(Ipv4Addr, Ipv4Addr)> {
     Some((src.into(), dst.into()))
 }
 
+/// First outer UDP source port for flow entropy: the dynamic range
+/// (RFC 6335), as VXLAN senders do (RFC 7348, section 5).
+pub const FLOW_PORT_BASE: u16 = 49152;
+
+/// The outer UDP source port for an inner IPv4 `packet`: the same for every
+/// packet of a flow (addresses, protocol and, for TCP and UDP, ports), and
+/// spread over `FLOW_PORT_BASE..=65535` across flows, so the receiving
+/// gateway's NIC (RSS) spreads flows over its queues and tunnel workers
+/// while each flow stays on one and keeps its order. Receivers ignore the
+/// source port. Not a secret: a host chooses its own flows' queue at most.
+pub fn flow_port(packet: &[u8]) -> u16 {
+    const TCP: u8 = 6;
+    const UDP: u8 = 17;
+    let Some(first) = packet.first() else {
+        return FLOW_PORT_BASE;
+    };
+    let ihl = usize::from(first & 0x0f) * 4;
+    let proto = packet.get(9).copied().unwrap_or(0);
+    let unfragmented = packet
+        .get(6..8)
+        .is_some_and(|f| u16::from_be_bytes([f[0], f[1]]) & (IP_MF | IP_OFFSET_MASK) == 0);
+    let addrs = packet.get(12..20).unwrap_or(&[]);
+    let ports = match proto {
+        TCP | UDP if unfragmented => packet.get(ihl..ihl + 4).unwrap_or(&[]),
+        _ => &[],
+    };
+    // FNV-1a (a public-domain hash): cheap, and mixes every byte in.
+    let mut h: u32 = 0x811c_9dc5;
+    for &b in addrs.iter().chain(ports).chain(&[proto]) {
+        h = (h ^ u32::from(b)).wrapping_mul(0x0100_0193);
+    }
+    FLOW_PORT_BASE | ((h ^ (h >> 16)) as u16 & !FLOW_PORT_BASE)
+}
+
 /// Writes an Ethernet header (with a tag if `vlan` is not 0) followed by
 /// `packet` into `buf`; returns the frame length, or 0 if it does not fit.
 pub fn write_frame(buf: &mut [u8], dst: [u8; 6], src: [u8; 6], vlan: u16, packet: &[u8]) -> usize {
@@ -181,6 +215,43 @@ fn ones_sum(bytes: &[u8]) -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn tcp(src: [u8; 4], dst: [u8; 4], sport: u16, dport: u16) -> Vec<u8> {
+        let mut p = packet(40);
+        p[9] = 6;
+        p[12..16].copy_from_slice(&src);
+        p[16..20].copy_from_slice(&dst);
+        p[20..22].copy_from_slice(&sport.to_be_bytes());
+        p[22..24].copy_from_slice(&dport.to_be_bytes());
+        p
+    }
+
+    #[test]
+    fn flow_port_is_per_flow_and_in_the_dynamic_range() {
+        let a = tcp([10, 1, 0, 10], [10, 3, 0, 10], 40000, 5201);
+        let mut same = a.clone();
+        same[30] = 0xff; // payload and other header bytes do not count
+        assert_eq!(flow_port(&a), flow_port(&same));
+        let ports: std::collections::HashSet<u16> = (0..64)
+            .map(|i| flow_port(&tcp([10, 1, 0, 10], [10, 3, 0, 10], 40000 + i, 5201)))
+            .collect();
+        assert!(
+            ports.len() > 32,
+            "{} distinct ports of 64 flows",
+            ports.len()
+        );
+        assert!(ports.iter().all(|p| *p >= FLOW_PORT_BASE));
+        // A fragment's ports are not read: every fragment of a datagram
+        // goes the same way.
+        let mut frag = a.clone();
+        frag[6] = 0x20;
+        let mut frag2 = tcp([10, 1, 0, 10], [10, 3, 0, 10], 1, 2);
+        frag2[6] = 0x20;
+        assert_eq!(flow_port(&frag), flow_port(&frag2));
+        for short in [&[][..], &[0x45][..], &a[..10]] {
+            assert!(flow_port(short) >= FLOW_PORT_BASE);
+        }
+    }
 
     fn packet(total: u16) -> Vec<u8> {
         let mut p = vec![0u8; usize::from(total)];

@@ -1,6 +1,6 @@
-//! The tunnel's IO edge: one thread moving packets between the VPC ports'
-//! AF_XDP sockets and the underlay, around the sans-IO
-//! [`crate::tunnel::TunnelCore`].
+//! The tunnel's IO edge: worker threads moving packets between the VPC
+//! ports' AF_XDP sockets and the underlay, each around its own sans-IO
+//! [`GatewayCore`] (and [`crate::tunnel::TunnelCore`]).
 //!
 //! ```text
 //! VPC port --XDP (route to a remote peering)--> AF_XDP RX --seal--> underlay TX
@@ -14,10 +14,21 @@
 //! TX ring, datagrams the XDP program left to the kernel) and everything
 //! when AF_XDP is off ([`UnderlayIo::Socket`]).
 //!
+//! With `workers` N (`peering-agent run --workers N`), worker `i` owns the
+//! AF_XDP sockets of the queues `q` with `q % N == i`, on every VPC port
+//! and on the underlay, and nothing per packet is shared between workers
+//! but what the protocol needs shared ([`TunnelShared`]): the send counter
+//! (nonces never repeat across workers) and the replay windows (a datagram
+//! replayed onto another worker's queue is still refused). Each worker
+//! transmits through its own sockets: on the underlay, from its first
+//! queue; to a VPC port, from its first queue of that port. Counters are
+//! per worker and summed by the exporter. Worker 0 also reads the UDP
+//! socket; every worker sends through it (a clone of the descriptor).
+//!
 //! The agent owns everything else: it builds the [`TunnelTable`], hands
 //! over keys as the control store publishes them, and says which ports
-//! exist; all of that arrives as [`Update`]s on a channel. The thread sleeps
-//! in poll(2) when there is nothing to move.
+//! exist; all of that arrives as [`Update`]s, one copy on each worker's
+//! channel. A worker sleeps in poll(2) when there is nothing to move.
 
 pub mod addr;
 pub mod core;
@@ -37,7 +48,7 @@ use std::{
     sync::{
         atomic::{AtomicBool, Ordering},
         mpsc::{self, Receiver, Sender, SyncSender, TryRecvError, TrySendError},
-        Arc, Weak,
+        Arc, Mutex, Weak,
     },
     thread::JoinHandle,
     time::{Duration, Instant},
@@ -49,7 +60,7 @@ use log::{info, warn};
 use serde::{Deserialize, Serialize};
 
 use crate::control::clock::unix_ms;
-use crate::tunnel::{EpochKey, TunnelConfig};
+use crate::tunnel::{EpochKey, TunnelConfig, TunnelShared};
 
 pub use self::core::{Action, GatewayCore, Route};
 pub use self::reason::DropReason;
@@ -79,6 +90,7 @@ pub struct PortSlots {
 }
 
 /// Commands from the agent.
+#[derive(Debug)]
 pub enum Update {
     Table(Box<TunnelTable>),
     Key(EpochKey),
@@ -86,6 +98,24 @@ pub enum Update {
     Ports(BTreeMap<u32, PortSlots>),
     /// Next hops of the remote gateways: (address, ifindex, link).
     Links(Vec<(Ipv4Addr, u32, Link)>),
+}
+
+impl Update {
+    /// A copy for another worker (keys deliberately copied, see
+    /// [`EpochKey::duplicate`]).
+    fn duplicate(&self) -> Update {
+        match self {
+            Update::Table(t) => Update::Table(t.clone()),
+            Update::Key(k) => Update::Key(k.duplicate()),
+            Update::Ports(p) => Update::Ports(p.clone()),
+            Update::Links(l) => Update::Links(l.clone()),
+        }
+    }
+}
+
+/// Whether worker `index` of `workers` owns queue `queue` (of any port).
+pub fn owns_queue(index: u32, workers: u32, queue: u32) -> bool {
+    queue % workers.max(1) == index
 }
 
 /// How the tunnel moves datagrams on the underlay.
@@ -118,16 +148,19 @@ pub struct TunnelParams {
     pub stats_path: PathBuf,
     /// The underlay interface when AF_XDP is to be used on it.
     pub af_xdp: Option<UnderlayPort>,
+    /// Tunnel worker threads (at least 1).
+    pub workers: u32,
 }
 
-/// The running tunnel thread.
+/// The running tunnel workers.
 pub struct Tunnel {
-    updates: Sender<Update>,
+    /// One channel per worker.
+    updates: Vec<Sender<Update>>,
     af_xdp: bool,
-    thread: Option<JoinHandle<()>>,
-    /// Writes the counters; ends with the tunnel thread.
+    threads: Vec<JoinHandle<()>>,
+    /// Writes the counters; ends with the tunnel workers.
     _exporter: JoinHandle<()>,
-    counters: Weak<Shared>,
+    counters: Vec<Weak<Shared>>,
     rotation_needed: Arc<AtomicBool>,
     unresolved: Receiver<(u32, Ipv4Addr)>,
 }
@@ -138,53 +171,53 @@ pub struct Tunnel {
 const UNRESOLVED_QUEUE: usize = 64;
 
 impl Tunnel {
-    /// Binds the underlay socket and the AF_XDP sockets (failing here, not
-    /// in the thread) and starts the thread.
-    pub fn spawn(mut params: TunnelParams) -> Result<Self> {
+    /// Binds the underlay socket and every worker's AF_XDP sockets on the
+    /// underlay (failing here, not in a thread) and starts the workers.
+    pub fn spawn(params: TunnelParams) -> Result<Self> {
+        let workers = params.workers.max(1);
         let underlay = Underlay::bind(params.bind)?;
-        let xdp = match params.af_xdp {
-            Some(p) => {
-                let x = XdpUnderlay::open(
-                    p.ifindex,
-                    params.bind,
-                    p.mtu,
-                    p.rx_queues,
-                    &mut params.xsk_map,
-                )?;
-                info!(
-                    "AF_XDP on the underlay: ifindex {}, {} queue(s)",
-                    p.ifindex,
-                    x.fds().count()
-                );
-                Some(x)
-            }
-            None => None,
-        };
-        let (updates, rx) = mpsc::channel();
+        let xsk_map = Arc::new(Mutex::new(params.xsk_map));
+        let mut xdps = Vec::new();
+        for index in 0..workers {
+            xdps.push(match params.af_xdp {
+                Some(p) => open_underlay(p, params.bind, index, workers, &xsk_map)?,
+                None => None,
+            });
+        }
         let (unresolved_tx, unresolved) = mpsc::sync_channel(UNRESOLVED_QUEUE);
         let rotation_needed = Arc::new(AtomicBool::new(false));
-        let af_xdp = xdp.is_some();
-        let mut core = GatewayCore::new(params.config);
-        core.set_underlay_mtu(params.af_xdp.map(|p| p.mtu));
-        let counters = Arc::downgrade(core.shared());
+        let af_xdp = xdps.iter().any(Option::is_some);
+        let shared = TunnelShared::new(params.config.counter_floor);
+        let config = params.config.worker_share(workers);
+        let (mut updates, mut threads, mut counters) = (Vec::new(), Vec::new(), Vec::new());
+        for (index, xdp) in (0..workers).zip(xdps) {
+            let mut core = GatewayCore::worker(config, shared.clone());
+            core.set_underlay_mtu(params.af_xdp.map(|p| p.mtu));
+            counters.push(Arc::downgrade(core.shared()));
+            let (tx, rx) = mpsc::channel();
+            updates.push(tx);
+            let mut worker = Worker::new(
+                core,
+                xsk_map.clone(),
+                underlay.try_clone()?,
+                xdp,
+                rx,
+                rotation_needed.clone(),
+            );
+            (worker.index, worker.workers) = (index, workers);
+            worker.receives_socket = index == 0;
+            worker.unresolved = Some(unresolved_tx.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("tunnel-{index}"))
+                .spawn(move || worker.run())
+                .context("starting a tunnel worker")?;
+            threads.push(thread);
+        }
         let exporter = stats::spawn_exporter(counters.clone(), params.stats_path, STATS_EVERY)?;
-        let mut worker = Worker::new(
-            core,
-            params.xsk_map,
-            underlay,
-            xdp,
-            rx,
-            rotation_needed.clone(),
-        );
-        worker.unresolved = Some(unresolved_tx);
-        let thread = std::thread::Builder::new()
-            .name("tunnel".into())
-            .spawn(move || worker.run())
-            .context("starting the tunnel thread")?;
         Ok(Tunnel {
             updates,
             af_xdp,
-            thread: Some(thread),
+            threads,
             _exporter: exporter,
             counters,
             rotation_needed,
@@ -204,10 +237,21 @@ impl Tunnel {
         self.rotation_needed.swap(false, Ordering::Relaxed)
     }
 
+    /// Hands `update` to every worker.
     pub fn update(&self, update: Update) -> Result<()> {
-        self.updates
-            .send(update)
-            .map_err(|_| anyhow::anyhow!("the tunnel thread has stopped"))
+        let stopped = || anyhow::anyhow!("a tunnel worker has stopped");
+        let Some((last, others)) = self.updates.split_last() else {
+            return Err(stopped());
+        };
+        for tx in others {
+            tx.send(update.duplicate()).map_err(|_| stopped())?;
+        }
+        last.send(update).map_err(|_| stopped())
+    }
+
+    /// Tunnel worker threads.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
     }
 
     /// True when datagrams move through AF_XDP on the underlay.
@@ -215,26 +259,61 @@ impl Tunnel {
         self.af_xdp
     }
 
-    /// The live counters, while the tunnel thread runs.
-    pub fn counters(&self) -> Option<Arc<Shared>> {
-        self.counters.upgrade()
+    /// The counters of every worker, summed, while any runs.
+    pub fn stats(&self) -> Option<TunnelStats> {
+        stats::snapshot_all(&self.counters)
     }
 
+    /// True while every worker runs.
     pub fn is_running(&self) -> bool {
-        self.thread.as_ref().is_some_and(|t| !t.is_finished())
+        self.threads.iter().all(|t| !t.is_finished())
     }
 }
 
+/// Worker `index`'s AF_XDP sockets on the underlay: its share of the
+/// queues, or none (it then sends through the UDP socket) when the
+/// interface has fewer queues than there are workers.
+fn open_underlay(
+    p: UnderlayPort,
+    bind: SocketAddrV4,
+    index: u32,
+    workers: u32,
+    xsk_map: &Mutex<XskMap<MapData>>,
+) -> Result<Option<XdpUnderlay>> {
+    let queues: Vec<u32> = (0..p.rx_queues.max(1))
+        .filter(|q| owns_queue(index, workers, *q))
+        .collect();
+    if queues.is_empty() {
+        warn!(
+            "tunnel worker {index}: the underlay has {} queue(s) for {workers} workers; this one sends through the UDP socket",
+            p.rx_queues
+        );
+        return Ok(None);
+    }
+    let x = XdpUnderlay::open(p.ifindex, bind, p.mtu, &queues, &mut stats::lock(xsk_map))?;
+    info!(
+        "tunnel worker {index}: AF_XDP on the underlay, ifindex {}, queue(s) {queues:?}",
+        p.ifindex
+    );
+    Ok(Some(x))
+}
+
 struct Worker {
+    index: u32,
+    workers: u32,
     core: GatewayCore,
     underlay: Underlay,
+    /// Whether this worker reads the UDP socket (worker 0 only).
+    receives_socket: bool,
     /// Taken out while its frames are handled (see `decapsulate`).
     xdp: Option<XdpUnderlay>,
     /// Datagrams through the socket, for the underlay counters.
     socket_tx: u64,
     socket_rx: u64,
     updates: Receiver<Update>,
-    xsk_map: XskMap<MapData>,
+    /// Shared by the workers; used only when ports change.
+    xsk_map: Arc<Mutex<XskMap<MapData>>>,
+    /// This worker's sockets by (ifindex, queue).
     ports: BTreeMap<(u32, u32), XskPort>,
     out: Batch,
     inbound: Option<Batch>,
@@ -248,15 +327,18 @@ struct Worker {
 impl Worker {
     fn new(
         core: GatewayCore,
-        xsk_map: XskMap<MapData>,
+        xsk_map: Arc<Mutex<XskMap<MapData>>>,
         underlay: Underlay,
         xdp: Option<XdpUnderlay>,
         updates: Receiver<Update>,
         rotation_needed: Arc<AtomicBool>,
     ) -> Self {
         Worker {
+            index: 0,
+            workers: 1,
             core,
             underlay,
+            receives_socket: true,
             xdp,
             socket_tx: 0,
             socket_rx: 0,
@@ -275,7 +357,7 @@ impl Worker {
     fn run(&mut self) {
         loop {
             if !self.apply_updates() {
-                info!("tunnel thread stopping: the agent went away");
+                info!("tunnel worker {} stopping: the agent went away", self.index);
                 return;
             }
             if self.last_tick.elapsed() >= Duration::from_millis(10) {
@@ -331,14 +413,18 @@ impl Worker {
         }
     }
 
-    /// Opens sockets for new (port, queue) pairs, closes gone ones, and
-    /// points the XSKMAP slots at them.
+    /// Opens sockets for new (port, queue) pairs this worker owns, closes
+    /// gone ones, and points the XSKMAP slots at them.
     fn set_ports(&mut self, wanted: &BTreeMap<u32, PortSlots>) {
         let keep =
             |(ifindex, queue): &(u32, u32)| wanted.get(ifindex).is_some_and(|s| *queue < s.queues);
         self.ports.retain(|key, _| keep(key));
+        let (index, workers) = (self.index, self.workers);
         for (&ifindex, slots) in wanted {
-            for queue in 0..slots.queues {
+            if slots.queues <= index {
+                warn!("tunnel worker {index}: port {ifindex} has {} queue(s) for {workers} workers; packets this worker opens for it are dropped (no_socket)", slots.queues);
+            }
+            for queue in (0..slots.queues).filter(|q| owns_queue(index, workers, *q)) {
                 let slot = slots.xsk_base + queue;
                 let port = match self.ports.entry((ifindex, queue)) {
                     Entry::Occupied(e) => e.into_mut(),
@@ -354,7 +440,7 @@ impl Worker {
                     },
                 };
                 let fd = port.fd();
-                if let Err(e) = self.xsk_map.set(slot, fd, 0) {
+                if let Err(e) = stats::lock(&self.xsk_map).set(slot, fd, 0) {
                     warn!("XSKMAP slot {slot}: {e}");
                 }
             }
@@ -393,7 +479,7 @@ impl Worker {
         };
         if let Some(xdp) = self.xdp.as_mut() {
             let core = &mut self.core;
-            let sent = xdp.transmit(route.to, |buf| {
+            let sent = xdp.transmit(route.to, route.flow_port, |buf| {
                 match core.seal_routed(pcx, frame, &route, buf) {
                     Action::Transmit { len, .. } => Ok(len),
                     _ => Err(()),
@@ -429,7 +515,11 @@ impl Worker {
         // Out of `self` for the loop so `open_one` may borrow it; an Option
         // so that taking it allocates nothing.
         let mut inbound = self.inbound.take().unwrap_or_default();
-        let mut n = self.underlay.recv(&mut inbound);
+        let mut n = if self.receives_socket {
+            self.underlay.recv(&mut inbound)
+        } else {
+            0
+        };
         self.socket_rx += n as u64;
         for i in 0..n {
             let (datagram, _from) = inbound.get_mut(i);
@@ -452,8 +542,11 @@ impl Worker {
             Action::Resolve { ifindex, host } => return self.report_unresolved(ifindex, host),
             Action::Transmit { .. } | Action::Drop(_) => return,
         };
-        // Any queue of the port can transmit; queue 0 always exists.
-        let Some(port) = self.ports.get_mut(&(delivery.ifindex, 0)) else {
+        // Any queue of the port can transmit: this worker's first one.
+        let mut own = self
+            .ports
+            .range_mut((delivery.ifindex, 0)..=(delivery.ifindex, u32::MAX));
+        let Some((_, port)) = own.next() else {
             return self.core.count_drop(DropReason::NoSocket);
         };
         let packet = &datagram[inner];
@@ -471,7 +564,9 @@ impl Worker {
     /// Waits in poll(2) for any socket to become readable.
     fn sleep(&mut self) {
         let xdp_fds = self.xdp.iter().flat_map(|x| x.fds());
-        let mut fds: Vec<libc::pollfd> = std::iter::once(self.underlay.fd())
+        let socket = self.receives_socket.then(|| self.underlay.fd());
+        let mut fds: Vec<libc::pollfd> = socket
+            .into_iter()
             .chain(self.ports.values().map(|p| p.fd()))
             .chain(xdp_fds)
             .map(|fd| libc::pollfd {

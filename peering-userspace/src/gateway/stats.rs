@@ -1,11 +1,12 @@
 //! The tunnel's counters and their export.
 //!
-//! The packet thread is the only writer of every counter: each is an
-//! atomic it bumps with a relaxed load and store (no locked
-//! read-modify-write), so counting costs what a plain `u64` does. The
-//! counters live in [`Shared`], behind an `Arc`, and a separate exporter
-//! thread reads them and writes the JSON file four times a second: the
-//! packet thread never serializes anything and never walks a map to
+//! Each tunnel worker has its own [`Shared`] and is the only writer of
+//! every counter in it: each is an atomic it bumps with a relaxed load and
+//! store (no locked read-modify-write, no cache line shared between
+//! workers), so counting costs what a plain `u64` does. A separate
+//! exporter thread reads every worker's counters, sums them
+//! ([`TunnelStats::absorb`]) and writes the JSON file four times a second:
+//! the packet threads never serialize anything and never walk a map to
 //! export.
 //!
 //! What the counters are keyed by is bounded by the control plane, never
@@ -35,7 +36,7 @@ use super::{
     UnderlayIo,
 };
 
-/// A counter with a single writer (the packet thread) and any readers.
+/// A counter with a single writer (one packet thread) and any readers.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
 
@@ -83,6 +84,22 @@ pub struct PathCounters {
     pub malformed: Counter,
     pub mtu_drops: Counter,
     pub policy_drops: Counter,
+}
+
+impl PathStats {
+    /// Adds `other`, counter by counter (another worker's share).
+    pub fn add(&mut self, other: &PathStats) {
+        self.sealed += other.sealed;
+        self.sealed_bytes += other.sealed_bytes;
+        self.opened += other.opened;
+        self.opened_bytes += other.opened_bytes;
+        self.auth_failures += other.auth_failures;
+        self.replays += other.replays;
+        self.unknown_epoch += other.unknown_epoch;
+        self.malformed += other.malformed;
+        self.mtu_drops += other.mtu_drops;
+        self.policy_drops += other.policy_drops;
+    }
 }
 
 impl PathCounters {
@@ -250,6 +267,25 @@ impl TunnelStats {
         self.gateways.values().map(f).sum()
     }
 
+    /// Adds another worker's counters: packet counters summed, sockets
+    /// listed side by side (each worker has its own), key epochs and the
+    /// underlay path kept from the first worker (all hold the same keys).
+    pub fn absorb(&mut self, other: TunnelStats) {
+        let sum = |into: &mut BTreeMap<String, PathStats>, from: BTreeMap<String, PathStats>| {
+            for (name, s) in from {
+                into.entry(name).or_default().add(&s);
+            }
+        };
+        sum(&mut self.peerings, other.peerings);
+        sum(&mut self.gateways, other.gateways);
+        for (reason, n) in other.drops {
+            *self.drops.entry(reason).or_default() += n;
+        }
+        self.sockets.extend(other.sockets);
+        self.underlay_io = self.underlay_io.or(other.underlay_io);
+        self.underlay.add(&other.underlay);
+    }
+
     pub fn drop_count(&self, reason: &str) -> u64 {
         self.drops.get(reason).copied().unwrap_or(0)
     }
@@ -264,10 +300,21 @@ impl TunnelStats {
     }
 }
 
-/// Starts the thread that writes `shared`'s counters to `path` every
-/// `every`; it ends once the tunnel thread dropped the counters.
+/// The workers' counters summed (worker 0's first); `None` once every
+/// worker has stopped.
+pub fn snapshot_all(workers: &[Weak<Shared>]) -> Option<TunnelStats> {
+    let mut live = workers.iter().filter_map(Weak::upgrade);
+    let mut stats = live.next()?.snapshot();
+    for w in live {
+        stats.absorb(w.snapshot());
+    }
+    Some(stats)
+}
+
+/// Starts the thread that writes the workers' counters, summed, to `path`
+/// every `every`; it ends once every worker dropped its counters.
 pub fn spawn_exporter(
-    shared: Weak<Shared>,
+    workers: Vec<Weak<Shared>>,
     path: PathBuf,
     every: Duration,
 ) -> Result<JoinHandle<()>> {
@@ -275,11 +322,9 @@ pub fn spawn_exporter(
         .name("tunnel-stats".into())
         .spawn(move || loop {
             std::thread::sleep(every);
-            let Some(shared) = shared.upgrade() else {
+            let Some(stats) = snapshot_all(&workers) else {
                 return;
             };
-            let stats = shared.snapshot();
-            drop(shared);
             if let Err(e) = write_atomic(&path, &stats) {
                 warn!("writing {}: {e:#}", path.display());
             }
@@ -326,6 +371,34 @@ mod tests {
     }
 
     #[test]
+    fn workers_counters_are_summed_and_their_sockets_listed() {
+        let workers: Vec<Arc<Shared>> = (0..2).map(|_| Arc::new(Shared::new(7))).collect();
+        for (i, w) in workers.iter().enumerate() {
+            w.count_drop(DropReason::Replay);
+            let paths = PathSet {
+                peerings: vec![("pcx-1".into(), Arc::default())],
+                gateways: vec![],
+            };
+            paths.peerings[0].1.sealed.add(10 + i as u64);
+            *lock(&w.paths) = Arc::new(paths);
+            let mut io = lock(&w.io);
+            io.sockets.push(((4, i as u32), XskCounters::default()));
+            io.underlay.tx_socket = 3;
+        }
+        workers[0].set_epochs(Some(2), [2].into_iter());
+        let weak: Vec<_> = workers.iter().map(Arc::downgrade).collect();
+        let t = snapshot_all(&weak).unwrap();
+        assert_eq!(t.drop_count("replay"), 2);
+        assert_eq!(t.drops.len(), DROP_REASONS);
+        assert_eq!(t.peerings["pcx-1"].sealed, 21);
+        assert_eq!(t.sockets.len(), 2);
+        assert_eq!(t.underlay.tx_socket, 6);
+        assert_eq!(t.current_epoch, Some(2));
+        drop(workers);
+        assert!(snapshot_all(&weak).is_none());
+    }
+
+    #[test]
     fn the_exporter_writes_and_stops_with_the_counters() {
         let dir = std::env::temp_dir().join(format!("stats-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -333,7 +406,7 @@ mod tests {
         let shared = Arc::new(Shared::new(3));
         shared.count_drop(DropReason::Truncated);
         let t = spawn_exporter(
-            Arc::downgrade(&shared),
+            vec![Arc::downgrade(&shared)],
             path.clone(),
             Duration::from_millis(5),
         )

@@ -136,6 +136,16 @@ impl Underlay {
         Ok(Underlay { socket })
     }
 
+    /// Another handle on the same socket (for another tunnel worker to
+    /// send through; the kernel serializes sends).
+    pub fn try_clone(&self) -> Result<Self> {
+        let socket = self
+            .socket
+            .try_clone()
+            .context("duplicating the UDP socket")?;
+        Ok(Underlay { socket })
+    }
+
     pub fn fd(&self) -> libc::c_int {
         self.socket.as_raw_fd()
     }

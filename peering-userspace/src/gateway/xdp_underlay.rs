@@ -1,7 +1,8 @@
 //! The underlay through AF_XDP: tunnel frames are written whole
 //! (Ethernet/IPv4/UDP around the sealed datagram) into a UMEM and sent on
-//! the underlay interface's queue 0, and the underlay XDP program hands
-//! received tunnel datagrams to one socket per receive queue. Both skip the
+//! the first queue a tunnel worker owns, and the underlay XDP program hands
+//! received tunnel datagrams to the socket of their receive queue (each
+//! worker owns the sockets of its queues). Both skip the
 //! kernel's UDP and IP layers; `cargo xtask bench` (underlay-bench,
 //! tunnel-bench) measures the gain over sendmmsg/recvmmsg.
 //!
@@ -54,6 +55,19 @@ pub struct UnderlayCounters {
     pub rx_malformed: u64,
 }
 
+impl UnderlayCounters {
+    /// Adds another worker's counters.
+    pub fn add(&mut self, other: &UnderlayCounters) {
+        self.tx_af_xdp += other.tx_af_xdp;
+        self.tx_socket += other.tx_socket;
+        self.tx_socket_no_next_hop += other.tx_socket_no_next_hop;
+        self.tx_mtu_drops += other.tx_mtu_drops;
+        self.rx_af_xdp += other.rx_af_xdp;
+        self.rx_socket += other.rx_socket;
+        self.rx_malformed += other.rx_malformed;
+    }
+}
+
 /// What [`XdpUnderlay::transmit`] did with a datagram.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Transmit<E> {
@@ -75,7 +89,7 @@ pub struct XdpUnderlay {
     local: SocketAddrV4,
     /// Largest IPv4 packet the interface sends.
     mtu: usize,
-    /// Socket `q` is bound to receive queue `q`; socket 0 also transmits.
+    /// One socket per queue this worker owns; the first also transmits.
     sockets: Vec<XskPort>,
     links: HashMap<Ipv4Addr, Link>,
     ip_id: u16,
@@ -83,19 +97,18 @@ pub struct XdpUnderlay {
 }
 
 impl XdpUnderlay {
-    /// Binds one socket per receive queue (at most [`UNDERLAY_XSK_SLOTS`];
-    /// the XDP program passes the others' datagrams to the kernel) and
-    /// puts them in their XSKMAP slots.
+    /// Binds one socket per queue of `queues` (not empty; queues from
+    /// [`UNDERLAY_XSK_SLOTS`] on are skipped: the XDP program passes their
+    /// datagrams to the kernel) and puts them in their XSKMAP slots.
     pub fn open(
         ifindex: u32,
         local: SocketAddrV4,
         mtu: usize,
-        queues: u32,
+        queues: &[u32],
         xsk_map: &mut XskMap<MapData>,
     ) -> Result<Self> {
-        let queues = queues.clamp(1, UNDERLAY_XSK_SLOTS);
         let mut sockets = Vec::new();
-        for queue in 0..queues {
+        for &queue in queues.iter().filter(|q| **q < UNDERLAY_XSK_SLOTS) {
             let port = XskPort::bind(ifindex, queue)
                 .with_context(|| format!("AF_XDP on the underlay, queue {queue}"))?;
             xsk_map
@@ -103,6 +116,7 @@ impl XdpUnderlay {
                 .with_context(|| format!("XSKMAP slot {}", UNDERLAY_XSK_BASE + queue))?;
             sockets.push(port);
         }
+        anyhow::ensure!(!sockets.is_empty(), "no underlay queue among {queues:?}");
         Ok(XdpUnderlay {
             ifindex,
             local,
@@ -142,11 +156,13 @@ impl XdpUnderlay {
         self.sockets.iter().map(|s| s.fd())
     }
 
-    /// Seals a datagram for `to` straight into a TX frame: `seal` writes
-    /// the datagram into the buffer it is given and returns its length.
+    /// Seals a datagram for `to` straight into a TX frame, from UDP port
+    /// `src_port`: `seal` writes the datagram into the buffer it is given
+    /// and returns its length.
     pub fn transmit<E>(
         &mut self,
         to: SocketAddrV4,
+        src_port: u16,
         seal: impl FnOnce(&mut [u8]) -> Result<usize, E>,
     ) -> Transmit<E> {
         let Some(link) = self.links.get(to.ip()).copied() else {
@@ -156,7 +172,7 @@ impl XdpUnderlay {
         let outer = Outer {
             src_mac: link.src_mac,
             dst_mac: link.dst_mac,
-            src: self.local,
+            src: SocketAddrV4::new(*self.local.ip(), src_port),
             dst: to,
         };
         let (mtu, ip_id) = (self.mtu, self.ip_id);

@@ -257,6 +257,9 @@ impl XskPort {
     /// gives the frames back to the kernel. The frame is writable (packets
     /// are opened in place). Returns how many were read.
     pub fn receive(&mut self, max: u32, mut f: impl FnMut(&[u8], &mut [u8])) -> u32 {
+        // Frames a previous refill could not place go back first: the
+        // kernel drops what arrives while the fill ring is empty.
+        self.refill();
         let mut n = 0;
         {
             let mut reader = self.rx.receive(max);
@@ -275,17 +278,33 @@ impl XskPort {
         n
     }
 
-    fn refill(&mut self) {
-        if self.fill_pending.is_empty() {
-            return;
+    /// Gives consumed RX frames back to the fill ring, all of them if the
+    /// ring has room. As for TX (see `enqueue_from`), one reservation can
+    /// come back short of the room there is (xdpilone reserves against a
+    /// cached consumer index): reserve again until one comes back empty.
+    /// The fill ring holds as many entries as there are RX frames, so it
+    /// always has room for every frame the process holds.
+    pub fn refill(&mut self) {
+        let mut placed = 0;
+        while placed < self.fill_pending.len() {
+            let n = {
+                let rest = &self.fill_pending[placed..];
+                let mut writer = self.device.fill(rest.len() as u32);
+                let n = writer.insert(rest.iter().copied()) as usize;
+                writer.commit();
+                n
+            };
+            if n == 0 {
+                break;
+            }
+            placed += n;
         }
-        let n = {
-            let mut writer = self.device.fill(self.fill_pending.len() as u32);
-            let n = writer.insert(self.fill_pending.iter().copied()) as usize;
-            writer.commit();
-            n
-        };
-        self.fill_pending.drain(..n);
+        self.fill_pending.drain(..placed);
+    }
+
+    /// RX frames waiting to go back to the fill ring.
+    pub fn fill_pending(&self) -> usize {
+        self.fill_pending.len()
     }
 
     /// Builds one frame in a free TX buffer with `build`, which writes into

@@ -1,21 +1,25 @@
 //! [`TunnelCore`]: the sans-IO seal/open state machine of one gateway.
 //!
-//! It owns the gateway id, the key ring, the send counter, the per-sender
-//! replay windows and the counters. The IO driver feeds it time (`tick`),
-//! keys from the control store (`install_key`), packets to seal and
-//! datagrams to open. Sealing and opening never allocate; only the first
-//! authenticated datagram of a (sender, epoch) pair allocates its window.
+//! It owns the gateway id, the key ring and the counters, and shares two
+//! things with the other workers of its gateway ([`TunnelShared`]): the
+//! send counter it draws nonces from and the per-sender replay windows.
+//! The IO driver feeds it time (`tick`), keys from the control store
+//! (`install_key`), packets to seal and datagrams to open. Sealing and
+//! opening never allocate; only the first authenticated datagram of a
+//! (sender, epoch) pair on a worker looks up (or allocates) its window.
 
 use std::collections::HashMap;
 use std::ops::Range;
+use std::sync::Arc;
 
 use ring::aead::{Aad, LessSafeKey, Nonce};
 
+use crate::tunnel::counter::{CounterBlock, SendCounter};
 use crate::tunnel::error::{InstallError, OpenError, SealError};
 use crate::tunnel::key::{EpochKey, UsageLimits, DEFAULT_MAX_GATEWAYS};
-use crate::tunnel::keyring::{KeyRing, MAX_HELD_KEYS};
-use crate::tunnel::replay::ReplayWindow;
+use crate::tunnel::keyring::KeyRing;
 use crate::tunnel::schedule::RotationPolicy;
+use crate::tunnel::windows::{self, NoWindow, ReplayWindows, SharedWindow};
 use crate::tunnel::wire::{
     InnerHeader, InnerPacket, Packet, TunnelHeader, WireError, HEADER_LEN, INNER_HEADER_LEN,
     MAX_DATAGRAM_LEN, MIN_DATAGRAM_LEN, TAG_LEN,
@@ -33,10 +37,7 @@ pub const SEAL_PREFIX: usize = HEADER_LEN + INNER_HEADER_LEN;
 /// uptime, which exceeds any line rate the gateway can reach.
 pub const COUNTER_FLOOR_SHIFT: u32 = 20;
 
-/// Upper bound on replay windows (2 KiB each): three epochs times 1024
-/// senders, far above any realistic number of regions. Windows are only
-/// created after authentication, so only a key holder could hit this.
-pub const MAX_REPLAY_WINDOWS: usize = MAX_HELD_KEYS * 1024;
+pub use crate::tunnel::windows::MAX_REPLAY_WINDOWS;
 
 /// First send counter for a gateway starting at `unix_ms`. Counters must
 /// never repeat under a key, including across restarts of the same gateway
@@ -78,6 +79,24 @@ impl TunnelConfig {
             usage_limits: None,
         }
     }
+
+    /// This configuration for each of `workers` workers of one gateway:
+    /// each key ring counts only its own worker's seals and forgeries, so
+    /// each gets an equal share of the gateway's usage budget and together
+    /// they stay within it (a worker carrying more than its share asks for
+    /// an early rotation sooner; that is the price of not sharing the
+    /// count).
+    pub fn worker_share(mut self, workers: u32) -> Self {
+        let n = workers.max(1);
+        self.max_gateways = self.max_gateways.saturating_mul(n);
+        let share = |v: u64| v / u64::from(n);
+        self.usage_limits = self.usage_limits.map(|l| UsageLimits {
+            seal_soft: share(l.seal_soft),
+            seal_hard: share(l.seal_hard),
+            forgery_soft: share(l.forgery_soft),
+        });
+        self
+    }
 }
 
 /// Event counters for export by the driver (monotonic, never reset).
@@ -112,25 +131,67 @@ pub struct OpenedInPlace {
     pub inner: Range<usize>,
 }
 
-/// One gateway's tunnel endpoint.
+/// What the workers of one gateway share: the send counter (no nonce may
+/// repeat across workers, see [`crate::tunnel::counter`]) and the replay
+/// windows (a datagram replayed onto another worker's queue must still be
+/// refused, see [`crate::tunnel::windows`]). Clones share.
+#[derive(Debug, Clone)]
+pub struct TunnelShared {
+    counter: Arc<SendCounter>,
+    windows: Arc<ReplayWindows>,
+}
+
+impl TunnelShared {
+    /// Counters start at `counter_floor` (see [`counter_floor_from_unix_ms`]).
+    pub fn new(counter_floor: u64) -> Self {
+        TunnelShared {
+            counter: Arc::new(SendCounter::new(counter_floor)),
+            windows: Arc::new(ReplayWindows::new()),
+        }
+    }
+
+    /// Replay windows held, over all workers.
+    pub fn replay_windows(&self) -> usize {
+        self.windows.len()
+    }
+}
+
+/// One gateway's tunnel endpoint, or one worker of it.
 #[derive(Debug)]
 pub struct TunnelCore {
     config: TunnelConfig,
     keys: KeyRing,
-    windows: HashMap<(u32, u32), Box<ReplayWindow>>,
-    next_counter: u64,
+    shared: TunnelShared,
+    /// This worker's handles to the shared windows it has used.
+    windows: HashMap<(u32, u32), SharedWindow>,
+    block: CounterBlock,
     counters: Counters,
 }
 
 impl TunnelCore {
+    /// A gateway with one worker.
     pub fn new(config: TunnelConfig) -> Self {
+        Self::worker(config, TunnelShared::new(config.counter_floor))
+    }
+
+    /// One worker of a gateway whose workers all share `shared` (and the
+    /// same `config`, except `counter_floor`, which `shared` holds).
+    /// `config.usage_limits` / `max_gateways` should give each worker its
+    /// share of the gateway's key usage budget.
+    pub fn worker(config: TunnelConfig, shared: TunnelShared) -> Self {
         TunnelCore {
             keys: KeyRing::new(config.overlap, config.max_gateways, config.usage_limits),
             config,
+            shared,
             windows: HashMap::new(),
-            next_counter: config.counter_floor,
+            block: CounterBlock::default(),
             counters: Counters::default(),
         }
+    }
+
+    /// What this core shares with the other workers of its gateway.
+    pub fn shared(&self) -> &TunnelShared {
+        &self.shared
     }
 
     pub fn gateway_id(&self) -> u32 {
@@ -145,9 +206,10 @@ impl TunnelCore {
         &self.keys
     }
 
-    /// Next counter to be sealed with (a driver may persist it).
+    /// Above every counter sealed with by any worker of this gateway (a
+    /// driver may persist it as the next floor).
     pub fn next_counter(&self) -> u64 {
-        self.next_counter
+        self.shared.counter.next_unreserved()
     }
 
     /// Applies key activations and erasures due at `now`, and forgets the
@@ -168,6 +230,7 @@ impl TunnelCore {
     fn forget_windows(&mut self) {
         let keys = &self.keys;
         self.windows.retain(|&(_, epoch), _| keys.holds(epoch));
+        self.shared.windows.erase_below(keys.erased_below());
     }
 
     /// Whether this gateway needs the control plane to rotate early.
@@ -209,18 +272,18 @@ impl TunnelCore {
         inner_len: usize,
     ) -> Result<usize, SealError> {
         let total = self.check_seal_sizes(inner_len, buf.len())?;
-        if self.next_counter == u64::MAX {
-            // Never seal with u64::MAX: keeps "next" representable and the
-            // counter strictly monotonic without wrapping.
-            return Err(SealError::CounterExhausted);
-        }
+        // Never u64::MAX: keeps "next" representable and the counter
+        // strictly monotonic without wrapping.
+        let counter = self
+            .block
+            .take(&self.shared.counter)
+            .ok_or(SealError::CounterExhausted)?;
         let (epoch, key) = self.keys.seal_key()?;
         let header = TunnelHeader {
             epoch,
             sender: self.config.gateway_id,
-            counter: self.next_counter,
+            counter,
         };
-        self.next_counter += 1;
         let plaintext_len = total - HEADER_LEN - TAG_LEN;
         write_headers(&header, pcx_dp_id, inner_len, &mut buf[..total]);
         seal_body(key, &header, &mut buf[..total], plaintext_len)?;
@@ -302,11 +365,13 @@ impl TunnelCore {
         if self.keys.open_key(header.epoch).is_none() {
             return Err(OpenError::UnknownOrErasedEpoch(header.epoch));
         }
-        match self.windows.get(&(header.sender, header.epoch)) {
-            Some(window) => window.check(header.counter).map_err(|_| OpenError::Replay),
-            None if self.windows.len() >= MAX_REPLAY_WINDOWS => Err(OpenError::Malformed),
-            None => Ok(()),
-        }?;
+        // Only this worker's handles: a pair it has not met yet is looked
+        // up after authentication, so forgeries never take the shared lock.
+        if let Some(window) = self.windows.get(&(header.sender, header.epoch)) {
+            windows::lock(window)
+                .check(header.counter)
+                .map_err(|_| OpenError::Replay)?;
+        }
         Ok(header)
     }
 
@@ -330,11 +395,7 @@ impl TunnelCore {
             }
         };
         // Authentic: only now may the window move.
-        let window = self
-            .windows
-            .entry((header.sender, header.epoch))
-            .or_insert_with(|| Box::new(ReplayWindow::new()));
-        window
+        windows::lock(self.window(header.sender, header.epoch)?)
             .commit(header.counter)
             .map_err(|_| OpenError::Replay)?;
         let inner =
@@ -342,6 +403,20 @@ impl TunnelCore {
         let repr = InnerHeader::parse(&inner).map_err(|_| OpenError::Malformed)?;
         let start = INNER_HEADER_LEN;
         Ok((repr.pcx_dp_id, start..start + usize::from(repr.inner_len)))
+    }
+
+    /// The shared window of (`sender`, `epoch`), through this worker's
+    /// handle or from the registry. Only for authentic datagrams.
+    fn window(&mut self, sender: u32, epoch: u32) -> Result<&SharedWindow, OpenError> {
+        use std::collections::hash_map::Entry;
+        match self.windows.entry((sender, epoch)) {
+            Entry::Occupied(e) => Ok(e.into_mut()),
+            Entry::Vacant(e) => match self.shared.windows.get_or_create(sender, epoch) {
+                Ok(window) => Ok(e.insert(window)),
+                Err(NoWindow::Erased) => Err(OpenError::UnknownOrErasedEpoch(epoch)),
+                Err(NoWindow::Full) => Err(OpenError::Malformed),
+            },
+        }
     }
 
     /// Bumps the counter matching an open result.

@@ -176,6 +176,19 @@ pub struct EpochKey {
     pub material: KeyMaterial,
 }
 
+impl EpochKey {
+    /// A deliberate copy, key bytes included (one per tunnel worker: each
+    /// holds its own key object). Both copies zeroize on drop.
+    pub fn duplicate(&self) -> EpochKey {
+        EpochKey {
+            epoch: self.epoch,
+            algorithm: self.algorithm,
+            activate_at: self.activate_at,
+            material: KeyMaterial(self.material.0),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

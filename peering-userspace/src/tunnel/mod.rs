@@ -17,16 +17,21 @@
 //! - [`keyring`]: the previous/current/next keys a gateway holds.
 //! - [`schedule`]: the pure rotation planner used by the control plane.
 //! - [`replay`]: RFC 6479-style anti-replay window.
-//! - [`engine`]: [`TunnelCore`], the seal/open state machine.
+//! - [`windows`]: the replay windows a gateway's workers share.
+//! - [`counter`]: the send counter a gateway's workers draw nonces from.
+//! - [`engine`]: [`TunnelCore`], the seal/open state machine (one per
+//!   worker; [`TunnelShared`] is what the workers share).
 //! - [`bench`]: a helper the driver can time to measure throughput.
 
 pub mod bench;
+pub mod counter;
 pub mod engine;
 pub mod error;
 pub mod key;
 pub mod keyring;
 pub mod replay;
 pub mod schedule;
+pub mod windows;
 pub mod wire;
 
 #[cfg(test)]
@@ -35,10 +40,12 @@ mod engine_tests;
 mod sim_tests;
 #[cfg(test)]
 mod testutil;
+#[cfg(test)]
+mod worker_tests;
 
 pub use self::engine::{
     counter_floor_from_unix_ms, Counters, Opened, OpenedInPlace, RotationReason, TunnelConfig,
-    TunnelCore, SEAL_PREFIX,
+    TunnelCore, TunnelShared, SEAL_PREFIX,
 };
 pub use self::error::{InstallError, KeyGenError, OpenError, SealError};
 pub use self::key::{Algorithm, EpochKey, KeyMaterial, KeySource, SystemKeySource, UsageLimits};

@@ -7,7 +7,8 @@
 //! - **inter-region** (the wiring of `lab_inter_region`: A, gateway 1, a
 //!   router, gateway 2, C): plain routing (no encryption), wireguard-go and
 //!   boringtun-cli tunnels between the gateways, and peering's sealed
-//!   AF_XDP tunnel (real `peering-controld` and agents);
+//!   AF_XDP tunnel (real `peering-controld` and agents), with one tunnel
+//!   worker and with two (`--workers 2`, two queues on every veth);
 //! - **program cost and scale**: `peering-bench --json` (BPF_PROG_TEST_RUN).
 //!
 //! Figures: received Mpps of 64-byte frames (`peering-pktgen` on CPU 0 of
@@ -136,7 +137,8 @@ const LINUX: &str = "Linux forwarding";
 const WG_GO: &str = "wireguard-go";
 const BORINGTUN: &str = "boringtun 0.7.1";
 const PEERING: &str = "peering";
-const COLUMNS: [&str; 4] = [LINUX, WG_GO, BORINGTUN, PEERING];
+const PEERING_2: &str = "peering, 2 workers";
+const COLUMNS: [&str; 5] = [LINUX, WG_GO, BORINGTUN, PEERING, PEERING_2];
 
 fn section_name(s: usize) -> &'static str {
     match s {
@@ -197,13 +199,13 @@ fn main() -> Result<()> {
         let net = AltInterRegion::new(tunnel)?;
         measure(&opts, &mut table, INTER, column, &net.path(), &inter)?;
     }
-    {
-        let lab = InterRegionLab::new(false, &[]);
+    for (column, workers) in [(PEERING, 1), (PEERING_2, 2)] {
+        let lab = InterRegionLab::with_workers(false, &[], workers);
         let v = lab.vpcs();
         lab.wait_for_keys();
         lab.peer_a_with_c(&v);
         if !eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)) {
-            bail!("peering: A never reached C across regions");
+            bail!("{column}: A never reached C across regions");
         }
         let p = Path {
             from: &lab.a,
@@ -212,7 +214,7 @@ fn main() -> Result<()> {
             src: Ipv4Addr::new(10, 1, 0, 10),
             dst: Ipv4Addr::new(10, 3, 0, 10),
         };
-        measure(&opts, &mut table, INTER, PEERING, &p, &inter)?;
+        measure(&opts, &mut table, INTER, column, &p, &inter)?;
     }
     let programs = program_cost()?;
     let elapsed = started.elapsed().as_secs_f64();
@@ -311,7 +313,7 @@ impl AltInterRegion {
     fn new(tunnel: Option<Wg>) -> Result<Self> {
         let (gw1, gw2, wan) = (Netns::new("cgw1"), Netns::new("cgw2"), Netns::new("cwan"));
         let (a, b, c) = (Netns::new("ca"), Netns::new("cb"), Netns::new("cc"));
-        inter_region::wire(&gw1, &gw2, &wan, [&a, &b, &c]);
+        inter_region::wire(&gw1, &gw2, &wan, [&a, &b, &c], 1);
         gw1.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
         gw2.exec_ok(&["ip", "addr", "add", "10.3.0.1/24", "dev", "vpc-c"]);
         for gw in [&gw1, &gw2] {
@@ -580,8 +582,8 @@ fn program_cost() -> Result<Value> {
 /// peering ÷ the best alternative of its row: Linux forwarding within a
 /// region, the better WireGuard between regions (plain routing encrypts
 /// nothing: it is the ceiling, not an alternative).
-fn ratio(section: usize, row: &BTreeMap<&'static str, Cell>) -> Option<f64> {
-    let ours = row.get(PEERING)?.median();
+fn ratio(section: usize, row: &BTreeMap<&'static str, Cell>, ours: &str) -> Option<f64> {
+    let ours = row.get(ours)?.median();
     let alternatives: &[&str] = if section == INTER {
         &[WG_GO, BORINGTUN]
     } else {
@@ -605,22 +607,23 @@ fn print_markdown(table: &Table, programs: &Value, opts: &Opts, elapsed: f64) {
         elapsed
     );
     println!(
-        "| path | figure | {} | {} | {} | {} | peering ÷ best alternative |",
-        LINUX, WG_GO, BORINGTUN, PEERING
+        "| path | figure | {} | peering ÷ best alternative | 2 workers ÷ best alternative |",
+        COLUMNS.join(" | ")
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for ((section, label), row) in table {
         let cells: Vec<String> = COLUMNS
             .iter()
             .map(|c| row.get(c).map_or("—".into(), Cell::show))
             .collect();
-        let r = ratio(*section, row).map_or("—".into(), |r| format!("{r:.2}×"));
+        let r = |ours| ratio(*section, row, ours).map_or("—".into(), |r| format!("{r:.2}×"));
         println!(
-            "| {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} |",
             section_name(*section),
             label,
             cells.join(" | "),
-            r
+            r(PEERING),
+            r(PEERING_2)
         );
     }
     println!(
@@ -667,7 +670,8 @@ fn to_json(table: &Table, programs: &Value, opts: &Opts) -> Value {
                 "path": section_name(*section),
                 "figure": label,
                 "cells": cells,
-                "ratio_to_best_alternative": ratio(*section, row),
+                "ratio_to_best_alternative": ratio(*section, row, PEERING),
+                "ratio_to_best_alternative_2_workers": ratio(*section, row, PEERING_2),
             })
         })
         .collect();
@@ -709,13 +713,17 @@ mod tests {
             (BORINGTUN, 1.0),
             (PEERING, 2.0),
         ]);
-        assert_eq!(ratio(INTER, &inter), Some(2.0));
+        assert_eq!(ratio(INTER, &inter, PEERING), Some(2.0));
         // Within a region Linux forwarding is the alternative.
         let intra = row(&[(LINUX, 4.0), (PEERING, 2.0)]);
-        assert_eq!(ratio(INTRA, &intra), Some(0.5));
+        assert_eq!(ratio(INTRA, &intra, PEERING), Some(0.5));
         // Nothing to compare with, or no peering figure: no ratio.
-        assert_eq!(ratio(INTER, &row(&[(PEERING, 2.0)])), None);
-        assert_eq!(ratio(INTRA, &row(&[(LINUX, 4.0)])), None);
-        assert_eq!(ratio(INTRA, &row(&[(LINUX, 0.0), (PEERING, 1.0)])), None);
+        assert_eq!(ratio(INTER, &row(&[(PEERING, 2.0)]), PEERING), None);
+        assert_eq!(ratio(INTRA, &row(&[(LINUX, 4.0)]), PEERING), None);
+        assert_eq!(ratio(INTRA, &intra, PEERING_2), None);
+        assert_eq!(
+            ratio(INTRA, &row(&[(LINUX, 0.0), (PEERING, 1.0)]), PEERING),
+            None
+        );
     }
 }
