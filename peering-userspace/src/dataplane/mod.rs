@@ -7,13 +7,14 @@
 //! build switches the pinned links to its programs in place (see
 //! [`upgrade`]).
 
+pub mod fib;
 pub mod incremental;
 mod maps;
 pub mod reconcile;
 mod route_slots;
 pub mod upgrade;
 
-pub use maps::{Maps, RouteTarget, Snapshot};
+pub use maps::{iface_info, Maps, RouteTarget, Snapshot};
 
 use std::{
     fs,

@@ -154,12 +154,7 @@ impl Rng {
 /// random prefixes (lengths 16-32, blackholes) are added.
 fn scale_routes(h: &mut Harness, quiet: bool) -> Vec<Row> {
     let maps = &mut h.dp.maps;
-    let a = peering_common::IfaceInfo {
-        vpc_id: world::VPC_A,
-        route_table: SCALE_TABLE,
-        gateway_ip: world::GATEWAY_A,
-        xsk_base: 0,
-    };
+    let a = world::iface_a(SCALE_TABLE);
     maps.set_iface(LO, 0, a)
         .expect("bind VPC A to the scale table");
     let to_b = RouteTarget::LocalPeer {
@@ -184,16 +179,15 @@ fn scale_routes(h: &mut Harness, quiet: bool) -> Vec<Row> {
             }
             installed += 1;
         }
-        if n > 1 {
-            note(
-                quiet,
-                &format!(
-                    "{} routes installed in {:.1} s",
-                    thousands(n),
-                    t.elapsed().as_secs_f64()
-                ),
-            );
-        }
+        note(
+            quiet,
+            &format!(
+                "{} route(s) installed in {:.1} s; maps hold {:.1} MiB",
+                thousands(n),
+                t.elapsed().as_secs_f64(),
+                map_memory() as f64 / (1 << 20) as f64
+            ),
+        );
         rows.push(measure(
             h,
             format!(
@@ -248,6 +242,22 @@ fn scale_vpcs(h: &mut Harness, quiet: bool) -> Vec<Row> {
         "peering_vpc",
         &udp(world::B_HOST),
     )]
+}
+
+/// Bytes the kernel accounts to this process's maps (`memlock` of every
+/// map descriptor; tries and hashes without preallocation report what
+/// their entries use).
+fn map_memory() -> u64 {
+    let Ok(dir) = std::fs::read_dir("/proc/self/fdinfo") else {
+        return 0;
+    };
+    dir.filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .filter(|info| info.contains("map_type:"))
+        .filter_map(|info| {
+            let line = info.lines().find(|l| l.starts_with("memlock:"))?;
+            line.split_whitespace().nth(1)?.parse::<u64>().ok()
+        })
+        .sum()
 }
 
 fn note(quiet: bool, msg: &str) {
