@@ -25,13 +25,18 @@ pub mod maps {
     pub const ROUTE_STATS: &str = "ROUTE_STATS";
     pub const UNDERLAY: &str = "UNDERLAY";
     pub const RESOLVE: &str = "RESOLVE";
+    pub const FIB: &str = "FIB";
 }
 
 /// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
 /// allocated lazily (`BPF_F_NO_PREALLOC`), so large limits cost nothing idle.
 pub const MAX_IFACES: u32 = 4096;
 pub const MAX_VPC_CIDRS: u32 = 65536;
-pub const MAX_ROUTES: u32 = 262_144;
+/// Routes over all route tables: 2^20, so a million fit.
+pub const MAX_ROUTES: u32 = 1 << 20;
+/// Entries of [`maps::FIB`]: every route, plus one per (local route, peer
+/// subnet or block) pair that nest.
+pub const MAX_FIB: u32 = 1 << 21;
 pub const MAX_SUBNETS: u32 = 65536;
 pub const MAX_NEIGHBOURS: u32 = 262_144;
 pub const MAX_EGRESS: u32 = 4096;
@@ -101,6 +106,11 @@ impl IfaceKey {
 pub struct IfaceInfo {
     pub vpc_id: u32,
     pub route_table: u32,
+    /// The subnet's prefix (network address and netmask, wire order): a
+    /// source outside it is spoofed. AWS checks sources per network
+    /// interface; a subnet's prefix is the analogue a gateway port has.
+    pub subnet: [u8; 4],
+    pub subnet_mask: [u8; 4],
     /// The VPC router's address on this subnet; the source of the ICMP
     /// errors the gateway generates.
     pub gateway_ip: [u8; 4],
@@ -171,6 +181,54 @@ pub struct RouteValue {
     /// Slot in [`maps::ROUTE_STATS`]; 0 = not counted per route.
     pub counter: u32,
     pub _pad: u32,
+}
+
+/// What a [`maps::FIB`] entry does with a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FibAction {
+    /// Intra-region peer: rewrite and redirect out of the entry's port.
+    Forward = 1,
+    /// Inter-region peer: hand to the encapsulation path (AF_XDP).
+    RemotePeer = 2,
+    /// The peering is not active.
+    Blackhole = 3,
+    /// A local-peer route to an address in the peer's blocks but in none
+    /// of its subnets.
+    NoSubnet = 4,
+    /// A local-peer route to an address outside the peer's blocks.
+    OutsidePeer = 5,
+}
+
+impl FibAction {
+    pub const fn from_u32(v: u32) -> Option<Self> {
+        match v {
+            1 => Some(Self::Forward),
+            2 => Some(Self::RemotePeer),
+            3 => Some(Self::Blackhole),
+            4 => Some(Self::NoSubnet),
+            5 => Some(Self::OutsidePeer),
+            _ => None,
+        }
+    }
+}
+
+/// Value of [`maps::FIB`] (key: route table id + destination prefix, as
+/// [`maps::ROUTES`]): the answer of the route lookup and, for a local peer,
+/// of the peer's subnet lookup, compiled by the agent.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FibEntry {
+    /// A [`FibAction`] as u32.
+    pub action: u32,
+    /// Slot in [`maps::ROUTE_STATS`] of the route the entry comes from.
+    pub counter: u32,
+    /// Forward: the egress ifindex. RemotePeer: the peering's dataplane id.
+    pub target: u32,
+    /// Forward: VLAN id to tag egress frames with, 0 for untagged.
+    pub vlan: u16,
+    /// Forward: the egress port's MAC, the source of forwarded frames.
+    pub src_mac: [u8; 6],
 }
 
 /// Value of [`maps::SUBNETS`] (key: VPC id + subnet prefix): where hosts of
@@ -272,7 +330,7 @@ stats! {
     DropMalformed = 16, "drop_malformed";
     /// The IPv4 header checksum does not verify.
     DropBadChecksum = 17, "drop_bad_checksum";
-    /// The source is outside the ingress VPC's CIDR blocks (anti-spoofing).
+    /// The source is outside the ingress subnet (anti-spoofing).
     DropSpoofedSource = 18, "drop_spoofed_source";
     /// TTL would reach zero.
     DropTtlExceeded = 19, "drop_ttl_exceeded";
@@ -406,6 +464,7 @@ mod pod {
     unsafe impl aya::Pod for ScopedAddr {}
     unsafe impl aya::Pod for RouteValue {}
     unsafe impl aya::Pod for EgressPort {}
+    unsafe impl aya::Pod for FibEntry {}
     unsafe impl aya::Pod for NeighKey {}
     unsafe impl aya::Pod for NeighValue {}
     unsafe impl aya::Pod for Counter {}
@@ -421,7 +480,8 @@ mod tests {
     #[test]
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<IfaceKey>(), 8);
-        assert_eq!(size_of::<IfaceInfo>(), 16);
+        assert_eq!(size_of::<IfaceInfo>(), 24);
+        assert_eq!(size_of::<FibEntry>(), 20);
         assert_eq!(size_of::<ScopedAddr>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
         assert_eq!(size_of::<EgressPort>(), 12);

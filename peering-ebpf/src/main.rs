@@ -38,13 +38,21 @@ mod bpf {
     /// Interface (+VLAN) → the subnet's VPC and route table.
     #[map(name = "IFACES")]
     pub static IFACES: HashMap<IfaceKey, IfaceInfo> = HashMap::with_max_entries(MAX_IFACES, 0);
-    /// (VPC, address) → present when the address is in one of the VPC's blocks.
+    /// (route table, destination) → what to do, with the egress port for
+    /// local peers: the routes compiled with the peers' subnets and blocks
+    /// by the agent (`peering-userspace/src/dataplane/fib.rs`). The one
+    /// lookup of a forwarded packet besides its interface and neighbour.
+    #[map(name = "FIB")]
+    pub static FIB: LpmTrie<ScopedAddr, FibEntry> = LpmTrie::with_max_entries(MAX_FIB, 0);
+    /// The agent's record of what the FIB is compiled from, kept in the
+    /// kernel so that any process (a restarted agent, `peering-agent
+    /// show`) reads the same state; the program never reads them.
+    /// (VPC, block), (route table, destination) → route, (VPC, subnet) →
+    /// port.
     #[map(name = "VPC_CIDRS")]
     pub static VPC_CIDRS: LpmTrie<ScopedAddr, u32> = LpmTrie::with_max_entries(MAX_VPC_CIDRS, 0);
-    /// (route table, destination) → what to do.
     #[map(name = "ROUTES")]
     pub static ROUTES: LpmTrie<ScopedAddr, RouteValue> = LpmTrie::with_max_entries(MAX_ROUTES, 0);
-    /// (VPC, address) → the port its subnet is reached through.
     #[map(name = "SUBNETS")]
     pub static SUBNETS: LpmTrie<ScopedAddr, EgressPort> = LpmTrie::with_max_entries(MAX_SUBNETS, 0);
     /// (port, host address) → host MAC.

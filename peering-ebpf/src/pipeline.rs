@@ -1,18 +1,18 @@
 //! The packet pipeline for VPC-facing interfaces: parse, check the source,
-//! look the route up, then act. Each step returns the [`Stat`] that names
-//! why the packet stops there.
+//! look the destination up, then act. Each step returns the [`Stat`] that
+//! names why the packet stops there.
 
 use aya_ebpf::maps::lpm_trie::Key;
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
 use peering_common::{
-    scoped_prefix_len, IfaceInfo, IfaceKey, NeighKey, RouteAction, RouteValue, ScopedAddr, Stat,
+    scoped_prefix_len, FibAction, FibEntry, IfaceInfo, IfaceKey, NeighKey, ScopedAddr, Stat,
     INTER_REGION_MTU,
 };
 
 use crate::{
     icmp,
     packet::{self, Ipv4, L2},
-    resolve, rewrite, stats, EGRESS, IFACES, NEIGHBOURS, ROUTES, SUBNETS, VPC_CIDRS, XSKS,
+    resolve, rewrite, stats, EGRESS, FIB, IFACES, NEIGHBOURS, XSKS,
 };
 
 type Outcome = (u32, Stat);
@@ -25,6 +25,10 @@ pub fn process(ctx: &XdpContext, len: usize) -> Outcome {
     }
 }
 
+/// One hash lookup (the ingress port), one LPM lookup (the FIB, which the
+/// agent compiles from the routes and the peers' subnets, see
+/// `dataplane/fib.rs`) and, to forward locally, one hash lookup (the
+/// neighbour): nothing per packet that the control path can precompute.
 #[inline(always)]
 fn try_process(ctx: &XdpContext, len: usize) -> Result<Outcome, Stat> {
     let Some(l2) = packet::parse_l2(ctx)? else {
@@ -34,58 +38,51 @@ fn try_process(ctx: &XdpContext, len: usize) -> Result<Outcome, Stat> {
         return Ok((xdp_action::XDP_PASS, Stat::PassNotVpc));
     };
     let ip = packet::parse_ipv4(ctx, l2.l3, len)?;
-    if !in_vpc(iface.vpc_id, ip.src) {
+    if !in_subnet(iface, ip.src) {
         return Err(Stat::DropSpoofedSource);
     }
-    let Some(route) = lookup_route(iface.route_table, ip.dst) else {
+    let Some(entry) = lookup_fib(iface.route_table, ip.dst) else {
         return Ok((xdp_action::XDP_PASS, Stat::PassNoRoute));
     };
-    stats::count_route(route.counter, len as u64);
-    match RouteAction::from_u32(route.action) {
-        Some(RouteAction::LocalPeer) => forward_local(ctx, &l2, &ip, route.target),
-        Some(RouteAction::RemotePeer) => forward_remote(ctx, &l2, &ip, &iface, route.target, len),
-        Some(RouteAction::Blackhole) => Err(Stat::DropBlackhole),
+    stats::count_route(entry.counter, len as u64);
+    match FibAction::from_u32(entry.action) {
+        Some(FibAction::Forward) => forward_local(ctx, &l2, &ip, entry),
+        Some(FibAction::RemotePeer) => forward_remote(ctx, &l2, &ip, iface, entry.target, len),
+        Some(FibAction::Blackhole) => Err(Stat::DropBlackhole),
+        Some(FibAction::NoSubnet) => Err(Stat::DropNoSubnet),
+        Some(FibAction::OutsidePeer) => Err(Stat::DropDstOutsidePeer),
         None => Err(Stat::DropBadRoute),
     }
 }
 
 #[inline(always)]
-fn ingress_subnet(ctx: &XdpContext, l2: &L2) -> Option<IfaceInfo> {
+fn ingress_subnet<'a>(ctx: &XdpContext, l2: &L2) -> Option<&'a IfaceInfo> {
     let key = IfaceKey::new(ctx.ingress_ifindex() as u32, l2.vlan);
-    unsafe { IFACES.get(&key) }.copied()
+    unsafe { IFACES.get(&key) }
 }
 
-/// True when `addr` lies in one of the VPC's CIDR blocks.
+/// True when `src` lies in the ingress subnet: a mask and a compare on the
+/// prefix the interface entry carries (bytes in wire order on both sides,
+/// so the AND works on the raw words).
 #[inline(always)]
-fn in_vpc(vpc: u32, addr: [u8; 4]) -> bool {
-    let key = Key::new(scoped_prefix_len(32), ScopedAddr::new(vpc, addr));
-    VPC_CIDRS.get(&key).is_some()
+fn in_subnet(iface: &IfaceInfo, src: [u8; 4]) -> bool {
+    let mask = u32::from_ne_bytes(iface.subnet_mask);
+    u32::from_ne_bytes(src) & mask == u32::from_ne_bytes(iface.subnet)
 }
 
 #[inline(always)]
-fn lookup_route(table: u32, dst: [u8; 4]) -> Option<RouteValue> {
+fn lookup_fib<'a>(table: u32, dst: [u8; 4]) -> Option<&'a FibEntry> {
     let key = Key::new(scoped_prefix_len(32), ScopedAddr::new(table, dst));
-    ROUTES.get(&key).copied()
+    FIB.get(&key)
 }
 
-/// Intra-region peer: the destination must be inside the peer VPC (a route
-/// never carries traffic beyond the peer), then route it like a router does.
-///
-/// Userspace only installs subnets inside their VPC's blocks, so a subnet
-/// hit proves the destination is in the peer VPC; the block lookup runs
-/// only on a miss, to name the drop.
+/// Intra-region peer: the FIB entry already names the egress port (the
+/// agent compiled the route with the peer's subnet, which also proves the
+/// destination is inside the peer); route it like a router does.
 #[inline(always)]
-fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, peer_vpc: u32) -> Result<Outcome, Stat> {
-    let key = Key::new(scoped_prefix_len(32), ScopedAddr::new(peer_vpc, ip.dst));
-    let Some(port) = SUBNETS.get(&key).copied() else {
-        return Err(if in_vpc(peer_vpc, ip.dst) {
-            Stat::DropNoSubnet
-        } else {
-            Stat::DropDstOutsidePeer
-        });
-    };
+fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, port: &FibEntry) -> Result<Outcome, Stat> {
     let neigh = NeighKey {
-        ifindex: port.ifindex,
+        ifindex: port.target,
         addr: ip.dst,
     };
     let Some(mac) = unsafe { NEIGHBOURS.get(&neigh) }.map(|n| n.mac) else {
@@ -93,7 +90,7 @@ fn forward_local(ctx: &XdpContext, l2: &L2, ip: &Ipv4, peer_vpc: u32) -> Result<
     };
     rewrite::decrement_ttl(ctx, l2.l3, ip.ttl)?;
     rewrite::set_l2(ctx, l2, port.vlan, mac, port.src_mac)?;
-    match EGRESS.redirect(port.ifindex, 0) {
+    match EGRESS.redirect(port.target, 0) {
         Ok(verdict) => Ok((verdict, Stat::FwdLocal)),
         Err(_) => Err(Stat::DropRedirectFailed),
     }

@@ -66,6 +66,12 @@ fn target(t: &RouteTarget) -> String {
     }
 }
 
+/// The prefix an interface entry admits sources from, as `a.b.c.d/len`.
+fn iface_subnet(i: &peering_common::IfaceInfo) -> String {
+    let len = u32::from_be_bytes(i.subnet_mask).leading_ones();
+    format!("{}/{len}", std::net::Ipv4Addr::from(i.subnet))
+}
+
 pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
     if as_json {
         let v = json!({
@@ -73,6 +79,7 @@ pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
                 "ifindex": k.ifindex, "vlan": k.vlan, "vpc": i.vpc_id,
                 "route_table": i.route_table,
                 "gateway_ip": std::net::Ipv4Addr::from(i.gateway_ip).to_string(),
+                "subnet": iface_subnet(i),
             })).collect::<Vec<_>>(),
             "vpc_cidrs": s.vpc_cidrs.iter().map(|(v, n)| json!({"vpc": v, "cidr": n.to_string()})).collect::<Vec<_>>(),
             "routes": s.routes.iter().map(|(t, d, tg, c)| json!({
@@ -93,8 +100,12 @@ pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
         let gw = std::net::Ipv4Addr::from(i.gateway_ip);
         let _ = writeln!(
             out,
-            "iface   if{} vlan {} -> vpc {} table {} router {gw}",
-            k.ifindex, k.vlan, i.vpc_id, i.route_table
+            "iface   if{} vlan {} -> vpc {} subnet {} table {} router {gw}",
+            k.ifindex,
+            k.vlan,
+            i.vpc_id,
+            iface_subnet(i),
+            i.route_table
         );
     }
     for (v, n) in &s.vpc_cidrs {

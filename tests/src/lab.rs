@@ -370,6 +370,8 @@ impl IntraRegionLab {
                 vpc,
                 "--gateway-ip",
                 router,
+                "--subnet",
+                subnet,
             ]);
             ag.ok(&["vpc-cidr", "add", "--vpc", vpc, "--cidr", cidr]);
             ag.ok(&[

@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 use peering_common::{EgressPort, IfaceInfo};
-use peering_userspace::dataplane::{Maps, RouteTarget};
+use peering_userspace::dataplane::{iface_info, Maps, RouteTarget};
 
 use crate::{
     frame::{GW_A, GW_B, HOST_A, HOST_B},
@@ -38,20 +38,15 @@ fn net(s: &str) -> Ipv4Net {
     s.parse().expect("test CIDR")
 }
 
+/// VPC A's subnet (10.1.0.0/24) on a port bound to route table `table`.
+pub fn iface_a(table: u32) -> IfaceInfo {
+    iface_info(VPC_A, table, GATEWAY_A.into(), net("10.1.0.0/24"), 0)
+}
+
 /// Programs the world into `m`.
 pub fn program(m: &mut Maps) {
-    let a = IfaceInfo {
-        vpc_id: VPC_A,
-        route_table: RTB_A,
-        gateway_ip: GATEWAY_A,
-        xsk_base: 0,
-    };
-    let b = IfaceInfo {
-        vpc_id: VPC_B,
-        route_table: RTB_B,
-        gateway_ip: [10, 2, 0, 1],
-        xsk_base: 0,
-    };
+    let a = iface_a(RTB_A);
+    let b = iface_info(VPC_B, RTB_B, [10, 2, 0, 1].into(), net("10.2.0.0/24"), 0);
     m.set_iface(LO, 0, a).unwrap();
     m.set_iface(LO, VLAN_B, b).unwrap();
     m.add_vpc_cidr(VPC_A, net("10.1.0.0/16")).unwrap();

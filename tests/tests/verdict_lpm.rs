@@ -45,12 +45,7 @@ fn xdp_lookup_matches_a_linear_scan() {
     program(&mut h.dp.maps);
     // A fresh table for VPC A's interface, holding only random routes.
     let table = 77;
-    let info = peering_common::IfaceInfo {
-        vpc_id: VPC_A,
-        route_table: table,
-        gateway_ip: GATEWAY_A,
-        xsk_base: 0,
-    };
+    let info = iface_a(table);
     h.dp.maps.set_iface(LO, 0, info).unwrap();
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let mut routes: Vec<Ipv4Net> = Vec::new();

@@ -90,12 +90,7 @@ fn egress_vlan_is_pushed_towards_a_tagged_port() {
 fn tagged_to_tagged_rewrites_the_vlan_id_and_keeps_priority() {
     let mut h = harness();
     // A VPC A subnet on VLAN 300 with priority bits set on ingress.
-    let a = peering_common::IfaceInfo {
-        vpc_id: VPC_A,
-        route_table: RTB_A,
-        gateway_ip: GATEWAY_A,
-        xsk_base: 0,
-    };
+    let a = iface_a(RTB_A);
     h.dp.maps.set_iface(LO, 300, a).unwrap();
     let mut bytes = Frame::udp(A_HOST, B_HOST_TAGGED, 80).vlan(300).bytes();
     bytes[14] |= 0xa0; // PCP 5

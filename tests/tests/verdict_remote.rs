@@ -2,7 +2,7 @@
 //! ICMP "fragmentation needed" built in XDP, and the AF_XDP hand-off.
 
 use etherparse::IpNumber;
-use peering_common::{IfaceInfo, Stat, ICMP_BURST, ICMP_RATE_PER_SEC, INTER_REGION_MTU};
+use peering_common::{Stat, ICMP_BURST, ICMP_RATE_PER_SEC, INTER_REGION_MTU};
 use peering_tests::{
     frame::{checksum_ok, parse, Frame, GW_A, HOST_A},
     verdict::{LO, XDP_DROP, XDP_REDIRECT},
@@ -105,12 +105,7 @@ fn fragmentation_needed_is_rate_limited() {
 #[test]
 fn fragmentation_needed_quotes_options_and_keeps_the_vlan() {
     let mut h = harness();
-    let a = IfaceInfo {
-        vpc_id: VPC_A,
-        route_table: RTB_A,
-        gateway_ip: GATEWAY_A,
-        xsk_base: 0,
-    };
+    let a = iface_a(RTB_A);
     h.dp.maps.set_iface(LO, 300, a).unwrap();
     for opts in [&[][..], &[1u8, 1, 1, 1][..], &[1; 40][..]] {
         let sent = Frame::udp(A_HOST, REMOTE_HOST, 9000)

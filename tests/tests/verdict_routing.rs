@@ -82,6 +82,19 @@ fn spoofed_source_is_dropped() {
 }
 
 #[test]
+fn a_source_in_the_vpc_but_outside_the_ingress_subnet_is_spoofed() {
+    let h = harness();
+    // 10.1.5.5 lies in VPC A's block (10.1.0.0/16) but not in the subnet
+    // of the port it arrives on (10.1.0.0/24): AWS checks sources per
+    // network interface, the subnet's prefix is the gateway's analogue.
+    let out = h.run(LO, &Frame::udp([10, 1, 5, 5], B_HOST, 60).bytes());
+    assert_eq!(out.verdict, XDP_DROP);
+    assert_eq!(h.packets(Stat::DropSpoofedSource), 1);
+    let out = h.run(LO, &Frame::udp([10, 1, 0, 200], B_HOST, 60).bytes());
+    assert_eq!(out.verdict, XDP_REDIRECT, "any host of the subnet may send");
+}
+
+#[test]
 fn ttl_one_is_dropped_and_ttl_two_forwarded() {
     let h = harness();
     for ttl in [0u8, 1] {

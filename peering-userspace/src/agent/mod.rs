@@ -234,7 +234,10 @@ impl Edge<'_> {
         };
         // The routes' counter slots as dumped: route writes from here on
         // look their slot up instead of walking the route map.
-        self.dp.maps.adopt_route_slots(&actual);
+        // The FIB is repaired against the dump here too.
+        if let Err(e) = self.dp.maps.adopt_snapshot(&actual) {
+            warn!("compiling the FIB: {e:#}");
+        }
         let revision = view.revision;
         let (p, plan, warnings) = Programmed::full(view, &port, &self.kernel, &actual);
         for w in warnings {

@@ -12,10 +12,12 @@ use std::{
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use ipnet::Ipv4Net;
-use peering_common::{EgressPort, IfaceInfo};
+use peering_common::EgressPort;
 use peering_userspace::{
     agent,
-    dataplane::{upgrade, AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR},
+    dataplane::{
+        iface_info, upgrade, AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR,
+    },
     gateway::{self, TunnelStats},
     out, report, sys,
 };
@@ -174,6 +176,9 @@ enum IfaceCmd {
         /// The VPC router's address on this subnet.
         #[arg(long)]
         gateway_ip: Ipv4Addr,
+        /// The subnet's prefix: sources outside it are dropped as spoofed.
+        #[arg(long)]
+        subnet: Ipv4Net,
     },
     Del {
         #[command(flatten)]
@@ -406,13 +411,9 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
             vpc,
             route_table,
             gateway_ip,
+            subnet,
         }) => {
-            let info = IfaceInfo {
-                vpc_id: vpc,
-                route_table,
-                gateway_ip: gateway_ip.octets(),
-                xsk_base: 0,
-            };
+            let info = iface_info(vpc, route_table, gateway_ip, subnet, 0);
             m.set_iface(sys::ifindex(&sel.iface)?, sel.vlan, info)?
         }
         Cmd::Iface(IfaceCmd::Del { sel }) => m.remove_iface(sys::ifindex(&sel.iface)?, sel.vlan)?,

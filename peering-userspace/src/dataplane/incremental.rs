@@ -19,7 +19,7 @@ use std::{
 };
 
 use ipnet::Ipv4Net;
-use peering_common::{EgressPort, IfaceInfo};
+use peering_common::EgressPort;
 
 use super::reconcile::{self, Desired, Neighbour, Plan, Port};
 use super::{RouteTarget, Snapshot};
@@ -390,12 +390,13 @@ impl Programmed {
         let mut want = BTreeMap::new();
         let mut routers = BTreeSet::new();
         for s in on {
-            let info = IfaceInfo {
-                vpc_id: s.vpc_dp_id,
-                route_table: s.route_table_dp_id,
-                gateway_ip: s.gateway_ip.octets(),
+            let info = super::iface_info(
+                s.vpc_dp_id,
+                s.route_table_dp_id,
+                s.gateway_ip,
+                s.cidr,
                 xsk_base,
-            };
+            );
             want.insert((ifindex, s.vlan), info);
             if s.vlan == 0 {
                 routers.insert((ifindex, s.gateway_ip, s.cidr.prefix_len()));

@@ -1,8 +1,9 @@
 //! Typed access to the dataplane maps. Keys are built here and only here,
 //! so userspace and the XDP program cannot disagree on their layout.
 
-use std::{net::Ipv4Addr, path::Path};
+use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
 
+use super::fib::{FibKey, FibModel, FibWrite};
 use super::route_slots::{RouteSlots, Slot};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
@@ -15,7 +16,7 @@ use aya::{
 };
 use ipnet::Ipv4Net;
 use peering_common::{
-    maps as names, scoped_prefix_len, Counter, EgressPort, IfaceInfo, IfaceKey, NeighKey,
+    maps as names, scoped_prefix_len, Counter, EgressPort, FibEntry, IfaceInfo, IfaceKey, NeighKey,
     NeighValue, RouteAction, RouteValue, ScopedAddr, Stat, UnderlayInfo, MAX_ROUTE_COUNTERS,
 };
 
@@ -32,7 +33,28 @@ pub const NAMES: &[&str] = &[
     names::ROUTE_STATS,
     names::UNDERLAY,
     names::RESOLVE,
+    names::FIB,
 ];
+
+/// The interface entry of a subnet of `vpc`, routed by `route_table`, on a
+/// port: `gateway_ip` is the VPC router's address on it, `subnet` the
+/// prefix its hosts' sources must lie in, `xsk_base` its first AF_XDP slot.
+pub fn iface_info(
+    vpc: u32,
+    route_table: u32,
+    gateway_ip: Ipv4Addr,
+    subnet: Ipv4Net,
+    xsk_base: u32,
+) -> IfaceInfo {
+    IfaceInfo {
+        vpc_id: vpc,
+        route_table,
+        subnet: subnet.network().octets(),
+        subnet_mask: subnet.netmask().octets(),
+        gateway_ip: gateway_ip.octets(),
+        xsk_base,
+    }
+}
 
 /// Where a route sends matching packets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -87,6 +109,7 @@ pub struct Maps {
     vpc_cidrs: LpmTrie<MapData, ScopedAddr, u32>,
     routes: LpmTrie<MapData, ScopedAddr, RouteValue>,
     subnets: LpmTrie<MapData, ScopedAddr, EgressPort>,
+    fib: LpmTrie<MapData, ScopedAddr, FibEntry>,
     neighbours: HashMap<MapData, NeighKey, NeighValue>,
     egress: DevMapHash<MapData>,
     xsks: XskMap<MapData>,
@@ -97,6 +120,11 @@ pub struct Maps {
     /// the first route write and kept by this handle's writes since (and
     /// re-read from every [`Maps::adopt_route_slots`] snapshot).
     slots: Option<RouteSlots>,
+    /// What the FIB is compiled from, read from the record maps (ROUTES,
+    /// SUBNETS, VPC_CIDRS) on the first write, the FIB repaired to match
+    /// it then, and kept by this handle's writes since. Dropped (to be
+    /// read again) when a write fails half-way.
+    model: Option<FibModel>,
     /// A route went uncounted (all slots taken): said once.
     warned_uncounted: bool,
 }
@@ -153,6 +181,7 @@ impl Maps {
             vpc_cidrs: typed(get(names::VPC_CIDRS)?, names::VPC_CIDRS)?,
             routes: typed(get(names::ROUTES)?, names::ROUTES)?,
             subnets: typed(get(names::SUBNETS)?, names::SUBNETS)?,
+            fib: typed(get(names::FIB)?, names::FIB)?,
             neighbours: typed(get(names::NEIGHBOURS)?, names::NEIGHBOURS)?,
             egress: typed(get(names::EGRESS)?, names::EGRESS)?,
             xsks: typed(get(names::XSKS)?, names::XSKS)?,
@@ -160,6 +189,7 @@ impl Maps {
             route_stats: typed(get(names::ROUTE_STATS)?, names::ROUTE_STATS)?,
             underlay: typed(get(names::UNDERLAY)?, names::UNDERLAY)?,
             slots: None,
+            model: None,
             warned_uncounted: false,
         })
     }
@@ -202,7 +232,9 @@ impl Maps {
     }
 
     pub fn add_vpc_cidr(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
-        Ok(self.vpc_cidrs.insert(&scoped_key(vpc, cidr), 1, 0)?)
+        self.fib_model()?;
+        self.vpc_cidrs.insert(&scoped_key(vpc, cidr), 1, 0)?;
+        self.compile(|m| m.add_block(vpc, cidr))
     }
 
     /// Removes a VPC block; refused while a subnet of the VPC lies in it,
@@ -214,7 +246,9 @@ impl Maps {
                 bail!("VPC {vpc} block {cidr} still holds subnet {net}");
             }
         }
-        Ok(self.vpc_cidrs.remove(&scoped_key(vpc, cidr))?)
+        self.fib_model()?;
+        self.vpc_cidrs.remove(&scoped_key(vpc, cidr))?;
+        self.compile(|m| m.remove_block(vpc, cidr))
     }
 
     /// True when `net` lies entirely inside one of `vpc`'s blocks: an LPM
@@ -245,18 +279,23 @@ impl Maps {
             }
             _ => {}
         }
+        self.fib_model()?;
         let key = scoped_key(table, dst);
         let written = self.routes.insert(&key, target.encode(slot.number()), 0);
         if let Err(e) = written {
             // What the map holds is unknown now: read it again next time.
             self.slots = None;
+            self.model = None;
             return Err(e.into());
         }
         self.route_slots()?.installed(route, slot);
-        Ok(slot.number())
+        let n = slot.number();
+        self.compile(|m| m.set_route(table, dst, target, n))?;
+        Ok(n)
     }
 
     pub fn remove_route(&mut self, table: u32, dst: Ipv4Net) -> Result<()> {
+        self.fib_model()?;
         let removed = self.routes.remove(&scoped_key(table, dst));
         if let Some(slots) = self.slots.as_mut() {
             match &removed {
@@ -265,7 +304,8 @@ impl Maps {
                 Err(_) => self.slots = None,
             }
         }
-        Ok(removed?)
+        removed?;
+        self.compile(|m| m.remove_route(table, dst))
     }
 
     /// The slot index, read from the route map if this handle has none.
@@ -281,15 +321,74 @@ impl Maps {
         Ok(self.slots.as_mut().expect("filled above"))
     }
 
-    /// Takes the routes' slots from `snapshot` (a dump of these maps just
-    /// made), so writes after a full reconciliation need no walk of their
+    /// Takes the routes' slots and what the FIB is compiled from from
+    /// `snapshot` (a dump of these maps just made), and repairs the FIB to
+    /// match, so writes after a full reconciliation need no walk of their
     /// own and follow whatever changed behind this handle's back.
-    pub fn adopt_route_slots(&mut self, snapshot: &Snapshot) {
+    pub fn adopt_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
         let routes = snapshot
             .routes
             .iter()
             .map(|(table, dst, _, slot)| ((*table, *dst), *slot));
         self.slots = Some(RouteSlots::new(MAX_ROUTE_COUNTERS, routes));
+        self.model = None;
+        let model = FibModel::load(
+            snapshot.routes.iter().copied(),
+            snapshot.subnets.iter().copied(),
+            snapshot.vpc_cidrs.iter().copied(),
+        );
+        let writes = model.repair(&self.fib()?);
+        self.model = Some(model);
+        self.write_fib(&writes)
+    }
+
+    /// The compile state, read from the record maps (and the FIB repaired
+    /// to match) if this handle has none.
+    fn fib_model(&mut self) -> Result<&mut FibModel> {
+        if self.model.is_none() {
+            let s = self.snapshot()?;
+            let model = FibModel::load(
+                s.routes.iter().copied(),
+                s.subnets.iter().copied(),
+                s.vpc_cidrs.iter().copied(),
+            );
+            let writes = model.repair(&self.fib()?);
+            self.model = Some(model);
+            self.write_fib(&writes)?;
+        }
+        Ok(self.model.as_mut().expect("filled above"))
+    }
+
+    /// Applies `change` to the compile state and its writes to the FIB.
+    fn compile(&mut self, change: impl FnOnce(&mut FibModel) -> Vec<FibWrite>) -> Result<()> {
+        let writes = change(self.fib_model()?);
+        self.write_fib(&writes)
+    }
+
+    fn write_fib(&mut self, writes: &[FibWrite]) -> Result<()> {
+        for w in writes {
+            let done = match w {
+                FibWrite::Set((t, p), e) => self.fib.insert(&scoped_key(*t, *p), *e, 0),
+                FibWrite::Del((t, p)) => self.fib.remove(&scoped_key(*t, *p)),
+            };
+            if let Err(e) = done {
+                // The FIB is between two states: compile and repair it
+                // afresh on the next write.
+                self.model = None;
+                return Err(anyhow!(e).context("writing the FIB"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Every FIB entry, by (route table, prefix).
+    pub fn fib(&self) -> Result<BTreeMap<FibKey, FibEntry>> {
+        let mut out = BTreeMap::new();
+        for r in self.fib.iter() {
+            let (k, e) = r?;
+            out.insert(unscope(&k)?, e);
+        }
+        Ok(out)
     }
 
     /// The route installed for exactly `dst` in `table`.
@@ -311,12 +410,16 @@ impl Maps {
         if !self.vpc_contains(vpc, cidr) {
             bail!("subnet {cidr} is not inside a block of VPC {vpc}");
         }
+        self.fib_model()?;
         self.egress.insert(port.ifindex, port.ifindex, None, 0)?;
-        Ok(self.subnets.insert(&scoped_key(vpc, cidr), port, 0)?)
+        self.subnets.insert(&scoped_key(vpc, cidr), port, 0)?;
+        self.compile(|m| m.set_subnet(vpc, cidr, port))
     }
 
     pub fn remove_subnet(&mut self, vpc: u32, cidr: Ipv4Net) -> Result<()> {
-        Ok(self.subnets.remove(&scoped_key(vpc, cidr))?)
+        self.fib_model()?;
+        self.subnets.remove(&scoped_key(vpc, cidr))?;
+        self.compile(|m| m.remove_subnet(vpc, cidr))
     }
 
     /// Removes a port from the redirect map (once no subnet uses it).

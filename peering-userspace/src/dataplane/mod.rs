@@ -7,13 +7,14 @@
 //! build switches the pinned links to its programs in place (see
 //! [`upgrade`]).
 
+pub mod fib;
 pub mod incremental;
 mod maps;
 pub mod reconcile;
 mod route_slots;
 pub mod upgrade;
 
-pub use maps::{Maps, RouteTarget, Snapshot};
+pub use maps::{iface_info, Maps, RouteTarget, Snapshot};
 
 use std::{
     fs,
@@ -148,8 +149,12 @@ impl Dataplane {
             maps::NAMES.iter().map(|n| (*n, map_dir.join(n))).collect();
         let mut loader = EbpfLoader::new();
         let mut recreated = Vec::new();
+        // A map this build adds (e.g. FIB) starts empty under pins of an
+        // earlier build: it waits to be filled like a recreated one.
+        let upgrading = pins.iter().any(|(_, p)| p.exists());
         for (name, path) in &pins {
-            if upgrade::retire_incompatible_map(name, path, defs.get(*name))? {
+            let added = upgrading && !path.exists();
+            if upgrade::retire_incompatible_map(name, path, defs.get(*name))? || added {
                 recreated.push(*name);
             }
             loader.map_pin_path(name, path.as_path());
@@ -301,6 +306,11 @@ impl Dataplane {
             .program(name)
             .ok_or_else(|| anyhow!("no program {name}"))?;
         prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+    }
+
+    /// A program by name, to attach it elsewhere (benchmarks).
+    pub fn program_named_mut(&mut self, name: &str) -> Result<&mut Xdp> {
+        self.program_mut(name)
     }
 
     /// Attaches the VPC program to `iface`. With a pin directory the

@@ -79,12 +79,13 @@ pub fn desired(
     }
     d.xsk_slots = xsk_slots(resolved.iter().map(|(_, p)| (p.ifindex, p.rx_queues)));
     for (s, p) in resolved {
-        let info = IfaceInfo {
-            vpc_id: s.vpc_dp_id,
-            route_table: s.route_table_dp_id,
-            gateway_ip: s.gateway_ip.octets(),
-            xsk_base: d.xsk_slots[&p.ifindex].xsk_base,
-        };
+        let info = super::iface_info(
+            s.vpc_dp_id,
+            s.route_table_dp_id,
+            s.gateway_ip,
+            s.cidr,
+            d.xsk_slots[&p.ifindex].xsk_base,
+        );
         d.ifaces.insert((p.ifindex, s.vlan), info);
         let egress = EgressPort {
             ifindex: p.ifindex,
@@ -432,6 +433,9 @@ mod tests {
         assert_eq!(d.ifaces.len(), 1);
         assert_eq!(d.ifaces[&(4, 0)].route_table, 11);
         assert_eq!(d.ifaces[&(4, 0)].xsk_base, 0);
+        // The source check's prefix is the subnet's.
+        assert_eq!(d.ifaces[&(4, 0)].subnet, [10, 1, 0, 0]);
+        assert_eq!(d.ifaces[&(4, 0)].subnet_mask, [255, 255, 255, 0]);
         assert_eq!(
             d.xsk_slots[&4],
             PortSlots {

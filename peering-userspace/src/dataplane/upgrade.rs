@@ -12,7 +12,8 @@
 //! new object's is not reused: aya would hand the new program a map of the
 //! wrong shape. Its pin is removed and a fresh map is created; programs
 //! still attached keep the old map (they hold a reference) until their
-//! link is switched. The agent fills the fresh maps from the control store
+//! link is switched. A map the new object adds (no pin yet, while others
+//! have one) is treated the same way. The agent fills the fresh maps from the control store
 //! (its reconciliation is restart-safe) before it switches links, so
 //! forwarding state carries over; counters in a recreated map start at 0.
 //! Until a caller says the maps are filled ([`super::Dataplane::maps_refilled`]),
