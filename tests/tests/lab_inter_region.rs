@@ -8,7 +8,9 @@ use peering_userspace::{gateway::UnderlayIo, tunnel::wire::Packet};
 
 use peering_tests::{
     control_lab::eventually,
-    inter_region::{udp_of, Capture, InterRegionLab, REGION_1, REGION_2, UNDERLAY_2, WIRE_IF},
+    inter_region::{
+        udp_of, Capture, InterRegionLab, REGION_1, REGION_2, UNDERLAY_1, UNDERLAY_2, WIRE_IF,
+    },
     lab::unique,
 };
 
@@ -599,4 +601,72 @@ fn measure_workers() {
             );
         }
     }
+}
+
+/// With two workers, sixteen copies of a captured datagram, sent so that
+/// they reach both of gateway 2's underlay queues and so both workers (the
+/// outer headers and the path pick the queue, and whoever replays chooses
+/// them), are each refused as a replay: the workers share one replay
+/// window per sender. Nothing reaches VPC C.
+#[test]
+fn two_workers_refuse_a_replay_on_either_queue() {
+    let _serial = one_lab();
+    let lab = InterRegionLab::with_workers(verbose(), &[], 2);
+    peer_a_with_c(&lab);
+    let original = capture_datagrams(&lab)
+        .into_iter()
+        .last()
+        .expect("a captured datagram");
+    let at_c = Capture::start(&lab.c, "eth0", &std::env::temp_dir().join(unique("c.pcap")));
+    let underlay = lab
+        .gw2
+        .ns
+        .exec_ok(&["cat", "/sys/class/net/underlay/ifindex"]);
+    let underlay = underlay.trim();
+    let rx = |s: &peering_userspace::gateway::TunnelStats, q: u32| {
+        s.sockets
+            .get(&format!("{underlay}/{q}"))
+            .map_or(0, |c| c.rx_frames)
+    };
+    let before = eventually_counts(&lab.gw2);
+    let hex: String = original.iter().map(|b| format!("{b:02x}")).collect();
+    let script = format!(
+        "import socket\n\
+         for p in range(41000, 41008):\n \
+         s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);s.bind(('{UNDERLAY_1}',p))\n \
+         s.sendto(bytes.fromhex('{hex}'),('{UNDERLAY_2}',{TUNNEL_PORT}));s.close()"
+    );
+    // Gateway 1's kernel sends each copy on the transmit queue XPS maps
+    // the sending CPU to; the veth delivers it on the router's receive
+    // queue of that index, and the router forwards it on the same queue
+    // index to gateway 2. So eight copies from CPU 0 and eight from CPU 1
+    // reach both of gateway 2's underlay queues.
+    for (queue, mask) in [(0, "1"), (1, "2")] {
+        let xps = format!("/sys/class/net/underlay/queues/tx-{queue}/xps_cpus");
+        lab.gw1
+            .ns
+            .exec_ok(&["sh", "-c", &format!("echo {mask} > {xps}")]);
+    }
+    for cpu in ["0", "1"] {
+        lab.gw1
+            .ns
+            .exec_ok(&["taskset", "-c", cpu, "python3", "-c", &script]);
+    }
+    let after = eventually_stats(&lab, |s| {
+        s.drop_count("replay") >= before.drop_count("replay") + 16
+    });
+    let from = |s: &peering_userspace::gateway::TunnelStats| {
+        s.gateways.get(REGION_1).copied().unwrap_or_default()
+    };
+    assert_eq!(after.drop_count("replay"), before.drop_count("replay") + 16);
+    assert_eq!(from(&after).replays, from(&before).replays + 16);
+    assert_eq!(from(&after).opened, from(&before).opened, "nothing opened");
+    for q in [0, 1] {
+        assert!(
+            rx(&after, q) > rx(&before, q),
+            "queue {q} got none of the copies: {:?}",
+            after.sockets
+        );
+    }
+    assert_eq!(echo_requests(at_c), 0, "no replayed packet reached VPC C");
 }
