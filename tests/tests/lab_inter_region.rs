@@ -652,8 +652,11 @@ fn two_workers_refuse_a_replay_on_either_queue() {
             .ns
             .exec_ok(&["taskset", "-c", cpu, "python3", "-c", &script]);
     }
+    // The socket counters are published apart from the packet counters
+    // (each worker, four times a second): wait for both.
     let after = eventually_stats(&lab, |s| {
         s.drop_count("replay") >= before.drop_count("replay") + 16
+            && rx(s, 0) + rx(s, 1) >= rx(&before, 0) + rx(&before, 1) + 16
     });
     let from = |s: &peering_userspace::gateway::TunnelStats| {
         s.gateways.get(REGION_1).copied().unwrap_or_default()
@@ -664,8 +667,9 @@ fn two_workers_refuse_a_replay_on_either_queue() {
     for q in [0, 1] {
         assert!(
             rx(&after, q) > rx(&before, q),
-            "queue {q} got none of the copies: {:?}",
-            after.sockets
+            "queue {q} got none of the copies: {:?}; underlay {:?}",
+            after.sockets,
+            after.underlay
         );
     }
     assert_eq!(echo_requests(at_c), 0, "no replayed packet reached VPC C");
