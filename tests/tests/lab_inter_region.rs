@@ -479,18 +479,40 @@ fn udp_at(lab: &InterRegionLab, pps: u32, secs: u32) -> (u64, u64) {
     )
 }
 
+/// UDP datagrams host `ns` dropped because a socket's receive buffer was
+/// full (`RcvbufErrors` of /proc/net/snmp).
+fn udp_rcvbuf_errors(ns: &peering_tests::lab::Netns) -> u64 {
+    let snmp = ns.exec_ok(&["cat", "/proc/net/snmp"]);
+    let mut udp = snmp.lines().filter(|l| l.starts_with("Udp: "));
+    let (Some(names), Some(values)) = (udp.next(), udp.next()) else {
+        return 0;
+    };
+    names
+        .split_whitespace()
+        .zip(values.split_whitespace())
+        .find(|(n, _)| *n == "RcvbufErrors")
+        .and_then(|(_, v)| v.parse().ok())
+        .unwrap_or(0)
+}
+
 /// Below capacity a UDP stream across regions loses nothing, with keys
 /// rotating every 2 s, at 2,000 and at 10,000 packets a second. (It lost 2
 /// and 41 of 6171 at 2,000 packets a second when a flush dropped what one
 /// TX ring reservation had no room for: the reservation can come back
 /// short while the ring has room; and the same held for refilling the fill
-/// ring, which dropped frames as `rx_fill_ring_empty`.)
+/// ring, which dropped frames as `rx_fill_ring_empty`.) What the iperf3
+/// server on C drops itself, its socket buffer full while it waits for a
+/// CPU on this shared 2-CPU VM (`UdpRcvbufErrors`: 29-37 of 30,000 at
+/// 10,000/s in two of eight runs, with nothing dropped on the way), is
+/// not the tunnel's: it is counted apart, and the test asserts every lost
+/// packet is one of those.
 #[test]
 fn udp_below_capacity_loses_nothing() {
     let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &["--key-rotation", "2s"]);
     peer_a_with_c(&lab);
     for pps in [2000, 10_000] {
+        let host_before = udp_rcvbuf_errors(&lab.c);
         let (sent, lost) = udp_at(&lab, pps, 3);
         for gw in [&lab.gw1, &lab.gw2] {
             let s = gw.tunnel_stats();
@@ -501,8 +523,12 @@ fn udp_below_capacity_loses_nothing() {
                 s.drops.iter().filter(|(_, n)| **n > 0).collect::<Vec<_>>()
             );
         }
+        let host = udp_rcvbuf_errors(&lab.c) - host_before;
         assert!(sent >= u64::from(pps), "iperf3 sent {sent}");
-        assert_eq!(lost, 0, "{pps} pps: {lost} of {sent} lost");
+        assert_eq!(
+            lost, host,
+            "{pps} pps: {lost} of {sent} lost, {host} of them by C's socket buffer"
+        );
     }
 }
 
