@@ -503,7 +503,7 @@ fn udp_rcvbuf_errors(ns: &peering_tests::lab::Netns) -> u64 {
 /// ring, which dropped frames as `rx_fill_ring_empty`.) What the iperf3
 /// server on C drops itself, its socket buffer full while it waits for a
 /// CPU on this shared 2-CPU VM (`UdpRcvbufErrors`: 29-37 of 30,000 at
-/// 10,000/s in two of eight runs, with nothing dropped on the way), is
+/// 10,000/s in two of sixteen runs, with nothing dropped on the way), is
 /// not the tunnel's: it is counted apart, and the test asserts every lost
 /// packet is one of those.
 #[test]
