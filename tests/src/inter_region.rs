@@ -179,14 +179,28 @@ impl InterRegionLab {
         underlay_io: &'static str,
         start_cp: impl FnOnce() -> ControlPlane,
     ) -> Self {
-        Self::build(underlay_io, 1, start_cp)
+        Self::build(underlay_io, 1, 1, start_cp)
     }
 
     /// Like [`InterRegionLab::new`] with `workers` tunnel workers per
     /// agent (`--workers`), and as many queues on every gateway veth (VPC
     /// ports, underlay) and on their peers, so each worker has its own.
     pub fn with_workers(verbose: bool, controld_args: &[&str], workers: u32) -> Self {
-        Self::build("af-xdp", workers, || {
+        Self::build("af-xdp", workers, workers, || {
+            ControlPlane::start_with(verbose, controld_args)
+        })
+    }
+
+    /// Like [`InterRegionLab::with_workers`], but the VPC ports (and the
+    /// hosts' veths) have `port_queues` queues; the underlay keeps one per
+    /// worker.
+    pub fn with_workers_and_port_queues(
+        verbose: bool,
+        controld_args: &[&str],
+        workers: u32,
+        port_queues: u32,
+    ) -> Self {
+        Self::build("af-xdp", workers, port_queues, || {
             ControlPlane::start_with(verbose, controld_args)
         })
     }
@@ -194,6 +208,7 @@ impl InterRegionLab {
     fn build(
         underlay_io: &'static str,
         workers: u32,
+        port_queues: u32,
         start_cp: impl FnOnce() -> ControlPlane,
     ) -> Self {
         let mut gw1 = Gateway::new("gw1", REGION_1, UNDERLAY_1);
@@ -202,7 +217,7 @@ impl InterRegionLab {
             gw.underlay_io = underlay_io;
             gw.workers = workers;
         }
-        let queues = workers.max(1);
+        let queues = (workers.max(1), port_queues.max(1));
         let (a, b, c) = (Netns::new("a"), Netns::new("b"), Netns::new("c"));
         let wan = Netns::new("wan");
         wire(&gw1.ns, &gw2.ns, &wan, [&a, &b, &c], queues);
@@ -365,17 +380,24 @@ impl InterRegionLab {
 /// The lab's namespaces joined as the diagram shows, nothing started: the
 /// underlay legs through the router `wan` (MTU 1600, each gateway routed
 /// to the other's subnet, IP forwarding off on the gateways), the VPC
-/// ports (`queues` RX and TX queues on every veth), and hosts `a`, `b`,
+/// ports (RX and TX queues: `underlay_queues` on the underlay veths,
+/// `port_queues` on the VPC ports'), and hosts `a`, `b`,
 /// `c` with their addresses. Benchmarks build
 /// other gateways (plain routing, WireGuard) on the same wiring.
-pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3], queues: u32) {
+pub fn wire(
+    gw1: &Netns,
+    gw2: &Netns,
+    wan: &Netns,
+    [a, b, c]: [&Netns; 3],
+    (underlay_queues, port_queues): (u32, u32),
+) {
     wan.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     let legs = [
         (gw1, UNDERLAY_1, "wan-1", WAN_1, "198.18.1.0/24"),
         (gw2, UNDERLAY_2, "wan-2", WAN_2, "198.18.0.0/24"),
     ];
     for (ns, addr, wan_if, wan_addr, other) in legs {
-        veth_queues(ns, "underlay", wan, wan_if, queues);
+        veth_queues(ns, "underlay", wan, wan_if, underlay_queues);
         // No IPv6 on the underlay: the kernel's router solicitations
         // would show in the captures of what crosses it.
         ns.exec_ok(&["sysctl", "-qw", "net.ipv6.conf.underlay.disable_ipv6=1"]);
@@ -405,9 +427,9 @@ pub fn wire(gw1: &Netns, gw2: &Netns, wan: &Netns, [a, b, c]: [&Netns; 3], queue
         ns.exec_ok(&["ip", "route", "add", other, "via", wan_addr]);
         ns.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=0"]);
     }
-    veth_queues(gw1, "vpc-a", a, "eth0", queues);
-    veth_queues(gw2, "vpc-b", b, "eth0", queues);
-    veth_queues(gw2, "vpc-c", c, "eth0", queues);
+    veth_queues(gw1, "vpc-a", a, "eth0", port_queues);
+    veth_queues(gw2, "vpc-b", b, "eth0", port_queues);
+    veth_queues(gw2, "vpc-c", c, "eth0", port_queues);
     // No address on the VPC ports: the agents put each subnet's router
     // address (10.1.0.1, 10.2.0.1, 10.3.0.1) there.
     host(a, "10.1.0.10/24", "10.1.0.1");

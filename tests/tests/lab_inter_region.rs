@@ -587,6 +587,35 @@ fn two_workers_carry_tcp_and_pings_both_ways() {
     }
 }
 
+/// Two workers, but VPC ports with one queue (the underlay has two): the
+/// worker without a queue on a port delivers what it opens through an
+/// AF_PACKET socket, so TCP and pings cross both ways and nothing is
+/// dropped for want of a socket.
+#[test]
+fn a_worker_without_a_queue_on_the_port_still_delivers() {
+    let _serial = one_lab();
+    let lab = InterRegionLab::with_workers_and_port_queues(verbose(), &[], 2, 1);
+    peer_a_with_c(&lab);
+    assert!(lab.c.ping("10.1.0.10", 3), "C reaches A");
+    let eight = tcp_a_to_c(&lab, 8, 2);
+    assert!(eight > 1e6, "TCP: {eight} bit/s");
+    let out = run_ping(&lab, &["-i", "0.01", "-c", "200", "-W", "2", "10.3.0.10"]);
+    assert!(out.contains("200 received"), "{out}");
+    let s2 = eventually_counts(&lab.gw2);
+    assert_eq!(s2.drop_count("no_socket"), 0, "{s2:?}");
+    // Gateway 2's second underlay queue (worker 1) opened datagrams for
+    // C's port, on which only worker 0 has a socket.
+    let worker_1: u64 = s2
+        .sockets
+        .iter()
+        .filter(|(k, _)| k.ends_with("/1"))
+        .map(|(_, c)| c.rx_frames)
+        .sum();
+    assert!(worker_1 > 0, "worker 1 received nothing: {:?}", s2.sockets);
+    let s1 = eventually_counts(&lab.gw1);
+    assert_eq!(s1.drop_count("no_socket"), 0, "{s1:?}");
+}
+
 /// A gateway's counters after they were written at least once more
 /// (they are written four times a second).
 fn eventually_counts(

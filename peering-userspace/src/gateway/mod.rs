@@ -34,6 +34,7 @@ pub mod addr;
 pub mod core;
 pub mod frame;
 pub mod nexthop;
+pub mod packet_socket;
 pub mod reason;
 pub mod stats;
 pub mod table;
@@ -68,7 +69,9 @@ pub use self::stats::{PathStats, TunnelStats};
 pub use self::table::{PolicyDrop, TunnelTable};
 pub use self::xdp_underlay::{Link, UnderlayCounters};
 use self::{
+    packet_socket::PacketSocket,
     stats::Shared,
+    table::Delivery,
     udp::{Batch, Underlay},
     xdp_underlay::{Transmit, XdpUnderlay},
     xsk::XskPort,
@@ -76,6 +79,9 @@ use self::{
 
 /// Frames read from one socket per turn.
 const RX_BATCH: u32 = 64;
+/// The AF_PACKET delivery buffer: the largest inner packet (an underlay
+/// datagram is at most a jumbo frame) behind an Ethernet header and a tag.
+const FALLBACK_FRAME: usize = 9216 + 18;
 /// Longest sleep in poll(2): bounds how late keys activate and socket
 /// counters reach the exporter.
 const IDLE_POLL_MS: libc::c_int = 50;
@@ -322,6 +328,9 @@ struct Worker {
     rotation_needed: Arc<AtomicBool>,
     /// Where hosts without a MAC are reported (bounded).
     unresolved: Option<SyncSender<(u32, Ipv4Addr)>>,
+    /// Delivery to ports on which this worker owns no queue: opened when
+    /// first needed, with the frame buffer it writes into (allocated once).
+    fallback: Option<(PacketSocket, Box<[u8]>)>,
 }
 
 impl Worker {
@@ -351,6 +360,7 @@ impl Worker {
             last_tick: Instant::now(),
             rotation_needed,
             unresolved: None,
+            fallback: None,
         }
     }
 
@@ -422,7 +432,7 @@ impl Worker {
         let (index, workers) = (self.index, self.workers);
         for (&ifindex, slots) in wanted {
             if slots.queues <= index {
-                warn!("tunnel worker {index}: port {ifindex} has {} queue(s) for {workers} workers; packets this worker opens for it are dropped (no_socket)", slots.queues);
+                warn!("tunnel worker {index}: port {ifindex} has {} queue(s) for {workers} workers; this worker delivers to it through an AF_PACKET socket (one syscall per packet)", slots.queues);
             }
             for queue in (0..slots.queues).filter(|q| owns_queue(index, workers, *q)) {
                 let slot = slots.xsk_base + queue;
@@ -546,10 +556,10 @@ impl Worker {
         let mut own = self
             .ports
             .range_mut((delivery.ifindex, 0)..=(delivery.ifindex, u32::MAX));
-        let Some((_, port)) = own.next() else {
-            return self.core.count_drop(DropReason::NoSocket);
-        };
         let packet = &datagram[inner];
+        let Some((_, port)) = own.next() else {
+            return self.deliver_by_packet_socket(&delivery, packet);
+        };
         port.stage(|buf| {
             frame::write_frame(
                 buf,
@@ -559,6 +569,39 @@ impl Worker {
                 packet,
             )
         });
+    }
+
+    /// Delivers through the AF_PACKET socket (see [`packet_socket`]); a
+    /// failure to open or send is a `no_socket` drop.
+    fn deliver_by_packet_socket(&mut self, delivery: &Delivery, packet: &[u8]) {
+        if self.fallback.is_none() {
+            match PacketSocket::open() {
+                Ok(s) => {
+                    info!(
+                        "tunnel worker {}: delivering to ports without a queue of its own through AF_PACKET",
+                        self.index
+                    );
+                    self.fallback = Some((s, vec![0u8; FALLBACK_FRAME].into_boxed_slice()));
+                }
+                Err(e) => {
+                    warn!("tunnel worker {}: AF_PACKET socket: {e}", self.index);
+                    return self.core.count_drop(DropReason::NoSocket);
+                }
+            }
+        }
+        let Some((socket, buf)) = self.fallback.as_mut() else {
+            return;
+        };
+        let len = frame::write_frame(
+            buf,
+            delivery.dst_mac,
+            delivery.src_mac,
+            delivery.vlan,
+            packet,
+        );
+        if len == 0 || socket.send(delivery.ifindex, &buf[..len]).is_err() {
+            self.core.count_drop(DropReason::NoSocket);
+        }
     }
 
     /// Waits in poll(2) for any socket to become readable.

@@ -313,7 +313,7 @@ impl AltInterRegion {
     fn new(tunnel: Option<Wg>) -> Result<Self> {
         let (gw1, gw2, wan) = (Netns::new("cgw1"), Netns::new("cgw2"), Netns::new("cwan"));
         let (a, b, c) = (Netns::new("ca"), Netns::new("cb"), Netns::new("cc"));
-        inter_region::wire(&gw1, &gw2, &wan, [&a, &b, &c], 1);
+        inter_region::wire(&gw1, &gw2, &wan, [&a, &b, &c], (1, 1));
         gw1.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
         gw2.exec_ok(&["ip", "addr", "add", "10.3.0.1/24", "dev", "vpc-c"]);
         for gw in [&gw1, &gw2] {
