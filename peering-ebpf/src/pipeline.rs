@@ -70,6 +70,12 @@ fn in_subnet(iface: &IfaceInfo, src: [u8; 4]) -> bool {
     u32::from_ne_bytes(src) & mask == u32::from_ne_bytes(iface.subnet)
 }
 
+/// The FIB is the kernel's LPM trie, chosen by measurement (README,
+/// Performance): with a million routes a hit costs 1.33x what it costs
+/// with one (the trie's depth levels off after a thousand routes), inside
+/// the 1.5x target. A hash per prefix length, probed longest first, makes
+/// each probe cheaper but costs a probe per length in use above the match
+/// (up to 33), which a table of mixed lengths pays on every packet.
 #[inline(always)]
 fn lookup_fib<'a>(table: u32, dst: [u8; 4]) -> Option<&'a FibEntry> {
     let key = Key::new(scoped_prefix_len(32), ScopedAddr::new(table, dst));

@@ -234,10 +234,7 @@ impl Edge<'_> {
         };
         // The routes' counter slots as dumped: route writes from here on
         // look their slot up instead of walking the route map.
-        // The FIB is repaired against the dump here too.
-        if let Err(e) = self.dp.maps.adopt_snapshot(&actual) {
-            warn!("compiling the FIB: {e:#}");
-        }
+        self.dp.maps.adopt_snapshot(&actual);
         let revision = view.revision;
         let (p, plan, warnings) = Programmed::full(view, &port, &self.kernel, &actual);
         for w in warnings {
@@ -248,6 +245,11 @@ impl Edge<'_> {
         // fresh map is filled before any link switches to the program that
         // uses it.
         self.write(&plan, revision, "full reconciliation");
+        // The FIB compiled from what the maps now hold: the plan's writes
+        // added what was missing, the repair removes what is stale.
+        if let Err(e) = self.dp.maps.repair_fib() {
+            warn!("repairing the FIB: {e:#}");
+        }
         self.dp.maps_refilled();
         self.ports(&p);
         if !self.upgraded {

@@ -118,7 +118,7 @@ pub struct Maps {
     underlay: HashMap<MapData, u32, UnderlayInfo>,
     /// The counter slot of every route in `routes`, read from the map on
     /// the first route write and kept by this handle's writes since (and
-    /// re-read from every [`Maps::adopt_route_slots`] snapshot).
+    /// re-read from every [`Maps::adopt_snapshot`] snapshot).
     slots: Option<RouteSlots>,
     /// What the FIB is compiled from, read from the record maps (ROUTES,
     /// SUBNETS, VPC_CIDRS) on the first write, the FIB repaired to match
@@ -322,23 +322,31 @@ impl Maps {
     }
 
     /// Takes the routes' slots and what the FIB is compiled from from
-    /// `snapshot` (a dump of these maps just made), and repairs the FIB to
-    /// match, so writes after a full reconciliation need no walk of their
-    /// own and follow whatever changed behind this handle's back.
-    pub fn adopt_snapshot(&mut self, snapshot: &Snapshot) -> Result<()> {
+    /// `snapshot` (a dump of these maps just made), so writes after a full
+    /// reconciliation need no walk of their own and follow whatever changed
+    /// behind this handle's back. The FIB is left as it is: the
+    /// reconciliation's writes add what is missing, then
+    /// [`Maps::repair_fib`] removes what is stale (make before break, even
+    /// when a record map was recreated empty under running programs).
+    pub fn adopt_snapshot(&mut self, snapshot: &Snapshot) {
         let routes = snapshot
             .routes
             .iter()
             .map(|(table, dst, _, slot)| ((*table, *dst), *slot));
         self.slots = Some(RouteSlots::new(MAX_ROUTE_COUNTERS, routes));
         self.model = None;
-        let model = FibModel::load(
+        self.model = Some(FibModel::load(
             snapshot.routes.iter().copied(),
             snapshot.subnets.iter().copied(),
             snapshot.vpc_cidrs.iter().copied(),
-        );
-        let writes = model.repair(&self.fib()?);
-        self.model = Some(model);
+        ));
+    }
+
+    /// Makes the FIB hold exactly what the compile state says: one dump of
+    /// the FIB, then the missing or changed entries, then the stale ones.
+    pub fn repair_fib(&mut self) -> Result<()> {
+        let have = self.fib()?;
+        let writes = self.fib_model()?.repair(&have);
         self.write_fib(&writes)
     }
 

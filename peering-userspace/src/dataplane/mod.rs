@@ -221,6 +221,10 @@ impl Dataplane {
             info!("pinned programs use maps other than the pinned ones: loading the object");
             return Ok(None);
         }
+        if !record_maps_match(&map_dir)? {
+            info!("a pinned record map has another definition: loading the object");
+            return Ok(None);
+        }
         Ok(Some(Self {
             ebpf: None,
             pinned,
@@ -441,6 +445,40 @@ fn programs_use_pinned_maps(programs: &[(&'static str, Xdp)], map_dir: &Path) ->
             if stale {
                 return Ok(false);
             }
+        }
+    }
+    Ok(true)
+}
+
+/// True when the pinned record maps (ROUTES, SUBNETS, VPC_CIDRS: what the
+/// FIB is compiled from, read by userspace only) have this build's
+/// definitions. No program uses them, so [`programs_use_pinned_maps`]
+/// cannot vouch for them; their shape is checked against the contract's
+/// constants instead (an LPM trie over a 4-byte prefix length and a
+/// [`peering_common::ScopedAddr`]).
+fn record_maps_match(map_dir: &Path) -> Result<bool> {
+    use peering_common::{
+        EgressPort, RouteValue, ScopedAddr, MAX_ROUTES, MAX_SUBNETS, MAX_VPC_CIDRS,
+    };
+    use std::mem::size_of;
+    const BPF_MAP_TYPE_LPM_TRIE: u32 = 11;
+    let key = (4 + size_of::<ScopedAddr>()) as u32;
+    let want = [
+        (names::ROUTES, size_of::<RouteValue>(), MAX_ROUTES),
+        (names::SUBNETS, size_of::<EgressPort>(), MAX_SUBNETS),
+        (names::VPC_CIDRS, size_of::<u32>(), MAX_VPC_CIDRS),
+    ];
+    for (name, value, max_entries) in want {
+        let pin = map_dir.join(name);
+        let info = aya::maps::MapInfo::from_pin(&pin)
+            .with_context(|| format!("reading {}", pin.display()))?;
+        let map_type = info.map_type().map(|t| t as u32).unwrap_or(u32::MAX);
+        let same = map_type == BPF_MAP_TYPE_LPM_TRIE
+            && info.key_size() == key
+            && info.value_size() == value as u32
+            && info.max_entries() == max_entries;
+        if !same {
+            return Ok(false);
         }
     }
     Ok(true)
