@@ -216,15 +216,16 @@ fn main() -> Result<()> {
         };
         measure(&opts, &mut table, INTER, column, &p, &inter)?;
     }
+    let ceiling = generator_ceiling(&opts)?;
     let programs = program_cost()?;
     let elapsed = started.elapsed().as_secs_f64();
     if opts.json {
         println!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&table, &programs, &opts))?
+            serde_json::to_string_pretty(&to_json(&table, &ceiling, &programs, &opts))?
         );
     } else {
-        print_markdown(&table, &programs, &opts, elapsed);
+        print_markdown(&table, &ceiling, &programs, &opts, elapsed);
     }
     Ok(())
 }
@@ -566,6 +567,31 @@ fn tcp(opts: &Opts, p: &Path, streams: u32) -> Result<f64> {
     Ok(bps / 1e9)
 }
 
+/// The generator straight into the sink over one veth pair: the most the
+/// 64 B rows could show.
+fn generator_ceiling(opts: &Opts) -> Result<Cell> {
+    let (a, b) = (Netns::new("cda"), Netns::new("cdb"));
+    lab::veth(&a, "eth0", &b, "eth0");
+    let p = Path {
+        from: &a,
+        to: &b,
+        hop_mac: b.mac("eth0"),
+        src: Ipv4Addr::new(198, 18, 0, 1),
+        dst: Ipv4Addr::new(198, 18, 0, 2),
+    };
+    let mut cell = Cell {
+        samples: Vec::new(),
+    };
+    for _ in 0..opts.runs {
+        cell.samples.push(generate(opts, &p, 64, 1)?.0);
+    }
+    eprintln!(
+        "generator ceiling (64 B, 1 flow, no gateway): {}",
+        cell.show()
+    );
+    Ok(cell)
+}
+
 /// The program-cost and scale rows of `peering-bench --json`.
 fn program_cost() -> Result<Value> {
     let bench = lab::bin("peering-bench");
@@ -596,15 +622,19 @@ fn ratio(section: usize, row: &BTreeMap<&'static str, Cell>, ours: &str) -> Opti
     (best > 0.0).then(|| ours / best)
 }
 
-fn print_markdown(table: &Table, programs: &Value, opts: &Opts, elapsed: f64) {
+fn print_markdown(table: &Table, ceiling: &Cell, programs: &Value, opts: &Opts, elapsed: f64) {
     println!(
         "Median of {} runs (min–max); generator on CPU 0, {} s per generator run, \
-         iperf3 {} s (+1 s warm-up), everything else unpinned; {} CPUs; {:.0} s in all.\n",
+         iperf3 {} s (+1 s warm-up), everything else unpinned; {} CPUs; {:.0} s in all. \
+         The generator's own ceiling, straight into the sink over one veth with no \
+         gateway: {} Mpps (64 B, 1 flow); a veth runs its peer's receive path on the \
+         sending CPU, so each 64 B row shares CPU 0 with the generator.\n",
         opts.runs,
         opts.secs,
         opts.tcp_secs,
         std::thread::available_parallelism().map_or(0, |n| n.get()),
-        elapsed
+        elapsed,
+        ceiling.show()
     );
     println!(
         "| path | figure | {} | peering ÷ best alternative | 2 workers ÷ best alternative |",
@@ -648,7 +678,7 @@ fn print_markdown(table: &Table, programs: &Value, opts: &Opts, elapsed: f64) {
     }
 }
 
-fn to_json(table: &Table, programs: &Value, opts: &Opts) -> Value {
+fn to_json(table: &Table, ceiling: &Cell, programs: &Value, opts: &Opts) -> Value {
     let rows: Vec<Value> = table
         .iter()
         .map(|((section, label), row)| {
@@ -677,6 +707,11 @@ fn to_json(table: &Table, programs: &Value, opts: &Opts) -> Value {
         .collect();
     json!({
         "runs": opts.runs,
+        "generator_ceiling_mpps": {
+            "median": ceiling.median(),
+            "min": ceiling.min(),
+            "max": ceiling.max(),
+        },
         "rows": rows,
         "programs": programs,
     })
