@@ -19,7 +19,9 @@
 //! rows run as its labs do (TX checksum offload off on the hosts, which
 //! ends TSO), and a Linux forwarding row with that setting is shown too.
 //!
-//! Usage: `compare-bench [--runs N] [--secs S] [--tcp-secs S] [--json]`
+//! Usage: `compare-bench [--runs N] [--secs S] [--tcp-secs S] [--json]
+//! [--paths linux-intra,peering-intra,linux-inter,wireguard-go,boringtun,
+//! peering-inter,peering-inter2]`
 //! (root; wireguard-go, wg and boringtun-cli on PATH: `cargo xtask setup
 //! --bench`). Namespaces and processes are removed on every exit.
 
@@ -60,6 +62,27 @@ struct Opts {
     /// Print the table as JSON instead of Markdown.
     #[arg(long)]
     json: bool,
+    /// Measure only these paths (comma-separated; default: all).
+    #[arg(long, value_delimiter = ',', value_enum)]
+    paths: Vec<Which>,
+}
+
+/// The paths, as `--paths` names them.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Which {
+    LinuxIntra,
+    PeeringIntra,
+    LinuxInter,
+    WireguardGo,
+    Boringtun,
+    PeeringInter,
+    PeeringInter2,
+}
+
+impl Opts {
+    fn runs_path(&self, which: Which) -> bool {
+        self.paths.is_empty() || self.paths.contains(&which)
+    }
 }
 
 /// What one cell measures.
@@ -174,16 +197,15 @@ fn main() -> Result<()> {
         Metric::Gbps1400,
     ];
 
-    {
+    if opts.runs_path(Which::LinuxIntra) {
         let lab = linux_intra(true)?;
         measure(&opts, &mut table, INTRA, LINUX, &intra_path(&lab), &intra)?;
-    }
-    {
+        drop(lab);
         let lab = linux_intra(false)?;
         let p = intra_path(&lab);
         measure(&opts, &mut table, INTRA_OFFLOAD_OFF, LINUX, &p, &tcp_only)?;
     }
-    {
+    if opts.runs_path(Which::PeeringIntra) {
         let lab = IntraRegionLab::new(false);
         lab.peer_routes();
         lab.hosts_announce();
@@ -191,15 +213,24 @@ fn main() -> Result<()> {
         measure(&opts, &mut table, INTRA, PEERING, &p, &intra)?;
         measure(&opts, &mut table, INTRA_OFFLOAD_OFF, PEERING, &p, &tcp_only)?;
     }
-    for (column, tunnel) in [
-        (LINUX, None),
-        (WG_GO, Some(Wg::Go)),
-        (BORINGTUN, Some(Wg::Boringtun)),
+    for (which, column, tunnel) in [
+        (Which::LinuxInter, LINUX, None),
+        (Which::WireguardGo, WG_GO, Some(Wg::Go)),
+        (Which::Boringtun, BORINGTUN, Some(Wg::Boringtun)),
     ] {
+        if !opts.runs_path(which) {
+            continue;
+        }
         let net = AltInterRegion::new(tunnel)?;
         measure(&opts, &mut table, INTER, column, &net.path(), &inter)?;
     }
-    for (column, workers) in [(PEERING, 1), (PEERING_2, 2)] {
+    for (which, column, workers) in [
+        (Which::PeeringInter, PEERING, 1),
+        (Which::PeeringInter2, PEERING_2, 2),
+    ] {
+        if !opts.runs_path(which) {
+            continue;
+        }
         let lab = InterRegionLab::with_workers(false, &[], workers);
         let v = lab.vpcs();
         lab.wait_for_keys();
