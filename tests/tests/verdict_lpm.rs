@@ -13,21 +13,9 @@ use peering_tests::{
 };
 use peering_userspace::dataplane::RouteTarget;
 
-/// xorshift64*: deterministic, so a failure replays exactly.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    /// An address in 10.0.0.0/12, dense enough for prefixes to overlap.
-    fn addr(&mut self) -> Ipv4Addr {
-        Ipv4Addr::from(0x0a00_0000 | (self.next() as u32 & 0x000f_ffff))
-    }
+/// An address in 10.0.0.0/12, dense enough for prefixes to overlap.
+fn random_addr(rng: &mut fastrand::Rng) -> Ipv4Addr {
+    Ipv4Addr::from(0x0a00_0000 | rng.u32(..0x0010_0000))
 }
 
 fn oracle(routes: &[Ipv4Net], dst: Ipv4Addr) -> Option<usize> {
@@ -47,11 +35,12 @@ fn xdp_lookup_matches_a_linear_scan() {
     let table = 77;
     let info = iface_a(table);
     h.dp.maps.set_iface(LO, 0, info).unwrap();
-    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    // Seeded, so a failure replays exactly.
+    let mut rng = fastrand::Rng::with_seed(0x9e37_79b9_7f4a_7c15);
     let mut routes: Vec<Ipv4Net> = Vec::new();
     while routes.len() < 48 {
-        let len = 12 + (rng.next() % 21) as u8;
-        let net = Ipv4Net::new(rng.addr(), len).unwrap().trunc();
+        let len = rng.u8(12..=32);
+        let net = Ipv4Net::new(random_addr(&mut rng), len).unwrap().trunc();
         if !routes.contains(&net) {
             h.dp.maps
                 .set_route(table, net, RouteTarget::Blackhole)
@@ -63,13 +52,13 @@ fn xdp_lookup_matches_a_linear_scan() {
     let mut misses = 0;
     for _ in 0..2000 {
         // Half the probes aim inside a random route, half anywhere.
-        let dst = if rng.next().is_multiple_of(2) {
-            let r = routes[(rng.next() as usize) % routes.len()];
-            let host = (rng.next() as u32) & !u32::from(r.netmask());
+        let dst = if rng.bool() {
+            let r = routes[rng.usize(..routes.len())];
+            let host = rng.u32(..) & !u32::from(r.netmask());
             Ipv4Addr::from(u32::from(r.network()) | host)
         } else {
             // Anywhere in 10/8: routes cover only 10.0/12, so some miss.
-            Ipv4Addr::from(0x0a00_0000 | (rng.next() as u32 & 0x00ff_ffff))
+            Ipv4Addr::from(0x0a00_0000 | rng.u32(..0x0100_0000))
         };
         let out = h.run(LO, &Frame::udp(A_HOST, dst.octets(), 40).bytes());
         match oracle(&routes, dst) {
