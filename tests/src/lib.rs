@@ -9,6 +9,7 @@ pub mod inter_region;
 pub mod kv_contract;
 pub mod lab;
 pub mod memfeed;
+pub mod model;
 pub mod multihost;
 pub mod pki;
 pub mod supervisor;

@@ -44,6 +44,7 @@ use ipnet::Ipv4Net;
 use peering_common::{maps as names, scoped_prefix_len, RouteValue, ScopedAddr};
 use peering_tests::{
     lab::{announce, bin, run, IntraRegionLab, TempPath},
+    model::active_peering,
     pki::Pki,
     teardown::{self, Proc},
 };
@@ -53,7 +54,6 @@ use peering_userspace::{
         account::{AccountId, Call},
         config::Config,
         ids::SequentialIds,
-        peering::CreatePeering,
         state::State,
         store::{codec::state_entries, SqliteKv},
         subnet::CreateSubnet,
@@ -105,10 +105,6 @@ struct Seed {
     spare: Vec<(String, u32)>,
 }
 
-fn err(e: peering_userspace::control::error::ApiError) -> anyhow::Error {
-    anyhow!("{}: {}", e.code(), e.message)
-}
-
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
@@ -124,9 +120,9 @@ fn seed(n: usize, quiet_a: bool) -> Result<Seed> {
         regions: vec![REGION.to_owned()],
         ..Config::default()
     });
-    let c = Call::at(AccountId::parse(ACCOUNT).map_err(err)?, REGION, unix_now());
+    let c = Call::at(AccountId::parse(ACCOUNT)?, REGION, unix_now());
     let vpc = |state: &mut State, ids: &mut SequentialIds, cidr: &str| -> Result<String> {
-        Ok(state.create_vpc(&c, ids, cidr).map_err(err)?.vpc_id)
+        Ok(state.create_vpc(&c, ids, cidr)?.vpc_id)
     };
     let a = vpc(&mut state, &mut ids, "10.1.0.0/16")?;
     let b = vpc(&mut state, &mut ids, "10.2.0.0/16")?;
@@ -137,39 +133,20 @@ fn seed(n: usize, quiet_a: bool) -> Result<Seed> {
             interface: port.into(),
             vlan: None,
         };
-        state.create_subnet(&c, &mut ids, &req).map_err(err)?;
+        state.create_subnet(&c, &mut ids, &req)?;
     }
-    let peer = |state: &mut State, ids: &mut SequentialIds, v: &str| -> Result<String> {
-        let req = CreatePeering {
-            vpc_id: v.to_owned(),
-            peer_vpc_id: b.clone(),
-            peer_owner_id: None,
-            peer_region: None,
-        };
-        let pcx = state
-            .create_vpc_peering_connection(&c, ids, &req)
-            .map_err(err)?
-            .vpc_peering_connection_id;
-        state.accept_vpc_peering_connection(&c, &pcx).map_err(err)?;
-        Ok(pcx)
-    };
-    let pcx_ab = peer(&mut state, &mut ids, &a)?;
+    let pcx_ab = active_peering(&mut state, &c, &mut ids, &a, &b)?;
     let main_of = |state: &State, v: &str| -> Result<(String, u32)> {
         let id = state.vpc(v).context("vpc")?.main_route_table_id.clone();
         let dp = state.route_table(&id).context("table")?.dp_id;
         Ok((id, dp))
     };
     let b_main = main_of(&state, &b)?.0;
-    state
-        .create_route(&c, &b_main, "10.1.0.0/16", &pcx_ab)
-        .map_err(err)?;
+    state.create_route(&c, &b_main, "10.1.0.0/16", &pcx_ab)?;
     let a_main = main_of(&state, &a)?;
     let mut spare = Vec::new();
     for _ in 0..SPARE_TABLES {
-        let id = state
-            .create_route_table(&c, &mut ids, &a)
-            .map_err(err)?
-            .route_table_id;
+        let id = state.create_route_table(&c, &mut ids, &a)?.route_table_id;
         let dp = state.route_table(&id).context("table")?.dp_id;
         spare.push((id, dp));
     }
@@ -184,7 +161,7 @@ fn seed(n: usize, quiet_a: bool) -> Result<Seed> {
     while left > 0 {
         if room_in_a == 0 {
             vpc_id = vpc(&mut state, &mut ids, &format!("10.{next_vpc}.0.0/16"))?;
-            pcx = peer(&mut state, &mut ids, &vpc_id)?;
+            pcx = active_peering(&mut state, &c, &mut ids, &vpc_id, &b)?;
             next_vpc += 1;
             room_in_a = TABLES_PER_VPC;
         }
@@ -192,14 +169,13 @@ fn seed(n: usize, quiet_a: bool) -> Result<Seed> {
             main_of(&state, &vpc_id)?.0
         } else {
             state
-                .create_route_table(&c, &mut ids, &vpc_id)
-                .map_err(err)?
+                .create_route_table(&c, &mut ids, &vpc_id)?
                 .route_table_id
         };
         room_in_a -= 1;
         for r in 0..ROUTES_PER_TABLE.min(left) {
             let dest = format!("172.20.{r}.0/24");
-            state.create_route(&c, &table, &dest, &pcx).map_err(err)?;
+            state.create_route(&c, &table, &dest, &pcx)?;
         }
         left -= ROUTES_PER_TABLE.min(left);
     }

@@ -27,13 +27,13 @@
 use anyhow::Result;
 use peering_tests::etcd::EtcdCluster;
 use peering_tests::lab::TempPath;
+use peering_tests::model::active_peering;
 use peering_userspace::control::account::{AccountId, Call};
 use peering_userspace::control::config::Config;
 use peering_userspace::control::controller::Controller;
 use peering_userspace::control::error::ApiError;
 use peering_userspace::control::feed::Feed;
 use peering_userspace::control::ids::SequentialIds;
-use peering_userspace::control::peering::CreatePeering;
 use peering_userspace::control::state::State;
 use peering_userspace::control::store::codec::state_entries;
 use peering_userspace::control::store::kv::{Commit, Kv, Op};
@@ -65,39 +65,18 @@ fn build(objects: usize, ids: &mut SequentialIds) -> Result<(State, Vec<String>,
     });
     for i in 0..objects / 2 {
         let cidr = format!("10.{}.{}.0/24", (i / 256) % 256, i % 256);
-        state
-            .create_vpc(&call(i), ids, &cidr)
-            .map_err(|e| anyhow::anyhow!(e.message))?;
+        state.create_vpc(&call(i), ids, &cidr)?;
     }
     let c = call(0);
-    let a = state.create_vpc(&c, ids, "172.16.0.0/16").map_err(err)?;
-    let b = state.create_vpc(&c, ids, "172.17.0.0/16").map_err(err)?;
-    let req = CreatePeering {
-        vpc_id: a.vpc_id.clone(),
-        peer_vpc_id: b.vpc_id.clone(),
-        peer_owner_id: None,
-        peer_region: None,
-    };
-    let pcx = state
-        .create_vpc_peering_connection(&c, ids, &req)
-        .map_err(err)?
-        .vpc_peering_connection_id;
-    state.accept_vpc_peering_connection(&c, &pcx).map_err(err)?;
+    let a = state.create_vpc(&c, ids, "172.16.0.0/16")?;
+    let b = state.create_vpc(&c, ids, "172.17.0.0/16")?;
+    let pcx = active_peering(&mut state, &c, ids, &a.vpc_id, &b.vpc_id)?;
     let mut tables = Vec::new();
     for _ in 0..8 {
-        tables.push(
-            state
-                .create_route_table(&c, ids, &a.vpc_id)
-                .map_err(err)?
-                .route_table_id,
-        );
+        tables.push(state.create_route_table(&c, ids, &a.vpc_id)?.route_table_id);
     }
     state.take_changes(state.config.clone(), state.next_dp_id());
     Ok((state, tables, pcx))
-}
-
-fn err(e: ApiError) -> anyhow::Error {
-    anyhow::anyhow!(e.message)
 }
 
 /// The write path under test.
