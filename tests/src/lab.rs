@@ -129,6 +129,30 @@ impl Drop for Netns {
     }
 }
 
+/// Runs an iperf3 client in `from` (`-c dst -J` and `args`) against a
+/// one-shot server that `to` starts on `dst`; returns the client's JSON
+/// report (which carries `"error"` when iperf3 failed). Bounded: the
+/// client is killed after two minutes, the server with its
+/// [`crate::teardown::Proc`].
+pub fn iperf3(
+    from: &Netns,
+    to: &Netns,
+    dst: &str,
+    args: &[&str],
+) -> anyhow::Result<serde_json::Value> {
+    let server = crate::teardown::spawn(
+        to.cmd(&["iperf3", "-s", "-1", "-B", dst])
+            .stdout(std::process::Stdio::null()),
+    )?;
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let mut argv = vec!["timeout", "120", "iperf3", "-c", dst, "-J"];
+    argv.extend(args);
+    let out = run(&mut from.cmd(&argv));
+    drop(server);
+    serde_json::from_slice(&out.stdout)
+        .map_err(|e| anyhow::anyhow!("iperf3 gave no JSON report ({e})"))
+}
+
 /// Joins `a`'s interface `a_if` and `b`'s `b_if` with a veth pair.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ip(&[

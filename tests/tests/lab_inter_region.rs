@@ -131,18 +131,7 @@ fn send_tcp_marker(lab: &InterRegionLab, marker: &str) {
 /// Runs an iperf3 client on A with `args` against a one-shot server on
 /// C; returns the client's JSON report.
 fn iperf3_a_to_c(lab: &InterRegionLab, args: &[&str]) -> serde_json::Value {
-    let server = peering_tests::teardown::spawn(
-        lab.c
-            .cmd(&["iperf3", "-s", "-1", "-B", "10.3.0.10"])
-            .stdout(std::process::Stdio::null()),
-    )
-    .expect("start iperf3 server");
-    std::thread::sleep(Duration::from_millis(500));
-    let mut argv = vec!["iperf3", "-c", "10.3.0.10", "-J"];
-    argv.extend(args);
-    let out = lab.a.exec_ok(&argv);
-    let _ = server.wait();
-    serde_json::from_str(&out).expect("iperf3 JSON")
+    peering_tests::lab::iperf3(&lab.a, &lab.c, "10.3.0.10", args).expect("iperf3 JSON")
 }
 
 /// Runs iperf3 TCP from A to C for two seconds; returns bit/s received.

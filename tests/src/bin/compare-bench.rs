@@ -559,25 +559,9 @@ fn generate(opts: &Opts, p: &Path, frame: u16, flows: u32) -> Result<(f64, f64)>
 
 /// One iperf3 TCP run from `from` to `to`: received Gbit/s.
 fn tcp(opts: &Opts, p: &Path, streams: u32) -> Result<f64> {
-    let dst = p.dst.to_string();
-    let server = teardown::spawn(
-        p.to.cmd(&["iperf3", "-s", "-1", "-B", &dst])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null()),
-    )?;
-    // The server listens within a few milliseconds; the client retries
-    // its connection for up to 3 s anyway.
-    std::thread::sleep(Duration::from_millis(300));
     let secs = opts.tcp_secs.to_string();
     let streams = streams.to_string();
-    let limit = (opts.tcp_secs + 20).to_string();
-    let out = lab::run(&mut p.from.cmd(&[
-        "timeout",
-        &limit,
-        "iperf3",
-        "-c",
-        &dst,
-        "-J",
+    let args = [
         "-t",
         &secs,
         "-O",
@@ -586,9 +570,8 @@ fn tcp(opts: &Opts, p: &Path, streams: u32) -> Result<f64> {
         &streams,
         "--connect-timeout",
         "3000",
-    ]));
-    drop(server);
-    let v: Value = serde_json::from_slice(&out.stdout).context("iperf3 JSON")?;
+    ];
+    let v = lab::iperf3(p.from, p.to, &p.dst.to_string(), &args)?;
     if let Some(e) = v["error"].as_str() {
         bail!("iperf3: {e}");
     }

@@ -8,23 +8,19 @@
 
 use std::time::Duration;
 
-use peering_tests::{control_lab::eventually, inter_region::InterRegionLab, lab::Netns};
+use peering_tests::{
+    control_lab::eventually,
+    inter_region::InterRegionLab,
+    lab::{self, Netns},
+};
 use serde_json::Value;
 
 const SECS: &str = "5";
 
 fn iperf3(from: &Netns, to: &Netns, dst: &str, extra: &[&str]) -> Value {
-    let server = peering_tests::teardown::spawn(
-        to.cmd(&["iperf3", "-s", "-1", "-B", dst])
-            .stdout(std::process::Stdio::null()),
-    )
-    .expect("start iperf3 server");
-    std::thread::sleep(Duration::from_millis(500));
-    let mut args = vec!["iperf3", "-c", dst, "-t", SECS, "-J"];
+    let mut args = vec!["-t", SECS];
     args.extend(extra);
-    let out = from.exec_ok(&args);
-    let _ = server.wait();
-    serde_json::from_str(&out).expect("iperf3 JSON")
+    lab::iperf3(from, to, dst, &args).expect("iperf3 JSON")
 }
 
 fn tcp(from: &Netns, to: &Netns, dst: &str) -> f64 {
