@@ -153,6 +153,41 @@ pub fn iperf3(
         .map_err(|e| anyhow::anyhow!("iperf3 gave no JSON report ({e})"))
 }
 
+/// `eth0` of `ns`, where hosts send and receive generated traffic.
+pub fn eth0(ns: &Netns) -> peering_userspace::pktgen::Endpoint {
+    peering_userspace::pktgen::Endpoint {
+        netns: Some(ns.name.clone()),
+        dev: "eth0".into(),
+    }
+}
+
+/// The generator's plan for host `from` (its `eth0`) sending UDP to port 9
+/// of `dst` through the next hop `hop_mac`, over `flows` source ports from
+/// 1024, at full rate.
+pub fn udp_plan(
+    from: &Netns,
+    hop_mac: &str,
+    (src, dst): (std::net::Ipv4Addr, std::net::Ipv4Addr),
+    sizes: peering_userspace::pktgen::Sizes,
+    flows: u32,
+) -> anyhow::Result<peering_userspace::pktgen::Plan> {
+    use peering_userspace::{pktgen, sys::parse_mac};
+    Ok(pktgen::Plan {
+        dst_mac: parse_mac(hop_mac)?,
+        src_mac: parse_mac(&from.mac("eth0"))?,
+        dst_ip: dst,
+        dst_port: 9,
+        sizes,
+        flows: pktgen::Flows {
+            flows,
+            src_ip: src,
+            src_ips: 1,
+            src_port: 1024,
+        },
+        rate_pps: 0,
+    })
+}
+
 /// Joins `a`'s interface `a_if` and `b`'s `b_if` with a veth pair.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) {
     ip(&[

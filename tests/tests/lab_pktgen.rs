@@ -6,11 +6,8 @@
 
 use std::{net::Ipv4Addr, time::Duration};
 
-use peering_tests::lab::{veth, IntraRegionLab, Netns};
-use peering_userspace::{
-    pktgen::{Endpoint, Flows, Plan, Report, Run, Sizes, Stop},
-    sys,
-};
+use peering_tests::lab::{eth0, udp_plan, veth, IntraRegionLab, Netns};
+use peering_userspace::pktgen::{Plan, Report, Run, Sizes, Stop};
 
 /// Two namespaces over a veth pair, 198.18.0.1/30 and .2 on `eth0`.
 fn pair() -> (Netns, Netns) {
@@ -21,34 +18,14 @@ fn pair() -> (Netns, Netns) {
     (a, b)
 }
 
-fn at(ns: &Netns, dev: &str) -> Endpoint {
-    Endpoint {
-        netns: Some(ns.name.clone()),
-        dev: dev.into(),
-    }
-}
-
 fn plan(
     src: &Netns,
     next_hop_mac: &str,
-    (src_ip, dst_ip): (Ipv4Addr, Ipv4Addr),
+    ips: (Ipv4Addr, Ipv4Addr),
     sizes: Sizes,
     flows: u32,
 ) -> Plan {
-    Plan {
-        dst_mac: sys::parse_mac(next_hop_mac).unwrap(),
-        src_mac: sys::parse_mac(&src.mac("eth0")).unwrap(),
-        dst_ip,
-        dst_port: 9,
-        sizes,
-        flows: Flows {
-            flows,
-            src_ip,
-            src_ips: 1,
-            src_port: 1024,
-        },
-        rate_pps: 0,
-    }
+    udp_plan(src, next_hop_mac, ips, sizes, flows).unwrap()
 }
 
 /// Received within (half of offered, offered]: a sink that counted
@@ -73,8 +50,8 @@ const DIRECT: (Ipv4Addr, Ipv4Addr) = (Ipv4Addr::new(198, 18, 0, 1), Ipv4Addr::ne
 fn a_counted_run_over_a_veth_pair_offers_exactly_its_count() {
     let (a, b) = pair();
     let run = Run {
-        out: at(&a, "eth0"),
-        sink: Some(at(&b, "eth0")),
+        out: eth0(&a),
+        sink: Some(eth0(&b)),
         plan: plan(&a, &b.mac("eth0"), DIRECT, Sizes::Fixed(64), 1),
         stop: Stop::Frames(300_000),
         cpus: vec![0],
@@ -90,8 +67,8 @@ fn a_counted_run_over_a_veth_pair_offers_exactly_its_count() {
 fn a_timed_imix_run_over_ten_thousand_flows_ends_on_time() {
     let (a, b) = pair();
     let run = Run {
-        out: at(&a, "eth0"),
-        sink: Some(at(&b, "eth0")),
+        out: eth0(&a),
+        sink: Some(eth0(&b)),
         plan: plan(&a, &b.mac("eth0"), DIRECT, Sizes::Imix, 10_000),
         stop: Stop::After(Duration::from_millis(500)),
         cpus: vec![0],
@@ -110,8 +87,8 @@ fn through_a_gateway_the_sink_counts_what_xdp_forwarded() {
     lab.peer_routes();
     let hosts = (Ipv4Addr::new(10, 1, 0, 10), Ipv4Addr::new(10, 2, 0, 10));
     let run = Run {
-        out: at(&lab.a, "eth0"),
-        sink: Some(at(&lab.b, "eth0")),
+        out: eth0(&lab.a),
+        sink: Some(eth0(&lab.b)),
         plan: plan(&lab.a, &lab.gw.mac("vpc-a"), hosts, Sizes::Fixed(64), 1000),
         stop: Stop::Frames(200_000),
         cpus: vec![0],

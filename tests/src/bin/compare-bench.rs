@@ -42,10 +42,7 @@ use peering_tests::{
     lab::{self, IntraRegionLab, Netns, TempPath},
     teardown::{self, Proc},
 };
-use peering_userspace::{
-    pktgen::{Endpoint, Flows, Plan, Run, Sizes, Stop},
-    sys,
-};
+use peering_userspace::pktgen::{Run, Sizes, Stop};
 use serde_json::{json, Value};
 
 #[derive(Parser)]
@@ -329,7 +326,7 @@ enum Wg {
 /// implementations' default).
 struct AltInterRegion {
     // Processes stop before the namespaces go.
-    _daemons: Vec<Proc>,
+    daemons: Vec<Proc>,
     _files: Vec<TempPath>,
     /// The daemons' UAPI sockets, removed on drop.
     sockets: Vec<PathBuf>,
@@ -355,7 +352,7 @@ impl AltInterRegion {
         gro_on(&gw2, &["vpc-c", "underlay"]);
         offloads_on(&[&a, &c]);
         let mut net = AltInterRegion {
-            _daemons: Vec::new(),
+            daemons: Vec::new(),
             _files: Vec::new(),
             sockets: Vec::new(),
             gw1,
@@ -412,7 +409,7 @@ impl AltInterRegion {
                     .stderr(Stdio::null()),
             )
             .with_context(|| format!("starting {}", argv[0]))?;
-            self._daemons.push(daemon);
+            self.daemons.push(daemon);
             if !eventually(Duration::from_secs(10), || sock.exists()) {
                 bail!("{} never opened {}", argv[0], sock.display());
             }
@@ -455,7 +452,7 @@ impl AltInterRegion {
 
 impl Drop for AltInterRegion {
     fn drop(&mut self) {
-        self._daemons.clear();
+        self.daemons.clear();
         for s in &self.sockets {
             teardown::remove_path(s);
         }
@@ -525,27 +522,16 @@ fn measure(
 
 /// One generator run: (received Mpps, received Gbit/s of IP packets).
 fn generate(opts: &Opts, p: &Path, frame: u16, flows: u32) -> Result<(f64, f64)> {
-    let at = |ns: &Netns| Endpoint {
-        netns: Some(ns.name.clone()),
-        dev: "eth0".into(),
-    };
-    let plan = Plan {
-        dst_mac: sys::parse_mac(&p.hop_mac)?,
-        src_mac: sys::parse_mac(&p.from.mac("eth0"))?,
-        dst_ip: p.dst,
-        dst_port: 9,
-        sizes: Sizes::Fixed(frame),
-        flows: Flows {
-            flows,
-            src_ip: p.src,
-            src_ips: 1,
-            src_port: 1024,
-        },
-        rate_pps: 0,
-    };
+    let plan = lab::udp_plan(
+        p.from,
+        &p.hop_mac,
+        (p.src, p.dst),
+        Sizes::Fixed(frame),
+        flows,
+    )?;
     let r = Run {
-        out: at(p.from),
-        sink: Some(at(p.to)),
+        out: lab::eth0(p.from),
+        sink: Some(lab::eth0(p.to)),
         plan,
         stop: Stop::After(Duration::from_secs_f64(opts.secs)),
         cpus: vec![0],

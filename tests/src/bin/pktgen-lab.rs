@@ -11,18 +11,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, Result};
-use peering_tests::lab::{veth, IntraRegionLab, Netns};
-use peering_userspace::{
-    pktgen::{Endpoint, Flows, Plan, Report, Run, Sizes, Stop},
-    sys,
-};
-
-fn at(ns: &Netns) -> Endpoint {
-    Endpoint {
-        netns: Some(ns.name.clone()),
-        dev: "eth0".into(),
-    }
-}
+use peering_tests::lab::{eth0, udp_plan, veth, IntraRegionLab, Netns};
+use peering_userspace::pktgen::{Report, Run, Sizes, Stop};
 
 struct Path<'a> {
     name: &'static str,
@@ -33,23 +23,10 @@ struct Path<'a> {
 }
 
 fn measure(p: &Path, sizes: &Sizes, flows: u32, secs: f64) -> Result<Report> {
-    let plan = Plan {
-        dst_mac: sys::parse_mac(&p.next_hop_mac)?,
-        src_mac: sys::parse_mac(&p.from.mac("eth0"))?,
-        dst_ip: p.ips.1,
-        dst_port: 9,
-        sizes: sizes.clone(),
-        flows: Flows {
-            flows,
-            src_ip: p.ips.0,
-            src_ips: 1,
-            src_port: 1024,
-        },
-        rate_pps: 0,
-    };
+    let plan = udp_plan(p.from, &p.next_hop_mac, p.ips, sizes.clone(), flows)?;
     Run {
-        out: at(p.from),
-        sink: Some(at(p.to)),
+        out: eth0(p.from),
+        sink: Some(eth0(p.to)),
         plan,
         stop: Stop::After(Duration::from_secs_f64(secs)),
         cpus: vec![0],
