@@ -263,6 +263,11 @@ fn cargo(args: &[&str]) -> Result<()> {
 /// then each fuzz target for `fuzz_secs` seconds (each counts as one test),
 /// and closes with one summary line over all of it.
 fn test(extra: &[String], fuzz_secs: u64) -> Result<()> {
+    // A test run builds everything once; incremental state would only add
+    // gigabytes to the target directory (a developer's own setting wins).
+    if std::env::var_os("CARGO_INCREMENTAL").is_none() {
+        std::env::set_var("CARGO_INCREMENTAL", "0");
+    }
     build(false)?;
     sweep_stale_labs();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
