@@ -11,6 +11,14 @@ pub const PROG_VPC: &str = "peering_vpc";
 /// Name of the XDP program for the underlay interface: it hands tunnel
 /// datagrams addressed to the gateway to its AF_XDP sockets.
 pub const PROG_UNDERLAY: &str = "peering_underlay";
+/// Name of the sched_cls program for VPC ports at TC ingress (tcx): the
+/// same pipeline as [`PROG_VPC`] on the skb, so GSO packets and
+/// CHECKSUM_PARTIAL survive the forward (an XDP redirect loses both).
+pub const PROG_VPC_TC: &str = "peering_vpc_tc";
+/// Name of the XDP program on the tunnel entry veth's receiving end: it
+/// hands the inter-region packets [`PROG_VPC_TC`] sent through the veth to
+/// the tunnel's AF_XDP sockets.
+pub const PROG_TUN_ENTRY: &str = "peering_tun_entry";
 
 /// Map names, shared so the loader cannot drift from the object.
 pub mod maps {
@@ -26,6 +34,10 @@ pub mod maps {
     pub const UNDERLAY: &str = "UNDERLAY";
     pub const RESOLVE: &str = "RESOLVE";
     pub const FIB: &str = "FIB";
+    /// `Array<u32>` of one entry: the ifindex of the tunnel entry veth's
+    /// sending end, where [`super::PROG_VPC_TC`] redirects inter-region
+    /// packets; 0 while it is not set up.
+    pub const TUN_ENTRY: &str = "TUN_ENTRY";
 }
 
 /// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
@@ -48,6 +60,13 @@ pub const MAX_XSKS: u32 = 1024;
 /// uses slot `UNDERLAY_XSK_BASE + q`; further queues use the UDP socket).
 pub const UNDERLAY_XSK_SLOTS: u32 = 64;
 pub const UNDERLAY_XSK_BASE: u32 = MAX_XSKS - UNDERLAY_XSK_SLOTS;
+/// Receive queues of the tunnel entry veth's receiving end with an AF_XDP
+/// socket: queue `q` uses slot `TUN_ENTRY_XSK_BASE + q`, the 64 slots
+/// below the underlay's.
+pub const TUN_ENTRY_XSK_SLOTS: u32 = 64;
+pub const TUN_ENTRY_XSK_BASE: u32 = UNDERLAY_XSK_BASE - TUN_ENTRY_XSK_SLOTS;
+/// Entries of [`maps::TUN_ENTRY`].
+pub const TUN_ENTRY_LEN: u32 = 1;
 /// Underlay interfaces the XDP program serves.
 pub const MAX_UNDERLAYS: u32 = 16;
 /// Route counter slots; slot 0 is never handed out so "no slot" is explicit.
@@ -229,7 +248,15 @@ pub struct FibEntry {
     pub vlan: u16,
     /// Forward: the egress port's MAC, the source of forwarded frames.
     pub src_mac: [u8; 6],
+    /// `FIB_F_*` bits, set by the agent for the TC program.
+    pub flags: u32,
 }
+
+/// [`FibEntry::flags`]: the Forward entry's egress port is a veth, so the
+/// TC program redirects with `bpf_redirect_peer`, straight into the ingress
+/// of the veth's other end (the host's namespace) without a backlog queue
+/// pass; without it, `bpf_redirect(target, 0)` (egress of the port).
+pub const FIB_F_PEER_REDIRECT: u32 = 1;
 
 /// Value of [`maps::SUBNETS`] (key: VPC id + subnet prefix): where hosts of
 /// a subnet are reached from the gateway.
@@ -481,7 +508,7 @@ mod tests {
     fn layouts_have_no_hidden_padding() {
         assert_eq!(size_of::<IfaceKey>(), 8);
         assert_eq!(size_of::<IfaceInfo>(), 24);
-        assert_eq!(size_of::<FibEntry>(), 20);
+        assert_eq!(size_of::<FibEntry>(), 24);
         assert_eq!(size_of::<ScopedAddr>(), 8);
         assert_eq!(size_of::<RouteValue>(), 16);
         assert_eq!(size_of::<EgressPort>(), 12);

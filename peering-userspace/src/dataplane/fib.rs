@@ -284,6 +284,7 @@ impl FibModel {
             target: 0,
             vlan: 0,
             src_mac: [0; 6],
+            flags: 0,
         };
         let action = match *target {
             RouteTarget::Blackhole => FibAction::Blackhole,
