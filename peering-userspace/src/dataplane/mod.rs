@@ -27,12 +27,12 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         xdp::XdpLinkId,
-        Xdp, XdpMode,
+        SchedClassifier, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
 use log::{info, warn};
-use peering_common::{maps as names, PROG_UNDERLAY, PROG_VPC};
+use peering_common::{maps as names, PROG_TUN_ENTRY, PROG_UNDERLAY, PROG_VPC, PROG_VPC_TC};
 
 use crate::{sys, EBPF_OBJECT};
 
@@ -238,11 +238,14 @@ impl Dataplane {
         let mut ebpf = EbpfLoader::new()
             .load(EBPF_OBJECT)
             .context("loading the XDP object")?;
-        for name in [PROG_VPC, PROG_UNDERLAY, "peering_drop"] {
+        for name in [PROG_VPC, PROG_UNDERLAY, PROG_TUN_ENTRY, "peering_drop"] {
             program_mut(&mut ebpf, name)?
                 .load()
                 .with_context(|| format!("the kernel refused {name}"))?;
         }
+        classifier_mut(&mut ebpf, PROG_VPC_TC)?
+            .load()
+            .with_context(|| format!("the kernel refused {PROG_VPC_TC}"))?;
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf: Some(ebpf),
@@ -302,6 +305,18 @@ impl Dataplane {
         if let Some((_, p)) = self.pinned.iter().find(|(n, _)| *n == name) {
             return Ok(p);
         }
+        let ebpf = self
+            .ebpf
+            .as_ref()
+            .ok_or_else(|| anyhow!("{name} is not loaded"))?;
+        let prog = ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?;
+        prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+    }
+
+    /// A TC (sched_cls) program of an unpinned (test) dataplane by name.
+    pub fn classifier_named(&self, name: &str) -> Result<&SchedClassifier> {
         let ebpf = self
             .ebpf
             .as_ref()
@@ -517,6 +532,13 @@ fn attach_with_fallback(
 }
 
 fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+    let prog = ebpf
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("the object has no program {name}"))?;
+    prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+}
+
+fn classifier_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("the object has no program {name}"))?;
