@@ -3,13 +3,14 @@
 //!
 //! Layout trick: growing the head by 28 bytes (a new IPv4 + ICMP header)
 //! leaves the original IPv4 header exactly where the quoted copy must go,
-//! so nothing but the link-layer header is moved.
+//! so nothing but the link-layer header is moved. The TC program builds
+//! its reply the same way (`tc::reply`) from the header writers here.
 
 use aya_ebpf::{helpers::bpf_xdp_adjust_tail, programs::XdpContext};
 use peering_common::{Stat, ETH_P_8021Q, ETH_P_IPV4};
 
 use crate::{
-    packet::{self, fold, ptr_at, ptr_at_mut, sum_words, Ipv4, ETH_LEN, L2},
+    packet::{self, fold, ptr_at, ptr_at_mut, sum_words, Ipv4, Packet, ETH_LEN, L2},
     ratelimit, rewrite,
 };
 
@@ -17,7 +18,7 @@ const ICMP_DEST_UNREACH: u8 = 3;
 const ICMP_FRAG_NEEDED: u8 = 4;
 const IPPROTO_ICMP: u8 = 1;
 /// Bytes of the new IPv4 header (no options) plus the ICMP header.
-const NEW_HDRS: usize = 20 + 8;
+pub const NEW_HDRS: usize = 20 + 8;
 /// RFC 792: the quote is the original header plus 64 bits of its data.
 const QUOTED_DATA: usize = 8;
 /// RFC 1812 §4.3.2.4: "internetwork control" precedence for ICMP errors.
@@ -48,11 +49,11 @@ pub fn frag_needed(
     let new_len = l3 + NEW_HDRS + quoted;
     shrink(ctx, orig_len + NEW_HDRS, new_len)?;
     write_ipv4(ctx, l3, (NEW_HDRS + quoted) as u16, gateway_ip, ip.src)?;
-    write_icmp(ctx, l3 + 20, ip.ihl, mtu)
+    write_icmp::<QUOTED_DATA>(ctx, l3 + 20, ip.ihl, mtu).map(|_| ())
 }
 
 #[inline(always)]
-fn is_icmp_error(ctx: &XdpContext, l3: usize, ip: &Ipv4) -> Result<bool, Stat> {
+pub fn is_icmp_error(ctx: &impl Packet, l3: usize, ip: &Ipv4) -> Result<bool, Stat> {
     if ip.proto != IPPROTO_ICMP {
         return Ok(false);
     }
@@ -96,8 +97,8 @@ fn shrink(ctx: &XdpContext, cur_len: usize, new_len: usize) -> Result<(), Stat> 
 }
 
 #[inline(always)]
-fn write_ipv4(
-    ctx: &XdpContext,
+pub fn write_ipv4(
+    ctx: &impl Packet,
     l3: usize,
     total_len: u16,
     src: [u8; 4],
@@ -133,21 +134,28 @@ fn write_ipv4(
     Ok(())
 }
 
-/// The ICMP checksum covers the ICMP header, the quoted IPv4 header and 8
-/// data bytes. The quoted header was verified on ingress, so its own sum is
-/// 0xffff, the one's complement zero: only the 8 data bytes need adding.
+/// The ICMP checksum covers the ICMP header, the quoted IPv4 header and
+/// `Q` data bytes. The quoted header was verified on ingress, so its own
+/// sum is 0xffff, the one's complement zero: only the data bytes need
+/// adding. Returns the unfolded sum of the quoted data bytes.
 ///
 /// The header pointer is bounds-checked and kept before the variable-offset
 /// read: LLVM would otherwise drop its check as implied by the later one,
 /// which the verifier cannot follow.
 #[inline(always)]
-fn write_icmp(ctx: &XdpContext, at: usize, quoted_ihl: usize, mtu: u16) -> Result<(), Stat> {
+pub fn write_icmp<const Q: usize>(
+    ctx: &impl Packet,
+    at: usize,
+    quoted_ihl: usize,
+    mtu: u16,
+) -> Result<u32, Stat> {
     let p: *mut [u8; 8] = ptr_at_mut(ctx, at)?;
     let m = mtu.to_be_bytes();
     let mut h: [u8; 8] = [ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED, 0, 0, 0, 0, m[0], m[1]];
-    let data: *const [u8; QUOTED_DATA] = ptr_at(ctx, at + 8 + (quoted_ihl & 0x3c))?;
-    let check = !fold(sum_words(&h) + sum_words(unsafe { &*data }));
+    let data: *const [u8; Q] = ptr_at(ctx, at + 8 + (quoted_ihl & 0x3c))?;
+    let quoted = sum_words(unsafe { &*data });
+    let check = !fold(sum_words(&h) + quoted);
     h[2..4].copy_from_slice(&check.to_be_bytes());
     unsafe { *p = h };
-    Ok(())
+    Ok(quoted)
 }

@@ -1,5 +1,5 @@
-//! XDP programs of the peering gateway. This file holds the entry points and
-//! the maps; each concern lives in its own module.
+//! XDP and TC programs of the peering gateway. This file holds the entry
+//! points and the maps; each concern lives in its own module.
 #![cfg_attr(target_arch = "bpf", no_std)]
 #![cfg_attr(target_arch = "bpf", no_main)]
 
@@ -16,7 +16,13 @@ mod resolve;
 #[cfg(target_arch = "bpf")]
 mod rewrite;
 #[cfg(target_arch = "bpf")]
+mod route;
+#[cfg(target_arch = "bpf")]
 mod stats;
+#[cfg(target_arch = "bpf")]
+mod tc;
+#[cfg(target_arch = "bpf")]
+mod tun_entry;
 #[cfg(target_arch = "bpf")]
 mod underlay;
 
@@ -25,13 +31,13 @@ pub use bpf::*;
 
 #[cfg(target_arch = "bpf")]
 mod bpf {
-    use crate::{packet, pipeline, ratelimit::Bucket, stats, underlay};
+    use crate::{packet, pipeline, ratelimit::Bucket, stats, tc, tun_entry, underlay};
 
     use aya_ebpf::{
         bindings::xdp_action,
-        macros::{map, xdp},
-        maps::{DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap},
-        programs::XdpContext,
+        macros::{classifier, map, xdp},
+        maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap},
+        programs::{TcContext, XdpContext},
     };
     use peering_common::*;
 
@@ -69,6 +75,10 @@ mod bpf {
     /// their `xsk_base`, underlay queues from `UNDERLAY_XSK_BASE`.
     #[map(name = "XSKS")]
     pub static XSKS: XskMap = XskMap::with_max_entries(MAX_XSKS, 0);
+    /// The ifindex of the tunnel entry veth's sending end (0: not set up),
+    /// where the TC program sends inter-region packets.
+    #[map(name = "TUN_ENTRY")]
+    pub static TUN_ENTRY: Array<u32> = Array::with_max_entries(TUN_ENTRY_LEN, 0);
     /// Verdict counters, indexed by [`Stat`].
     #[map(name = "STATS")]
     pub static STATS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(STATS_LEN, 0);
@@ -95,6 +105,29 @@ mod bpf {
         let (verdict, stat) = pipeline::process(&ctx, len);
         stats::count(stat, len as u64);
         verdict
+    }
+
+    /// Entry point for veth VPC ports at TC ingress (tcx): the same
+    /// pipeline on the socket buffer, which keeps GSO and partial checksums.
+    #[classifier]
+    pub fn peering_vpc_tc(ctx: TcContext) -> i32 {
+        let len = ctx.len() as usize;
+        let (verdict, stat) = tc::process(&ctx, len);
+        stats::count(stat, len as u64);
+        verdict
+    }
+
+    /// Entry point for the tunnel entry veth's receiving end: packets the
+    /// TC program sends to the encapsulation path.
+    #[xdp]
+    pub fn peering_tun_entry(ctx: XdpContext) -> u32 {
+        match tun_entry::process(&ctx) {
+            Ok(verdict) => verdict,
+            Err(stat) => {
+                stats::count(stat, packet::frame_len(&ctx) as u64);
+                xdp_action::XDP_DROP
+            }
+        }
     }
 
     /// Entry point for the underlay interface: tunnel datagrams to the

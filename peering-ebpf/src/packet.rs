@@ -1,9 +1,13 @@
-//! Bounds-checked access to the frame and header parsing.
+//! Bounds-checked access to the frame and header parsing, shared by the XDP
+//! and TC programs through [`Packet`].
 //!
 //! Every access goes through [`ptr_at`] / [`ptr_at_mut`], which compare the
 //! end of the access with `data_end` in a form the verifier tracks.
 
-use aya_ebpf::{helpers::bpf_xdp_get_buff_len, programs::XdpContext};
+use aya_ebpf::{
+    helpers::{bpf_skb_pull_data, bpf_xdp_get_buff_len},
+    programs::{TcContext, XdpContext},
+};
 use core::mem::size_of;
 use network_types::{eth::EthHdr, ip::Ipv4Hdr};
 use peering_common::{Stat, ETH_P_8021Q, ETH_P_IPV4};
@@ -17,6 +21,61 @@ pub const IPV4_MAX_LEN: usize = 60;
 pub const IP_DF: u16 = 0x4000;
 pub const IP_OFFSET_MASK: u16 = 0x1fff;
 
+/// A frame the parsers and rewrites can work on: an XDP buffer or a
+/// socket buffer at TC. Both expose the directly accessible bytes as
+/// `data..data_end`; anything else differs per program type.
+pub trait Packet {
+    fn data(&self) -> usize;
+    fn data_end(&self) -> usize;
+    /// Makes the first `len` bytes directly accessible. XDP: headers are
+    /// always in the first buffer, nothing to do. TC: a socket buffer may
+    /// hold them in page fragments (GRO, GSO); `bpf_skb_pull_data` moves
+    /// only those `len` bytes into the linear part, never the whole packet.
+    /// Invalidates earlier packet pointers: callers keep offsets only.
+    fn pull(&self, len: usize) -> Result<(), Stat>;
+}
+
+impl Packet for XdpContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        XdpContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        XdpContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn pull(&self, _len: usize) -> Result<(), Stat> {
+        Ok(())
+    }
+}
+
+impl Packet for TcContext {
+    #[inline(always)]
+    fn data(&self) -> usize {
+        TcContext::data(self)
+    }
+
+    #[inline(always)]
+    fn data_end(&self) -> usize {
+        TcContext::data_end(self)
+    }
+
+    #[inline(always)]
+    fn pull(&self, len: usize) -> Result<(), Stat> {
+        if self.data() + len <= self.data_end() {
+            return Ok(());
+        }
+        // Fails when the packet is shorter than `len`: a truncated header.
+        if unsafe { bpf_skb_pull_data(self.skb.skb, len as u32) } != 0 {
+            return Err(Stat::DropMalformed);
+        }
+        Ok(())
+    }
+}
+
 /// Length of the whole frame, fragments of a multi-buffer frame included
 /// (`data_end` only bounds the first buffer).
 #[inline(always)]
@@ -25,7 +84,7 @@ pub fn frame_len(ctx: &XdpContext) -> usize {
 }
 
 #[inline(always)]
-pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Stat> {
+pub fn ptr_at<T>(ctx: &impl Packet, offset: usize) -> Result<*const T, Stat> {
     let start = ctx.data();
     let end = ctx.data_end();
     if start + offset + size_of::<T>() > end {
@@ -35,18 +94,18 @@ pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Result<*const T, Stat> {
 }
 
 #[inline(always)]
-pub fn ptr_at_mut<T>(ctx: &XdpContext, offset: usize) -> Result<*mut T, Stat> {
+pub fn ptr_at_mut<T>(ctx: &impl Packet, offset: usize) -> Result<*mut T, Stat> {
     Ok(ptr_at::<T>(ctx, offset)? as *mut T)
 }
 
 #[inline(always)]
-pub fn read_u16(ctx: &XdpContext, offset: usize) -> Result<u16, Stat> {
+pub fn read_u16(ctx: &impl Packet, offset: usize) -> Result<u16, Stat> {
     let p: *const [u8; 2] = ptr_at(ctx, offset)?;
     Ok(u16::from_be_bytes(unsafe { *p }))
 }
 
 #[inline(always)]
-pub fn write_u16(ctx: &XdpContext, offset: usize, v: u16) -> Result<(), Stat> {
+pub fn write_u16(ctx: &impl Packet, offset: usize, v: u16) -> Result<(), Stat> {
     let p: *mut [u8; 2] = ptr_at_mut(ctx, offset)?;
     unsafe { *p = v.to_be_bytes() };
     Ok(())
@@ -71,7 +130,7 @@ impl L2 {
 /// Parses Ethernet and at most one 802.1Q tag. `Ok(None)` for anything
 /// that is not IPv4 (ARP, IPv6, …): the kernel handles those.
 #[inline(always)]
-pub fn parse_l2(ctx: &XdpContext) -> Result<Option<L2>, Stat> {
+pub fn parse_l2(ctx: &impl Packet) -> Result<Option<L2>, Stat> {
     let eth: *const EthHdr = ptr_at(ctx, 0)?;
     let ethertype = u16::from_be(unsafe { (*eth).ether_type });
     if ethertype == ETH_P_IPV4 {
@@ -120,15 +179,22 @@ impl Ipv4 {
 
 /// Parses and validates the IPv4 header at `l3`: version, header length,
 /// total length against the frame, and the header checksum (a router must
-/// not forward a corrupted header, RFC 1812 §5.2.2).
+/// not forward a corrupted header, RFC 1812 §5.2.2). Pulls the header into
+/// the directly accessible part when needed (TC), and no further.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
+pub fn parse_ipv4(ctx: &impl Packet, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
+    ctx.pull(l3 + IPV4_MIN_LEN)?;
+    let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    let ihl = unsafe { (*h).ihl() } as usize;
+    if ihl > IPV4_MIN_LEN {
+        // Options: pulled too (a no-op in XDP), then read from here on.
+        ctx.pull(l3 + (ihl & 0x3c))?;
+    }
     let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     let h = unsafe { &*h };
     if h.version() != 4 {
         return Err(Stat::DropMalformed);
     }
-    let ihl = h.ihl() as usize;
     let total_len = h.tot_len();
     if ihl < IPV4_MIN_LEN || (total_len as usize) < ihl {
         return Err(Stat::DropMalformed);
@@ -154,7 +220,7 @@ pub fn parse_ipv4(ctx: &XdpContext, l3: usize, frame_len: usize) -> Result<Ipv4,
 /// One's complement sum of the IPv4 header, folded to 16 bits. A valid
 /// header (checksum field included) sums to 0xffff.
 #[inline(always)]
-fn header_sum(ctx: &XdpContext, l3: usize, ihl: usize) -> Result<u16, Stat> {
+fn header_sum(ctx: &impl Packet, l3: usize, ihl: usize) -> Result<u16, Stat> {
     let fixed: *const [u8; IPV4_MIN_LEN] = ptr_at(ctx, l3)?;
     let mut sum = sum_words(unsafe { &*fixed });
     // Options: at most 40 bytes, ten 32-bit words, read one word at a time.

@@ -1,5 +1,7 @@
 //! Header rewrites for forwarded packets: TTL and checksum, MACs, the VLAN
-//! tag, and the metadata handed to the AF_XDP path.
+//! tag, and the metadata handed to the AF_XDP path. TTL and MACs are shared
+//! with the TC program; the VLAN tag there lives in the socket buffer's
+//! metadata instead (see `tc::skb`).
 
 use aya_ebpf::{
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_meta},
@@ -7,13 +9,13 @@ use aya_ebpf::{
 };
 use peering_common::{Stat, ETH_P_8021Q};
 
-use crate::packet::{self, ptr_at_mut, ETH_LEN, L2, VLAN_LEN};
+use crate::packet::{self, ptr_at_mut, Packet, ETH_LEN, L2, VLAN_LEN};
 
 /// Decrements the TTL and patches the header checksum incrementally
 /// (RFC 1624): TTL is the high byte of its 16-bit word, so the sum grows by
 /// 0x0100 with an end-around carry.
 #[inline(always)]
-pub fn decrement_ttl(ctx: &XdpContext, l3: usize, ttl: u8) -> Result<(), Stat> {
+pub fn decrement_ttl(ctx: &impl Packet, l3: usize, ttl: u8) -> Result<(), Stat> {
     if ttl <= 1 {
         return Err(Stat::DropTtlExceeded);
     }
@@ -42,6 +44,12 @@ pub fn set_l2(
         (true, false) => pop_vlan(ctx)?,
         (false, true) => push_vlan(ctx, egress_vlan)?,
     }
+    set_macs(ctx, dst, src)
+}
+
+/// Writes destination and source MAC as one 12-byte store.
+#[inline(always)]
+pub fn set_macs(ctx: &impl Packet, dst: [u8; 6], src: [u8; 6]) -> Result<(), Stat> {
     let macs: *mut [u8; 12] = ptr_at_mut(ctx, 0)?;
     let mut m = [0u8; 12];
     m[..6].copy_from_slice(&dst);

@@ -3,12 +3,13 @@
 
 use std::net::Ipv4Addr;
 
+use etherparse::IpNumber;
 use ipnet::Ipv4Net;
-use peering_common::{EgressPort, IfaceInfo};
+use peering_common::{EgressPort, IfaceInfo, INTER_REGION_MTU};
 use peering_userspace::dataplane::{iface_info, Maps, RouteTarget};
 
 use crate::{
-    frame::{GW_A, GW_B, HOST_A, HOST_B},
+    frame::{checksum_ok, parse, Frame, GW_A, GW_B, HOST_A, HOST_B},
     verdict::{Harness, LO},
 };
 
@@ -90,4 +91,28 @@ pub fn harness() -> Harness {
     let mut h = Harness::new();
     program(&mut h.dp.maps);
     h
+}
+
+/// Checks an ICMP "fragmentation needed" reply to `sent` (from VPC A's
+/// host) that quotes `quoted_data` bytes after the original header.
+pub fn assert_frag_needed(reply: &[u8], sent: &Frame, vlan: Option<u16>, quoted_data: usize) {
+    let p = parse(reply);
+    assert_eq!(p.vlan, vlan);
+    assert_eq!((p.dst_mac, p.src_mac), (HOST_A, GW_A), "MACs swapped");
+    assert_eq!(p.ip.source, GATEWAY_A, "from the VPC router");
+    assert_eq!(p.ip.destination, A_HOST);
+    assert_eq!(p.ip.protocol, IpNumber::ICMP);
+    assert!(checksum_ok(&p.ip_bytes), "IPv4 checksum");
+    let icmp = &p.payload;
+    assert!(checksum_ok(icmp), "ICMP checksum");
+    assert_eq!((icmp[0], icmp[1]), (3, 4), "type 3 code 4");
+    let mtu = u16::from_be_bytes([icmp[6], icmp[7]]);
+    assert_eq!(mtu, INTER_REGION_MTU, "next-hop MTU");
+    // The quote: the original header as received, then the data bytes.
+    let orig = sent.bytes();
+    let l3 = if sent.vlan.is_some() { 18 } else { 14 };
+    let hl = sent.ip.header_len();
+    assert_eq!(&icmp[8..], &orig[l3..l3 + hl + quoted_data]);
+    let l2 = if vlan.is_some() { 18 } else { 14 };
+    assert_eq!(reply.len(), l2 + 20 + 8 + hl + quoted_data);
 }

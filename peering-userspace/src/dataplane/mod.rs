@@ -197,7 +197,7 @@ impl Dataplane {
             fs::remove_file(&tc_pin).with_context(|| format!("unpinning {}", tc_pin.display()))?;
         }
         if !tc_pin.exists() {
-            let prog = tc_program_mut(&mut ebpf)?;
+            let prog = classifier_mut(&mut ebpf, PROG_VPC_TC)?;
             prog.load()
                 .with_context(|| format!("the kernel refused {PROG_VPC_TC}"))?;
             prog.pin(&tc_pin)
@@ -276,7 +276,7 @@ impl Dataplane {
                 .load()
                 .with_context(|| format!("the kernel refused {name}"))?;
         }
-        tc_program_mut(&mut ebpf)?
+        classifier_mut(&mut ebpf, PROG_VPC_TC)?
             .load()
             .with_context(|| format!("the kernel refused {PROG_VPC_TC}"))?;
         let maps = Maps::take(&mut ebpf)?;
@@ -339,6 +339,18 @@ impl Dataplane {
         if let Some((_, p)) = self.pinned.iter().find(|(n, _)| *n == name) {
             return Ok(p);
         }
+        let ebpf = self
+            .ebpf
+            .as_ref()
+            .ok_or_else(|| anyhow!("{name} is not loaded"))?;
+        let prog = ebpf
+            .program(name)
+            .ok_or_else(|| anyhow!("no program {name}"))?;
+        prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+    }
+
+    /// A TC (sched_cls) program of an unpinned (test) dataplane by name.
+    pub fn classifier_named(&self, name: &str) -> Result<&SchedClassifier> {
         let ebpf = self
             .ebpf
             .as_ref()
@@ -569,7 +581,7 @@ impl Dataplane {
             .ebpf
             .as_mut()
             .ok_or_else(|| anyhow!("{PROG_VPC_TC} is not loaded"))?;
-        tc_program_mut(ebpf)
+        classifier_mut(ebpf, PROG_VPC_TC)
     }
 
     fn link_pin(&self, ifindex: u32) -> Option<PathBuf> {
@@ -689,14 +701,14 @@ fn attach_with_fallback(
     }
 }
 
-fn tc_program_mut(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier> {
+fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
     let prog = ebpf
-        .program_mut(PROG_VPC_TC)
-        .ok_or_else(|| anyhow!("the object has no program {PROG_VPC_TC}"))?;
-    prog.try_into().map_err(|e| anyhow!("{PROG_VPC_TC}: {e}"))
+        .program_mut(name)
+        .ok_or_else(|| anyhow!("the object has no program {name}"))?;
+    prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
 }
 
-fn program_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut Xdp> {
+fn classifier_mut<'a>(ebpf: &'a mut Ebpf, name: &str) -> Result<&'a mut SchedClassifier> {
     let prog = ebpf
         .program_mut(name)
         .ok_or_else(|| anyhow!("the object has no program {name}"))?;
