@@ -403,6 +403,7 @@ pub mod pktgen {
     /// Program names in the `pktgen` object.
     pub const PROG_GEN: &str = "pktgen_gen";
     pub const PROG_SINK: &str = "pktgen_sink";
+    pub const PROG_SINK_TC: &str = "pktgen_sink_tc";
     /// Global (read-only data) names, set by the loader.
     pub const GLOBAL_GEN: &str = "GEN_CONFIG";
     pub const GLOBAL_SINK_PORT: &str = "SINK_PORT";

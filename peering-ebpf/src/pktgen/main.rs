@@ -24,9 +24,9 @@ mod bpf {
     use crate::{generator, sink};
 
     use aya_ebpf::{
-        macros::{map, xdp},
+        macros::{classifier, map, xdp},
         maps::PerCpuArray,
-        programs::XdpContext,
+        programs::{TcContext, XdpContext},
     };
     use peering_common::{
         pktgen::{GenConfig, GEN_SLOTS},
@@ -64,6 +64,13 @@ mod bpf {
     #[xdp]
     pub fn pktgen_sink(ctx: XdpContext) -> u32 {
         sink::process(&ctx)
+    }
+
+    /// Beside `pktgen_sink` at TC ingress of the same interface: counts the
+    /// generator's frames that enter as socket buffers behind the XDP hook.
+    #[classifier]
+    pub fn pktgen_sink_tc(ctx: TcContext) -> i32 {
+        sink::process_tc(&ctx)
     }
 
     #[panic_handler]

@@ -29,13 +29,18 @@ use std::{
 use anyhow::{anyhow, bail, ensure, Context as _, Result};
 use aya::{
     maps::PerCpuArray,
-    programs::{ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    programs::{
+        links::LinkOrder,
+        tc::{SchedClassifier, TcAttachOptions, TcAttachType},
+        ProgramError, TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode,
+    },
     Ebpf, EbpfLoader,
 };
 use peering_common::{
     pktgen::{
         GenConfig, GEN_FAILED, GEN_RATE_LIMITED, GEN_SENT, GLOBAL_GEN, GLOBAL_SINK_PORT,
-        MAP_GEN_STATS, MAP_SINK_STATS, PROG_GEN, PROG_SINK, SIZE_SLOTS,
+        MAP_GEN_STATS, MAP_SINK_STATS, PROG_GEN, PROG_SINK, PROG_SINK_TC,
+        SIZE_SLOTS,
     },
     Counter,
 };
@@ -343,7 +348,9 @@ fn xdp_md(len: u32, ifindex: u32) -> [u8; 24] {
     b
 }
 
-/// The sink program, counting frames to one UDP port.
+/// The sink programs, counting frames to one UDP port: at XDP, and at TC
+/// ingress for socket buffers that enter behind the XDP hook (a gateway's
+/// TC program redirecting into the host with `bpf_redirect_peer`).
 pub struct Sink {
     ebpf: Ebpf,
 }
@@ -352,6 +359,11 @@ impl Sink {
     pub fn load(port: u16) -> Result<Self> {
         let mut ebpf = load_object(GLOBAL_SINK_PORT, (&port).into())?;
         load_xdp(&mut ebpf, PROG_SINK)?;
+        let tc: &mut SchedClassifier = ebpf
+            .program_mut(PROG_SINK_TC)
+            .ok_or_else(|| anyhow!("program {PROG_SINK_TC} missing"))?
+            .try_into()?;
+        tc.load().with_context(|| format!("loading {PROG_SINK_TC}"))?;
         Ok(Self { ebpf })
     }
 
@@ -359,18 +371,26 @@ impl Sink {
         xdp(&self.ebpf, PROG_SINK)
     }
 
-    /// Attaches in native (driver) mode: a veth receives redirected frames
-    /// only then. Detached when the sink is dropped.
+    /// Attaches XDP in native (driver) mode (a veth receives redirected
+    /// frames only then) and the classifier with a tcx ingress link.
+    /// Both are detached when the sink is dropped.
     pub fn attach(&mut self, at: &Endpoint) -> Result<()> {
-        let prog: &mut Xdp = self
-            .ebpf
-            .program_mut(PROG_SINK)
-            .ok_or_else(|| anyhow!("program {PROG_SINK} missing"))?
-            .try_into()?;
         let dev = at.dev.clone();
+        let ebpf = &mut self.ebpf;
         in_netns(at.netns.as_deref(), move || {
+            let prog: &mut Xdp = ebpf
+                .program_mut(PROG_SINK)
+                .ok_or_else(|| anyhow!("program {PROG_SINK} missing"))?
+                .try_into()?;
             prog.attach(&dev, XdpMode::Driver)
                 .with_context(|| format!("attaching the sink to {dev} (native XDP)"))?;
+            let tc: &mut SchedClassifier = ebpf
+                .program_mut(PROG_SINK_TC)
+                .ok_or_else(|| anyhow!("program {PROG_SINK_TC} missing"))?
+                .try_into()?;
+            let tcx = TcAttachOptions::TcxOrder(LinkOrder::default());
+            tc.attach_with_options(&dev, TcAttachType::Ingress, tcx)
+                .with_context(|| format!("attaching the sink to {dev} (tcx ingress)"))?;
             Ok(())
         })
     }

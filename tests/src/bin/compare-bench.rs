@@ -3,7 +3,8 @@
 //! generator and sizes.
 //!
 //! - **intra-region** (the lab of `lab_intra_region`: host A, gateway, host
-//!   B): Linux IP forwarding on the gateway vs the gateway's XDP path;
+//!   B): Linux IP forwarding on the gateway vs peering on the path a veth
+//!   port takes by default (TC) and on the XDP path (`--port-path xdp`);
 //! - **inter-region** (the wiring of `lab_inter_region`: A, gateway 1, a
 //!   router, gateway 2, C): plain routing (no encryption), wireguard-go and
 //!   boringtun-cli tunnels between the gateways, and peering's sealed
@@ -14,10 +15,10 @@
 //! Figures: received Mpps of 64-byte frames (`peering-pktgen` on CPU 0 of
 //! host A, its sink on the far host; 1 or 1,000 UDP flows), Gbit/s of
 //! 1,400-byte IP packets the same way, and TCP goodput (iperf3, 1 and 4
-//! streams). Every cell is the median of `--runs` runs with min–max. Each
-//! alternative gets the hosts' offloads a user would leave on; peering's
-//! rows run as its labs do (TX checksum offload off on the hosts, which
-//! ends TSO), and a Linux forwarding row with that setting is shown too.
+//! streams). Every cell is the median of `--runs` runs with min–max. The
+//! hosts keep the offloads a veth has (TSO, GSO, TX checksum offload);
+//! the rows "hosts' TX offloads off" show every path with TX checksum
+//! offload (hence TSO) off, the setting the XDP path needs for TCP.
 //!
 //! Usage: `compare-bench [--runs N] [--secs S] [--tcp-secs S] [--json]
 //! [--paths linux-intra,peering-intra,linux-inter,wireguard-go,boringtun,
@@ -157,8 +158,11 @@ const LINUX: &str = "Linux forwarding";
 const WG_GO: &str = "wireguard-go";
 const BORINGTUN: &str = "boringtun 0.7.1";
 const PEERING: &str = "peering";
+const PEERING_XDP: &str = "peering, XDP port path";
 const PEERING_2: &str = "peering, 2 workers";
-const COLUMNS: [&str; 5] = [LINUX, WG_GO, BORINGTUN, PEERING, PEERING_2];
+const COLUMNS: [&str; 6] = [LINUX, WG_GO, BORINGTUN, PEERING, PEERING_XDP, PEERING_2];
+/// The columns a ratio to the best alternative is given for.
+const OURS: [&str; 3] = [PEERING, PEERING_XDP, PEERING_2];
 
 fn section_name(s: usize) -> &'static str {
     match s {
@@ -203,12 +207,22 @@ fn main() -> Result<()> {
         measure(&opts, &mut table, INTRA_OFFLOAD_OFF, LINUX, &p, &tcp_only)?;
     }
     if opts.runs_path(Which::PeeringIntra) {
-        let lab = IntraRegionLab::new(false);
-        lab.peer_routes();
-        lab.hosts_announce();
+        // The default path of a veth port (TC), hosts' offloads on, then
+        // off on the same lab.
+        let lab = peering_intra(IntraRegionLab::new(false));
         let p = intra_path(&lab);
         measure(&opts, &mut table, INTRA, PEERING, &p, &intra)?;
+        offloads_off(&[&lab.a, &lab.b]);
         measure(&opts, &mut table, INTRA_OFFLOAD_OFF, PEERING, &p, &tcp_only)?;
+        drop(lab);
+        // The XDP path: TCP only with the hosts' TX checksum offload off
+        // (a redirected frame keeps a partial checksum; the connection
+        // never comes up), so its TCP rows are in that section alone.
+        let lab = peering_intra(IntraRegionLab::xdp(false));
+        let p = intra_path(&lab);
+        let frames = [Metric::Mpps64 { flows: 1 }, Metric::Mpps64 { flows: 1000 }];
+        measure(&opts, &mut table, INTRA, PEERING_XDP, &p, &frames)?;
+        measure(&opts, &mut table, INTRA_OFFLOAD_OFF, PEERING_XDP, &p, &tcp_only)?;
     }
     for (which, column, tunnel) in [
         (Which::LinuxInter, LINUX, None),
@@ -276,14 +290,20 @@ fn intra_path(lab: &IntraRegionLab) -> Path<'_> {
     }
 }
 
-/// Hosts' TX checksum offload, TSO and GSO on (a veth's defaults, which
-/// `lab::host` turns off for XDP's sake).
-fn offloads_on(hosts: &[&Netns]) {
+/// Hosts' TX checksum offload off, which also ends TSO.
+fn offloads_off(hosts: &[&Netns]) {
     for h in hosts {
-        h.exec_ok(&[
-            "ethtool", "-K", "eth0", "tx", "on", "tso", "on", "gso", "on",
-        ]);
+        h.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
     }
+}
+
+/// An intra-region lab with the peering between its VPCs routed, the
+/// hosts known to the gateway and its ports polled in their own threads.
+fn peering_intra(lab: IntraRegionLab) -> IntraRegionLab {
+    lab.peer_routes();
+    lab.hosts_announce();
+    napi_threaded(&lab.gw, &["vpc-a", "vpc-b"]);
+    lab
 }
 
 /// GRO on the gateway's ports, as a NIC has it: a veth without it (and
@@ -292,6 +312,21 @@ fn offloads_on(hosts: &[&Netns]) {
 fn gro_on(gw: &Netns, ports: &[&str]) {
     for port in ports {
         gw.exec_ok(&["ethtool", "-K", port, "gro", "on"]);
+    }
+}
+
+/// The gateway's ports poll in their own kernel threads (threaded NAPI),
+/// which the scheduler places on the CPU the generator leaves free: a
+/// veth otherwise runs its peer's receive path on the sending CPU, so the
+/// gateway's work and the generator would share CPU 0, where a real
+/// gateway has its own cores. Linux forwarding and peering get the same.
+fn napi_threaded(gw: &Netns, ports: &[&str]) {
+    for port in ports {
+        gw.exec_ok(&[
+            "sh",
+            "-c",
+            &format!("echo 1 > /sys/class/net/{port}/threaded"),
+        ]);
     }
 }
 
@@ -304,8 +339,9 @@ fn linux_intra(host_offloads: bool) -> Result<IntraRegionLab> {
     gw.exec_ok(&["ip", "addr", "add", "10.2.0.1/24", "dev", "vpc-b"]);
     gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
     gro_on(gw, &["vpc-a", "vpc-b"]);
-    if host_offloads {
-        offloads_on(&[&lab.a, &lab.b]);
+    napi_threaded(gw, &["vpc-a", "vpc-b"]);
+    if !host_offloads {
+        offloads_off(&[&lab.a, &lab.b]);
     }
     lab.hosts_announce();
     if !lab.a.ping("10.2.0.10", 1) {
@@ -350,7 +386,6 @@ impl AltInterRegion {
         }
         gro_on(&gw1, &["vpc-a", "underlay"]);
         gro_on(&gw2, &["vpc-c", "underlay"]);
-        offloads_on(&[&a, &c]);
         let mut net = AltInterRegion {
             daemons: Vec::new(),
             _files: Vec::new(),
@@ -572,6 +607,10 @@ fn tcp(opts: &Opts, p: &Path, streams: u32) -> Result<f64> {
 fn generator_ceiling(opts: &Opts) -> Result<Cell> {
     let (a, b) = (Netns::new("cda"), Netns::new("cdb"));
     lab::veth(&a, "eth0", &b, "eth0");
+    // The sink polls in its own thread, as behind a gateway it runs in
+    // the gateway's: the generator has CPU 0 to itself in every row.
+    gro_on(&b, &["eth0"]);
+    napi_threaded(&b, &["eth0"]);
     let p = Path {
         from: &a,
         to: &b,
@@ -626,9 +665,10 @@ fn print_markdown(table: &Table, ceiling: &Cell, programs: &Value, opts: &Opts, 
     println!(
         "Median of {} runs (min–max); generator on CPU 0, {} s per generator run, \
          iperf3 {} s (+1 s warm-up), everything else unpinned; {} CPUs; {:.0} s in all. \
-         The generator's own ceiling, straight into the sink over one veth with no \
-         gateway: {} Mpps (64 B, 1 flow); a veth runs its peer's receive path on the \
-         sending CPU, so each 64 B row shares CPU 0 with the generator.\n",
+         Within a region the gateway's ports poll in their own kernel threads \
+         (threaded NAPI), so the gateway and the sink run beside the generator, not \
+         on its CPU. The generator's own ceiling, straight into the sink over one \
+         veth with no gateway: {} Mpps (64 B, 1 flow).\n",
         opts.runs,
         opts.secs,
         opts.tcp_secs,
@@ -637,23 +677,25 @@ fn print_markdown(table: &Table, ceiling: &Cell, programs: &Value, opts: &Opts, 
         ceiling.show()
     );
     println!(
-        "| path | figure | {} | peering ÷ best alternative | 2 workers ÷ best alternative |",
+        "| path | figure | {} | peering ÷ best alternative | XDP port path ÷ best alternative | 2 workers ÷ best alternative |",
         COLUMNS.join(" | ")
     );
-    println!("|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|{}", "---|".repeat(COLUMNS.len() + OURS.len()));
     for ((section, label), row) in table {
         let cells: Vec<String> = COLUMNS
             .iter()
             .map(|c| row.get(c).map_or("—".into(), Cell::show))
             .collect();
-        let r = |ours| ratio(*section, row, ours).map_or("—".into(), |r| format!("{r:.2}×"));
+        let ratios: Vec<String> = OURS
+            .iter()
+            .map(|c| ratio(*section, row, c).map_or("—".into(), |r| format!("{r:.2}×")))
+            .collect();
         println!(
-            "| {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} |",
             section_name(*section),
             label,
             cells.join(" | "),
-            r(PEERING),
-            r(PEERING_2)
+            ratios.join(" | ")
         );
     }
     println!(
@@ -701,6 +743,7 @@ fn to_json(table: &Table, ceiling: &Cell, programs: &Value, opts: &Opts) -> Valu
                 "figure": label,
                 "cells": cells,
                 "ratio_to_best_alternative": ratio(*section, row, PEERING),
+                "ratio_to_best_alternative_xdp_port_path": ratio(*section, row, PEERING_XDP),
                 "ratio_to_best_alternative_2_workers": ratio(*section, row, PEERING_2),
             })
         })
