@@ -6,7 +6,7 @@ use peering_common::{Counter, Stat};
 use serde_json::json;
 
 use crate::{
-    dataplane::{upgrade::LinkState, RouteTarget, Snapshot},
+    dataplane::{upgrade::LinkState, LinkKind, PortPath, RouteTarget, Snapshot},
     sys::format_mac,
 };
 
@@ -34,7 +34,7 @@ pub fn links(links: &[LinkState], programs: &[(String, u32)], as_json: bool) -> 
         let links: Vec<_> = links
             .iter()
             .map(|l| {
-                json!({"ifindex": l.ifindex, "link_id": l.link_id,
+                json!({"ifindex": l.ifindex, "kind": l.kind, "link_id": l.link_id,
                        "prog_id": l.prog_id, "prog_name": l.prog_name})
             })
             .collect();
@@ -51,8 +51,15 @@ pub fn links(links: &[LinkState], programs: &[(String, u32)], as_json: bool) -> 
     for l in links {
         let _ = writeln!(
             out,
-            "link    if{} id {} -> program {} ({})",
-            l.ifindex, l.link_id, l.prog_id, l.prog_name
+            "link    {}{} id {} -> program {} ({})",
+            match l.kind {
+                LinkKind::Xdp => "if",
+                LinkKind::Tc => "tc",
+            },
+            l.ifindex,
+            l.link_id,
+            l.prog_id,
+            l.prog_name
         );
     }
     out
@@ -72,9 +79,14 @@ fn iface_subnet(i: &peering_common::IfaceInfo) -> String {
     format!("{}/{len}", std::net::Ipv4Addr::from(i.subnet))
 }
 
-pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
+/// Everything programmed, and the path each attached port takes
+/// (`ports`: ifindex, interface name, path).
+pub fn snapshot(s: &Snapshot, ports: &[(u32, String, PortPath)], as_json: bool) -> String {
     if as_json {
         let v = json!({
+            "ports": ports.iter().map(|(i, name, path)| json!({
+                "ifindex": i, "name": name, "path": path,
+            })).collect::<Vec<_>>(),
             "ifaces": s.ifaces.iter().map(|(k, i)| json!({
                 "ifindex": k.ifindex, "vlan": k.vlan, "vpc": i.vpc_id,
                 "route_table": i.route_table,
@@ -96,6 +108,9 @@ pub fn snapshot(s: &Snapshot, as_json: bool) -> String {
         return format!("{v}\n");
     }
     let mut out = String::new();
+    for (i, name, path) in ports {
+        let _ = writeln!(out, "port    if{i} {name} path {path}");
+    }
     for (k, i) in &s.ifaces {
         let gw = std::net::Ipv4Addr::from(i.gateway_ip);
         let _ = writeln!(

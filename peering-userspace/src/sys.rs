@@ -192,11 +192,100 @@ struct EthtoolChannels {
 /// The interface's queue counts (ETHTOOL_GCHANNELS).
 fn channels(name: &str) -> Result<EthtoolChannels> {
     const ETHTOOL_GCHANNELS: u32 = 0x3c;
-    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     let mut ch = EthtoolChannels {
         cmd: ETHTOOL_GCHANNELS,
         ..Default::default()
     };
+    ethtool(name, &mut ch, "ETHTOOL_GCHANNELS")?;
+    Ok(ch)
+}
+
+/// `struct ethtool_drvinfo` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+/// The driver of interface `name` (ETHTOOL_GDRVINFO, current network
+/// namespace), e.g. `veth`, `mlx5_core`, `ice`.
+pub fn driver(name: &str) -> Result<String> {
+    const ETHTOOL_GDRVINFO: u32 = 0x03;
+    // SAFETY: plain C struct; all-zero is valid.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    ethtool(name, &mut info, "ETHTOOL_GDRVINFO")?;
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(32);
+    Ok(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+/// `struct ethtool_value` (linux/ethtool.h).
+#[repr(C)]
+struct EthtoolValue {
+    cmd: u32,
+    data: u32,
+}
+
+/// An offload of an interface that can be switched by one ethtool command.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Offload {
+    /// Generic receive offload (ETHTOOL_SGRO).
+    Gro,
+    /// Generic segmentation offload (ETHTOOL_SGSO).
+    Gso,
+    /// TCP segmentation offload (ETHTOOL_STSO).
+    Tso,
+    /// Transmit checksum offload (ETHTOOL_STXCSUM).
+    TxChecksum,
+}
+
+impl Offload {
+    /// (get command, set command) of linux/ethtool.h.
+    fn commands(self) -> (u32, u32, &'static str) {
+        match self {
+            Offload::Gro => (0x2b, 0x2c, "ETHTOOL_SGRO"),
+            Offload::Gso => (0x23, 0x24, "ETHTOOL_SGSO"),
+            Offload::Tso => (0x1e, 0x1f, "ETHTOOL_STSO"),
+            Offload::TxChecksum => (0x16, 0x17, "ETHTOOL_STXCSUM"),
+        }
+    }
+}
+
+/// Whether `offload` is on for interface `name`.
+pub fn offload(name: &str, offload: Offload) -> Result<bool> {
+    let (get, _, what) = offload.commands();
+    let mut v = EthtoolValue { cmd: get, data: 0 };
+    ethtool(name, &mut v, what)?;
+    Ok(v.data != 0)
+}
+
+/// Switches `offload` of interface `name` on or off (a no-op when it is
+/// so already).
+pub fn set_offload(name: &str, offload: Offload, on: bool) -> Result<()> {
+    if self::offload(name, offload)? == on {
+        return Ok(());
+    }
+    let (_, set, what) = offload.commands();
+    let mut v = EthtoolValue {
+        cmd: set,
+        data: u32::from(on),
+    };
+    ethtool(name, &mut v, what)
+}
+
+/// Runs the SIOCETHTOOL ioctl with command block `data` on `name`.
+fn ethtool<T>(name: &str, data: &mut T, what: &str) -> Result<()> {
+    const SIOCETHTOOL: libc::Ioctl = 0x8946;
     // SAFETY: plain C struct; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
@@ -205,9 +294,9 @@ fn channels(name: &str) -> Result<EthtoolChannels> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    req.ifr_ifru.ifru_data = (&mut ch as *mut EthtoolChannels).cast();
-    // SAFETY: a socket we close below; the ioctl writes into `ch` only,
-    // which outlives the call.
+    req.ifr_ifru.ifru_data = (data as *mut T).cast();
+    // SAFETY: a socket we close below; the ioctl reads and writes the
+    // command block `data` only, which outlives the call.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         bail!("socket: {}", std::io::Error::last_os_error());
@@ -216,9 +305,22 @@ fn channels(name: &str) -> Result<EthtoolChannels> {
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(sock) };
     if rc != 0 {
-        bail!("interface {name}: ETHTOOL_GCHANNELS: {err}");
+        bail!("interface {name}: {what}: {err}");
     }
-    Ok(ch)
+    Ok(())
+}
+
+/// Name of the interface with index `ifindex` (current network namespace).
+pub fn ifname(ifindex: u32) -> Result<String> {
+    let mut buf = [0 as libc::c_char; libc::IF_NAMESIZE];
+    // SAFETY: `buf` holds IF_NAMESIZE bytes, as if_indextoname requires.
+    let p = unsafe { libc::if_indextoname(ifindex, buf.as_mut_ptr()) };
+    if p.is_null() {
+        bail!("no interface has index {ifindex} in this network namespace");
+    }
+    // SAFETY: if_indextoname wrote a NUL-terminated name into `buf`.
+    let name = unsafe { std::ffi::CStr::from_ptr(buf.as_ptr()) };
+    Ok(name.to_string_lossy().into_owned())
 }
 
 fn rx_queues_sysfs(name: &str) -> u32 {
@@ -277,6 +379,15 @@ mod tests {
         ] {
             assert!(parse_mac(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn interfaces_without_a_driver_are_clear_errors() {
+        // `lo` exists in every namespace and answers no ETHTOOL_GDRVINFO.
+        let e = driver("lo").unwrap_err().to_string();
+        assert!(e.contains("ETHTOOL_GDRVINFO"), "{e}");
+        assert!(driver("peering-nope0").is_err());
+        assert_eq!(ifname(ifindex("lo").unwrap()).unwrap(), "lo");
     }
 
     #[test]

@@ -230,16 +230,22 @@ pub fn veth_queues(a: &Netns, a_if: &str, b: &Netns, b_if: &str, queues: u32) {
 }
 
 /// A host namespace with `addr` (CIDR) on `eth0` and a default route via
-/// `gw`. Two veth specifics make it behave like a host on a real link:
-/// - GRO on lets frames that XDP redirects into the veth be received (a
-///   veth drops redirected frames unless its peer has NAPI);
-/// - TX checksum offload off: a veth otherwise sends TCP/UDP with only a
-///   partial checksum, which an XDP redirect carries as-is to a receiver
-///   that then drops it. A NIC would have completed it on the wire.
+/// `gw`, its offloads left as a veth has them (TSO, GSO, TX checksum
+/// offload on: the gateway's TC path takes such traffic as it is). GRO on
+/// lets frames that XDP redirects into the veth be received (a veth drops
+/// redirected frames unless its peer has NAPI).
 pub fn host(ns: &Netns, addr: &str, gw: &str) {
     ns.exec_ok(&["ip", "addr", "add", addr, "dev", "eth0"]);
     ns.exec_ok(&["ip", "route", "add", "default", "via", gw]);
-    ns.exec_ok(&["ethtool", "-K", "eth0", "gro", "on", "tx", "off"]);
+    ns.exec_ok(&["ethtool", "-K", "eth0", "gro", "on"]);
+}
+
+/// Makes a [`host`] fit for a gateway port on the XDP path: TX checksum
+/// offload off. A veth otherwise sends TCP/UDP with only a partial
+/// checksum, which an XDP redirect carries as-is to a receiver that then
+/// drops it (a NIC would have completed it on the wire).
+pub fn xdp_path_host(ns: &Netns) {
+    ns.exec_ok(&["ethtool", "-K", "eth0", "tx", "off"]);
 }
 
 /// Each host pings its router until it answers (the agent adds router
@@ -364,6 +370,23 @@ impl Agent<'_> {
         quiet.ok(&["stats"])
     }
 
+    /// The path `peering-agent show` reports for port `iface` ("tc",
+    /// "xdp"), if it reports one.
+    pub fn port_path(&self, iface: &str) -> Option<String> {
+        let quiet = Agent {
+            verbose: false,
+            ..*self
+        };
+        let out = quiet.ok(&["show"]);
+        out.lines().find_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            match f.as_slice() {
+                ["port", _, name, "path", path] if *name == iface => Some(path.to_string()),
+                _ => None,
+            }
+        })
+    }
+
     /// Packets counted under `label` (a `Stat` label such as `fwd_local`).
     pub fn stat(&self, label: &str) -> u64 {
         let out = self.stats_text();
@@ -389,9 +412,22 @@ pub struct IntraRegionLab {
 }
 
 impl IntraRegionLab {
-    /// The lab, programmed by hand with `peering-agent` subcommands.
+    /// The lab, programmed by hand with `peering-agent` subcommands; the
+    /// ports (veths) take the default path, TC.
     pub fn new(verbose: bool) -> Self {
+        Self::programmed(Self::network(verbose), "auto")
+    }
+
+    /// The lab with its ports on the XDP path (`attach --port-path xdp`)
+    /// and the hosts' TX checksum offload off (see [`xdp_path_host`]).
+    pub fn xdp(verbose: bool) -> Self {
         let r = Self::network(verbose);
+        xdp_path_host(&r.a);
+        xdp_path_host(&r.b);
+        Self::programmed(r, "xdp")
+    }
+
+    fn programmed(r: Self, port_path: &str) -> Self {
         // The low-level subcommands leave the kernel alone: the VPC
         // routers' addresses go on the ports by hand (`run` does it).
         r.gw.exec_ok(&["ip", "addr", "add", "10.1.0.1/24", "dev", "vpc-a"]);
@@ -417,7 +453,7 @@ impl IntraRegionLab {
                 "10.2.0.10",
             ),
         ] {
-            ag.ok(&["attach", "--iface", port]);
+            ag.ok(&["attach", "--iface", port, "--port-path", port_path]);
             ag.ok(&[
                 "iface",
                 "set",

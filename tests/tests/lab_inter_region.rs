@@ -31,12 +31,25 @@ fn verbose() -> bool {
 /// A and C cross only once the peering is accepted and both sides route;
 /// then ping and an iperf3 TCP transfer cross, sealed: the underlay carries
 /// nothing but UDP to the tunnel port, and a marker sent in a TCP payload
-/// never shows in it.
+/// never shows in it. The ports are veths on the TC path and the hosts
+/// keep their offloads on: A's GSO packets leave through the tunnel entry
+/// veth, segmented, to the tunnel.
 #[test]
 fn peering_across_regions_carries_sealed_traffic_only() {
     let _serial = one_lab();
     let lab = InterRegionLab::new(verbose(), &[]);
     let v = lab.vpcs();
+    for (gw, port) in [(&lab.gw1, "vpc-a"), (&lab.gw2, "vpc-c")] {
+        let ag = peering_tests::lab::Agent {
+            ns: &gw.ns,
+            pins: &gw.pins,
+            verbose: false,
+        };
+        let path = eventually_some(|| ag.port_path(port));
+        assert_eq!(path.as_deref(), Some("tc"), "{port}");
+    }
+    let k = lab.a.exec_ok(&["ethtool", "-k", "eth0"]);
+    assert!(k.contains("tcp-segmentation-offload: on"), "{k}");
     lab.wait_for_keys();
     let cp = &lab.cp;
     let pcx = cp.request_peering(&lab.acct_a, REGION_1, &v.a, &v.c, &lab.acct_c.id, REGION_2);
@@ -126,6 +139,18 @@ fn send_tcp_marker(lab: &InterRegionLab, marker: &str) {
     let out = srv.wait_with_output().expect("marker server");
     let got = String::from_utf8_lossy(&out.stdout);
     assert!(got.contains(marker), "the marker crossed: {got:?}");
+}
+
+/// What `f` gives within 5 s, or None.
+fn eventually_some<T>(f: impl Fn() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match f() {
+            Some(v) => return Some(v),
+            None if std::time::Instant::now() >= deadline => return None,
+            None => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
 }
 
 /// Runs an iperf3 client on A with `args` against a one-shot server on

@@ -94,16 +94,32 @@ fn sent_received(out: &str) -> (u64, u64) {
     (num(" packets transmitted"), num(" received"))
 }
 
+/// The ports' tcx links (the default for veths) switch in place like XDP
+/// links do.
 #[test]
 fn an_upgrade_swaps_programs_on_the_links_without_losing_a_packet() {
     let _serial = one_lab();
-    let r = IntraRegionLab::new(false);
+    upgrade_swaps_programs(IntraRegionLab::new(false), "peering_vpc_tc");
+}
+
+#[test]
+fn an_upgrade_swaps_programs_on_xdp_links_without_losing_a_packet() {
+    let _serial = one_lab();
+    upgrade_swaps_programs(IntraRegionLab::xdp(false), "peering_vpc");
+}
+
+/// The pin prefix of program `name` (`prog-NAME-`).
+fn pin_prefix(name: &str) -> String {
+    format!("prog-{name}-")
+}
+
+fn upgrade_swaps_programs(r: IntraRegionLab, program: &str) {
     let ag = r.agent();
     r.peer_routes();
     assert!(r.a.ping("10.2.0.10", 1));
     let (before, programs) = links(&ag);
     assert_eq!(before.len(), 2, "vpc-a and vpc-b are attached: {before:?}");
-    let old = pinned(&programs, "prog-peering_vpc-");
+    let old = pinned(&programs, &pin_prefix(program));
     assert!(before.values().all(|(_, prog, _)| *prog == old));
 
     // 10 ms ping across the region while the programs are replaced.
@@ -116,7 +132,7 @@ fn an_upgrade_swaps_programs_on_the_links_without_losing_a_packet() {
 
     // The same links (ids unchanged) now run the new program.
     let (after, programs) = links(&ag);
-    let new = pinned(&programs, "prog-peering_vpc-");
+    let new = pinned(&programs, &pin_prefix(program));
     assert_ne!(new, old, "a new program instance");
     for (ifindex, (link, prog, name)) in &after {
         assert_eq!(
@@ -124,7 +140,7 @@ fn an_upgrade_swaps_programs_on_the_links_without_losing_a_packet() {
             "if{ifindex}: link updated in place"
         );
         assert_eq!(*prog, new, "if{ifindex} runs the new program");
-        assert_eq!(name, "peering_vpc");
+        assert_eq!(name, program);
     }
     // A later attach finds nothing to do, and forwarding goes on.
     assert!(ag
@@ -134,8 +150,9 @@ fn an_upgrade_swaps_programs_on_the_links_without_losing_a_packet() {
     assert!(ag.stat("fwd_local") >= 2 * sent);
 }
 
-/// Across regions, with agents running: both gateways' VPC and underlay
-/// links are switched under a 10 ms ping from A to C, and none is lost.
+/// Across regions, with agents running: both gateways' VPC (tcx), underlay
+/// and tunnel entry links are switched under a 10 ms ping from A to C, and
+/// none is lost.
 #[test]
 fn an_upgrade_under_the_tunnel_loses_nothing() {
     let _serial = one_lab();
@@ -169,18 +186,32 @@ fn an_upgrade_under_the_tunnel_loses_nothing() {
     );
     for (ag, (links_before, _)) in agents.iter().zip(&before) {
         let (after, programs) = links(ag);
-        let vpc = pinned(&programs, "prog-peering_vpc-");
-        let underlay = pinned(&programs, "prog-peering_underlay-");
-        assert!(
-            after
-                .values()
-                .any(|(_, _, name)| name.starts_with("peering_underla")),
-            "the underlay is attached: {after:?}"
-        );
+        // Kernel names are cut to 15 bytes.
+        let kinds = [
+            ("peering_vpc_tc", pinned(&programs, "prog-peering_vpc_tc-")),
+            (
+                "peering_underla",
+                pinned(&programs, "prog-peering_underlay-"),
+            ),
+            (
+                "peering_tun_ent",
+                pinned(&programs, "prog-peering_tun_entry-"),
+            ),
+        ];
+        for (kind, _) in kinds {
+            assert!(
+                after.values().any(|(_, _, name)| name == kind),
+                "{kind} is attached: {after:?}"
+            );
+        }
         for (ifindex, (link, prog, name)) in &after {
             assert_eq!(link, &links_before[ifindex].0, "if{ifindex}: same link");
             assert_ne!(prog, &links_before[ifindex].1, "if{ifindex}: new program");
-            let want = if name == "peering_vpc" { vpc } else { underlay };
+            let want = kinds
+                .iter()
+                .find(|(k, _)| k == name)
+                .unwrap_or_else(|| panic!("if{ifindex} runs {name}"))
+                .1;
             assert_eq!(
                 *prog, want,
                 "if{ifindex} ({name}) runs this build's program"

@@ -27,7 +27,8 @@ use crate::{
     dataplane::{
         incremental::{Programmed, Step},
         reconcile::{self, Neighbour, Plan, Port},
-        AttachMode, Attached, Dataplane,
+        tun_entry::{self, TunEntry},
+        AttachMode, Attached, Dataplane, PortPath, PortPathChoice,
     },
     gateway::UnderlayIo,
     hosts::Hosts,
@@ -45,6 +46,8 @@ pub struct AgentConfig {
     /// threads' news taken.
     pub interval: Duration,
     pub attach_mode: AttachMode,
+    /// Which ports run the TC program instead of the XDP one.
+    pub port_path: PortPathChoice,
     /// Reconcile once (from the first full view) and return.
     pub once: bool,
     /// The gateway's underlay address: the tunnel listens there and the
@@ -72,6 +75,8 @@ struct Edge<'a> {
     dp: Dataplane,
     hosts: Hosts,
     attached: BTreeSet<String>,
+    /// The tunnel entry veth, once a TC port needs it.
+    tun_entry: Option<TunEntry>,
     tunnel: Option<TunnelLink>,
     /// The tunnel table must be rebuilt (its inputs changed).
     tunnel_dirty: bool,
@@ -99,6 +104,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         dp,
         hosts,
         attached: BTreeSet::new(),
+        tun_entry: None,
         tunnel: None,
         tunnel_dirty: true,
         arp: String::new(),
@@ -211,7 +217,13 @@ impl Edge<'_> {
         }
         t.follow_next_hops(&follower.gateways)?;
         if std::mem::take(&mut self.tunnel_dirty) {
-            t.follow(programmed.view(), programmed.desired(), &follower.gateways)?;
+            let entry = self.tun_entry.map(|e| (e.xsk_ifindex, e.slots()));
+            t.follow(
+                programmed.view(),
+                programmed.desired(),
+                &follower.gateways,
+                entry,
+            )?;
         }
         if t.sync_keys(&mut follower.keys)? {
             link.request_rotation();
@@ -275,8 +287,8 @@ impl Edge<'_> {
         }
     }
 
-    /// Attaches the program to ports not attached yet, and puts the VPC
-    /// routers' addresses on them.
+    /// Attaches a program (XDP or TC, see [`PortPathChoice`]) to ports
+    /// not attached yet, and puts the VPC routers' addresses on them.
     fn ports(&mut self, p: &Programmed) {
         let desired = p.desired();
         self.hosts.sync_router_addrs(&desired.router_addrs);
@@ -286,9 +298,24 @@ impl Edge<'_> {
             .cloned()
             .collect::<Vec<_>>()
         {
-            match self.dp.attach(&name, self.cfg.attach_mode) {
+            let path = self
+                .cfg
+                .port_path
+                .resolve(sys::driver(&name).ok().as_deref());
+            // The entry veth first: inter-region packets of a TC port
+            // have somewhere to go from its first packet on.
+            if path == PortPath::Tc && self.tun_entry.is_none() {
+                match tun_entry::ensure(&mut self.dp, self.cfg.workers, self.cfg.attach_mode) {
+                    Ok(e) => {
+                        self.tun_entry = Some(e);
+                        self.tunnel_dirty = true;
+                    }
+                    Err(e) => warn!("tunnel entry: {e:#}; TC ports cannot reach other regions"),
+                }
+            }
+            match self.dp.attach_port(&name, path, self.cfg.attach_mode) {
                 Ok(how) => {
-                    info!("{name}: {how:?}");
+                    info!("{name}: path {path}, {how:?}");
                     self.attached.insert(name);
                 }
                 Err(e) => warn!("{name}: attach failed: {e:#}"),

@@ -204,15 +204,20 @@ impl TunnelLink {
     }
 
     /// Sends the tunnel a new table and port set when they changed. Called
-    /// only when something the table is built from changed.
+    /// only when something the table is built from changed. `entry` is the
+    /// tunnel entry veth's receiving end (ifindex, slots): one more port
+    /// the workers receive from.
     pub(super) fn follow(
         &mut self,
         view: &RegionView,
         desired: &Desired,
         gateways: &[(String, u32, SocketAddrV4)],
+        entry: Option<(u32, PortSlots)>,
     ) -> Result<()> {
-        if desired.xsk_slots != self.ports {
-            self.ports = desired.xsk_slots.clone();
+        let mut ports = desired.xsk_slots.clone();
+        ports.extend(entry);
+        if ports != self.ports {
+            self.ports = ports;
             self.tunnel.update(Update::Ports(self.ports.clone()))?;
         }
         let table = TunnelTable::build(view, desired, gateways);

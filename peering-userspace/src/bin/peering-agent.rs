@@ -16,7 +16,8 @@ use peering_common::EgressPort;
 use peering_userspace::{
     agent,
     dataplane::{
-        iface_info, upgrade, AttachMode, Attached, Dataplane, RouteTarget, DEFAULT_PIN_DIR,
+        iface_info, upgrade, AttachMode, Attached, Dataplane, PortPathChoice, RouteTarget,
+        DEFAULT_PIN_DIR,
     },
     gateway::{self, TunnelStats},
     out, report, sys,
@@ -69,6 +70,11 @@ enum Cmd {
         interval_ms: u64,
         #[arg(long, value_enum, default_value = "auto")]
         mode: AttachMode,
+        /// Which program VPC ports run: auto puts veths on TC (tcx
+        /// ingress, keeping GSO and checksum offload) and other ports on
+        /// XDP.
+        #[arg(long, value_enum, env = "PEERING_PORT_PATH", default_value = "auto")]
+        port_path: PortPathChoice,
         /// Reconcile once and exit.
         #[arg(long)]
         once: bool,
@@ -102,12 +108,16 @@ enum Cmd {
     },
     /// Load the XDP object and pin it (idempotent).
     Load,
-    /// Attach the XDP program to a VPC-facing interface.
+    /// Attach the dataplane to a VPC-facing interface (XDP, or TC for a
+    /// veth: see --port-path).
     Attach {
         #[arg(long)]
         iface: String,
         #[arg(long, value_enum, default_value = "auto")]
         mode: AttachMode,
+        /// auto: TC (tcx ingress) for a veth, XDP otherwise.
+        #[arg(long, value_enum, env = "PEERING_PORT_PATH", default_value = "auto")]
+        port_path: PortPathChoice,
     },
     /// Switch every pinned attachment to this build's programs, each in one
     /// atomic step (BPF_LINK_UPDATE): no packet is lost. `run` and `attach`
@@ -334,6 +344,7 @@ fn run(cli: Cli) -> Result<()> {
             region,
             interval_ms,
             mode,
+            port_path,
             once,
             underlay,
             underlay_io,
@@ -346,6 +357,7 @@ fn run(cli: Cli) -> Result<()> {
                 pin_dir: pins.to_path_buf(),
                 interval: std::time::Duration::from_millis(interval_ms),
                 attach_mode: mode,
+                port_path,
                 once,
                 underlay,
                 underlay_io,
@@ -365,15 +377,21 @@ fn run(cli: Cli) -> Result<()> {
                 pins.display()
             ))?;
         }
-        Cmd::Attach { iface, mode } => {
+        Cmd::Attach {
+            iface,
+            mode,
+            port_path,
+        } => {
             let mut dp = Dataplane::load(Some(pins))?;
-            let how = match dp.attach(&iface, mode)? {
+            let path = port_path.resolve(sys::driver(&iface).ok().as_deref());
+            let how = match dp.attach_port(&iface, path, mode)? {
                 Attached::Native => "attached in native mode",
                 Attached::Generic => "attached in generic mode",
+                Attached::Tc => "attached at TC ingress (tcx)",
                 Attached::Existing => "already attached; kept",
                 Attached::Upgraded => "already attached; switched to this build's program",
             };
-            out::println(&format!("{iface}: {how}"))?;
+            out::println(&format!("{iface}: path {path}: {how}"))?;
         }
         Cmd::Upgrade { reload } => {
             let mut dp = if reload {
@@ -438,7 +456,13 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
             m.set_neighbour(sys::ifindex(&iface)?, ip, mac)?
         }
         Cmd::Neigh(NeighCmd::Del { iface, ip }) => m.remove_neighbour(sys::ifindex(&iface)?, ip)?,
-        Cmd::Show { json } => out::print(&report::snapshot(&m.snapshot()?, json))?,
+        Cmd::Show { json } => {
+            let ports: Vec<_> = Dataplane::port_paths(pins)?
+                .into_iter()
+                .map(|(i, path)| (i, sys::ifname(i).unwrap_or_default(), path))
+                .collect();
+            out::print(&report::snapshot(&m.snapshot()?, &ports, json))?
+        }
         Cmd::Stats { json } => out::print(&report::stats(&m.stats()?, json))?,
         Cmd::Run { .. }
         | Cmd::TunnelStats { .. }

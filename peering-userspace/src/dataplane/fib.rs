@@ -29,11 +29,16 @@
 //! region's entries before and after the change and returns the
 //! difference, sets before deletions (make before break). Pure: the
 //! caller writes the map.
+//!
+//! A Forward entry whose egress port is a veth carries
+//! [`FIB_F_PEER_REDIRECT`]: the TC program then hands the packet straight
+//! to the host's namespace (`bpf_redirect_peer`). The caller says which
+//! ports are veths ([`FibModel::set_peer_redirect`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use ipnet::Ipv4Net;
-use peering_common::{EgressPort, FibAction, FibEntry};
+use peering_common::{EgressPort, FibAction, FibEntry, FIB_F_PEER_REDIRECT};
 
 use super::RouteTarget;
 
@@ -61,6 +66,9 @@ pub struct FibModel {
     by_peer: BTreeSet<(u32, u32, Ipv4Net)>,
     subnets: BTreeMap<(u32, Ipv4Net), EgressPort>,
     blocks: BTreeSet<(u32, Ipv4Net)>,
+    /// Ports (ifindex) that are veths: Forward entries to them carry
+    /// [`FIB_F_PEER_REDIRECT`].
+    peer_redirect: BTreeSet<u32>,
 }
 
 /// The prefixes of `p`, longest first, `p` included.
@@ -114,6 +122,23 @@ impl FibModel {
         m.blocks
             .extend(blocks.into_iter().map(|(v, n)| (v, n.trunc())));
         m
+    }
+
+    /// The ports that are veths, whose Forward entries carry
+    /// [`FIB_F_PEER_REDIRECT`]. Rare (a port appears), so the whole FIB is
+    /// compared.
+    pub fn set_peer_redirect(&mut self, ports: BTreeSet<u32>) -> Vec<FibWrite> {
+        if ports == self.peer_redirect {
+            return Vec::new();
+        }
+        let before = self.entries();
+        self.peer_redirect = ports;
+        diff(&before, &self.entries())
+    }
+
+    /// The ports [`Self::set_peer_redirect`] last named.
+    pub fn peer_redirect(&self) -> &BTreeSet<u32> {
+        &self.peer_redirect
     }
 
     pub fn set_route(
@@ -298,6 +323,9 @@ impl FibModel {
                         e.target = port.ifindex;
                         e.vlan = port.vlan;
                         e.src_mac = port.src_mac;
+                        if self.peer_redirect.contains(&port.ifindex) {
+                            e.flags = FIB_F_PEER_REDIRECT;
+                        }
                         FibAction::Forward
                     }
                     None if ancestors(p).any(|a| self.blocks.contains(&(v, a))) => {

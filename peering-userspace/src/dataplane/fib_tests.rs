@@ -240,3 +240,50 @@ fn repair_turns_any_map_into_the_compiled_one() {
     assert_eq!(stale, m.entries());
     assert!(m.repair(&stale).is_empty());
 }
+
+#[test]
+fn forward_entries_to_veth_ports_ask_for_a_peer_redirect() {
+    let mut m = FibModel::default();
+    let mut fib = BTreeMap::new();
+    let b = RouteTarget::LocalPeer { peer_vpc: 2 };
+    apply(&mut fib, &m.add_block(2, net("10.2.0.0/16")));
+    apply(&mut fib, &m.set_route(1, net("10.2.0.0/16"), b, 1));
+    apply(&mut fib, &m.set_subnet(2, net("10.2.0.0/24"), port(5, 0)));
+    apply(&mut fib, &m.set_subnet(2, net("10.2.1.0/24"), port(6, 0)));
+    apply(
+        &mut fib,
+        &m.set_route(1, net("10.9.0.0/16"), RouteTarget::RemotePeer { pcx: 7 }, 2),
+    );
+    let flags = |fib: &BTreeMap<FibKey, FibEntry>, a: &str| {
+        lookup(fib, 1, a.parse().unwrap()).unwrap().flags
+    };
+    assert!(fib.values().all(|e| e.flags == 0), "no veth named yet");
+
+    // Port 5 is a veth: only its Forward entry changes, and only its flag.
+    let writes = m.set_peer_redirect([5].into());
+    assert_eq!(writes.len(), 1, "{writes:?}");
+    let before = fib.clone();
+    apply(&mut fib, &writes);
+    assert_eq!(flags(&fib, "10.2.0.9"), FIB_F_PEER_REDIRECT);
+    assert_eq!(flags(&fib, "10.2.1.9"), 0, "port 6 is not a veth");
+    assert_eq!(flags(&fib, "10.9.0.1"), 0, "not a Forward entry");
+    assert_eq!(flags(&fib, "10.2.200.1"), 0, "NoSubnet entry");
+    let key = (1, net("10.2.0.0/24"));
+    let (old, new) = (before[&key], fib[&key]);
+    assert_eq!(
+        FibEntry { flags: 0, ..new },
+        old,
+        "the rest of the entry stays"
+    );
+    assert!(m.set_peer_redirect([5].into()).is_empty(), "no change");
+
+    // Subnets added later on a veth port get the flag from the start, a
+    // port that stops being named loses it, and the FIB stays compiled.
+    apply(&mut fib, &m.set_subnet(2, net("10.2.2.0/24"), port(5, 0)));
+    assert_eq!(flags(&fib, "10.2.2.9"), FIB_F_PEER_REDIRECT);
+    apply(&mut fib, &m.set_peer_redirect([6].into()));
+    assert_eq!(flags(&fib, "10.2.0.9"), 0);
+    assert_eq!(flags(&fib, "10.2.2.9"), 0);
+    assert_eq!(flags(&fib, "10.2.1.9"), FIB_F_PEER_REDIRECT);
+    assert_eq!(fib, m.entries());
+}

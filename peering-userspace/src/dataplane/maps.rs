@@ -1,14 +1,18 @@
 //! Typed access to the dataplane maps. Keys are built here and only here,
 //! so userspace and the XDP program cannot disagree on their layout.
 
-use std::{collections::BTreeMap, net::Ipv4Addr, path::Path};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+    path::Path,
+};
 
 use super::fib::{FibKey, FibModel, FibWrite};
 use super::route_slots::{RouteSlots, Slot};
 use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{
-        lpm_trie::Key, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
+        lpm_trie::Key, Array, DevMapHash, HashMap, LpmTrie, Map, MapData, MapError, PerCpuArray,
         PerCpuValues, XskMap,
     },
     util::nr_cpus,
@@ -34,6 +38,7 @@ pub const NAMES: &[&str] = &[
     names::UNDERLAY,
     names::RESOLVE,
     names::FIB,
+    names::TUN_ENTRY,
 ];
 
 /// The interface entry of a subnet of `vpc`, routed by `route_table`, on a
@@ -116,6 +121,7 @@ pub struct Maps {
     stats: PerCpuArray<MapData, Counter>,
     route_stats: PerCpuArray<MapData, Counter>,
     underlay: HashMap<MapData, u32, UnderlayInfo>,
+    tun_entry: Array<MapData, u32>,
     /// The counter slot of every route in `routes`, read from the map on
     /// the first route write and kept by this handle's writes since (and
     /// re-read from every [`Maps::adopt_snapshot`] snapshot).
@@ -125,6 +131,9 @@ pub struct Maps {
     /// it then, and kept by this handle's writes since. Dropped (to be
     /// read again) when a write fails half-way.
     model: Option<FibModel>,
+    /// Whether each port a subnet named is a veth (its FIB entries then
+    /// carry `FIB_F_PEER_REDIRECT`), asked of the kernel once per port.
+    veth: BTreeMap<u32, bool>,
     /// A route went uncounted (all slots taken): said once.
     warned_uncounted: bool,
 }
@@ -188,8 +197,10 @@ impl Maps {
             stats: typed(get(names::STATS)?, names::STATS)?,
             route_stats: typed(get(names::ROUTE_STATS)?, names::ROUTE_STATS)?,
             underlay: typed(get(names::UNDERLAY)?, names::UNDERLAY)?,
+            tun_entry: typed(get(names::TUN_ENTRY)?, names::TUN_ENTRY)?,
             slots: None,
             model: None,
+            veth: BTreeMap::new(),
             warned_uncounted: false,
         })
     }
@@ -213,6 +224,17 @@ impl Maps {
             return Ok(());
         }
         Ok(self.underlay.remove(&ifindex)?)
+    }
+
+    /// Says where the TC program sends inter-region packets: the sending
+    /// end of the tunnel entry veth (0: nowhere, they are dropped).
+    pub fn set_tun_entry(&mut self, ifindex: u32) -> Result<()> {
+        Ok(self.tun_entry.set(0, ifindex, 0)?)
+    }
+
+    /// The entry veth's sending end as the map holds it (0: not set up).
+    pub fn tun_entry(&self) -> Result<u32> {
+        Ok(self.tun_entry.get(&0, 0)?)
     }
 
     /// Binds an interface (and VLAN, 0 = untagged) to a subnet of `vpc`
@@ -335,11 +357,32 @@ impl Maps {
             .map(|(table, dst, _, slot)| ((*table, *dst), *slot));
         self.slots = Some(RouteSlots::new(MAX_ROUTE_COUNTERS, routes));
         self.model = None;
-        self.model = Some(FibModel::load(
+        let mut model = FibModel::load(
             snapshot.routes.iter().copied(),
             snapshot.subnets.iter().copied(),
             snapshot.vpc_cidrs.iter().copied(),
-        ));
+        );
+        // Not written here: the repair that follows writes the flags.
+        let _ = model.set_peer_redirect(self.veth_ports(&snapshot.subnets));
+        self.model = Some(model);
+    }
+
+    /// The veths among the ports of `subnets`.
+    fn veth_ports(&mut self, subnets: &[(u32, Ipv4Net, EgressPort)]) -> BTreeSet<u32> {
+        subnets
+            .iter()
+            .map(|(_, _, p)| p.ifindex)
+            .filter(|i| self.is_veth(*i))
+            .collect()
+    }
+
+    /// Whether port `ifindex` is a veth (asked once; an interface that
+    /// cannot be asked counts as not a veth).
+    fn is_veth(&mut self, ifindex: u32) -> bool {
+        *self.veth.entry(ifindex).or_insert_with(|| {
+            let driver = crate::sys::ifname(ifindex).and_then(|n| crate::sys::driver(&n));
+            super::port_path::is_veth(driver.ok().as_deref())
+        })
     }
 
     /// Makes the FIB hold exactly what the compile state says: one dump of
@@ -355,11 +398,12 @@ impl Maps {
     fn fib_model(&mut self) -> Result<&mut FibModel> {
         if self.model.is_none() {
             let s = self.snapshot()?;
-            let model = FibModel::load(
+            let mut model = FibModel::load(
                 s.routes.iter().copied(),
                 s.subnets.iter().copied(),
                 s.vpc_cidrs.iter().copied(),
             );
+            let _ = model.set_peer_redirect(self.veth_ports(&s.subnets));
             let writes = model.repair(&self.fib()?);
             self.model = Some(model);
             self.write_fib(&writes)?;
@@ -421,6 +465,12 @@ impl Maps {
         self.fib_model()?;
         self.egress.insert(port.ifindex, port.ifindex, None, 0)?;
         self.subnets.insert(&scoped_key(vpc, cidr), port, 0)?;
+        if self.is_veth(port.ifindex) {
+            let mut ports = self.fib_model()?.peer_redirect().clone();
+            if ports.insert(port.ifindex) {
+                self.compile(|m| m.set_peer_redirect(ports))?;
+            }
+        }
         self.compile(|m| m.set_subnet(vpc, cidr, port))
     }
 

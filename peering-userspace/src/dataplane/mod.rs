@@ -10,11 +10,15 @@
 pub mod fib;
 pub mod incremental;
 mod maps;
+pub mod port_path;
 pub mod reconcile;
 mod route_slots;
+pub mod tun_entry;
 pub mod upgrade;
 
 pub use maps::{iface_info, Maps, RouteTarget, Snapshot};
+pub use port_path::{PortPath, PortPathChoice};
+pub use upgrade::LinkKind;
 
 use std::{
     fs,
@@ -25,9 +29,10 @@ use anyhow::{anyhow, bail, Context as _, Result};
 use aya::{
     maps::{Map, MapData, RingBuf},
     programs::{
-        links::{FdLink, PinnedLink},
+        links::{FdLink, LinkOrder, PinnedLink},
+        tc::{SchedClassifier, TcAttachOptions, TcAttachType},
         xdp::XdpLinkId,
-        SchedClassifier, Xdp, XdpMode,
+        ProgramInfo, Xdp, XdpMode,
     },
     Ebpf, EbpfLoader,
 };
@@ -36,9 +41,9 @@ use peering_common::{maps as names, PROG_TUN_ENTRY, PROG_UNDERLAY, PROG_VPC, PRO
 
 use crate::{sys, EBPF_OBJECT};
 
-/// The programs an agent loads: one for VPC-facing interfaces, one for the
-/// underlay.
-const PROGRAMS: [&str; 2] = [PROG_VPC, PROG_UNDERLAY];
+/// The XDP programs an agent loads: one for VPC-facing interfaces, one for
+/// the underlay, one for the tunnel entry veth (see [`tun_entry`]).
+const PROGRAMS: [&str; 3] = [PROG_VPC, PROG_UNDERLAY, PROG_TUN_ENTRY];
 
 /// Where pins live unless told otherwise.
 pub const DEFAULT_PIN_DIR: &str = "/sys/fs/bpf/peering";
@@ -62,6 +67,8 @@ pub enum Attached {
     /// A pinned attachment ran another program (an earlier build's, or an
     /// earlier load): switched to this one atomically (BPF_LINK_UPDATE).
     Upgraded,
+    /// Attached at TC ingress (a tcx link).
+    Tc,
 }
 
 pub struct Dataplane {
@@ -69,6 +76,8 @@ pub struct Dataplane {
     ebpf: Option<Ebpf>,
     /// The pinned programs by name, when running with a pin directory.
     pinned: Vec<(&'static str, Xdp)>,
+    /// The pinned TC program for VPC ports ([`PROG_VPC_TC`]).
+    pinned_tc: Option<SchedClassifier>,
     pin_dir: Option<PathBuf>,
     pub maps: Maps,
     /// Maps recreated at load because their definition changed, not yet
@@ -183,10 +192,26 @@ impl Dataplane {
                 .with_context(|| format!("opening pinned program {}", prog_pin.display()))?;
             pinned.push((name, prog));
         }
+        let tc_pin = dir.join(format!("prog-{PROG_VPC_TC}-{tag}"));
+        if fresh_programs && tc_pin.exists() {
+            fs::remove_file(&tc_pin).with_context(|| format!("unpinning {}", tc_pin.display()))?;
+        }
+        if !tc_pin.exists() {
+            let prog = classifier_mut(&mut ebpf, PROG_VPC_TC)?;
+            prog.load()
+                .with_context(|| format!("the kernel refused {PROG_VPC_TC}"))?;
+            prog.pin(&tc_pin)
+                .with_context(|| format!("pinning {}", tc_pin.display()))?;
+            info!("loaded and pinned {}", tc_pin.display());
+        }
+        upgrade::remove_stale_programs(dir, PROG_VPC_TC, &tc_pin)?;
+        let tc = SchedClassifier::from_pin(&tc_pin)
+            .with_context(|| format!("opening pinned program {}", tc_pin.display()))?;
         let maps = Maps::take(&mut ebpf)?;
         Ok(Self {
             ebpf: None,
             pinned,
+            pinned_tc: Some(tc),
             pin_dir: Some(dir.to_path_buf()),
             maps,
             recreated,
@@ -206,18 +231,25 @@ impl Dataplane {
             .iter()
             .map(|name| (*name, dir.join(format!("prog-{name}-{tag}"))))
             .collect();
+        let tc_pin = dir.join(format!("prog-{PROG_VPC_TC}-{tag}"));
         let complete = progs.iter().all(|(_, pin)| pin.exists())
+            && tc_pin.exists()
             && maps::NAMES.iter().all(|name| map_dir.join(name).exists());
         if !complete {
             return Ok(None);
         }
         let mut pinned = Vec::new();
+        let mut infos = Vec::new();
         for (name, pin) in progs {
             let prog = Xdp::from_pin(&pin, aya_obj::programs::XdpAttachType::Interface)
                 .with_context(|| format!("opening pinned program {}", pin.display()))?;
+            infos.push((name, prog.info()?));
             pinned.push((name, prog));
         }
-        if !programs_use_pinned_maps(&pinned, &map_dir)? {
+        let tc = SchedClassifier::from_pin(&tc_pin)
+            .with_context(|| format!("opening pinned program {}", tc_pin.display()))?;
+        infos.push((PROG_VPC_TC, tc.info()?));
+        if !programs_use_pinned_maps(&infos, &map_dir)? {
             info!("pinned programs use maps other than the pinned ones: loading the object");
             return Ok(None);
         }
@@ -228,6 +260,7 @@ impl Dataplane {
         Ok(Some(Self {
             ebpf: None,
             pinned,
+            pinned_tc: Some(tc),
             pin_dir: Some(dir.to_path_buf()),
             maps: Maps::from_pins(&map_dir)?,
             recreated: Vec::new(),
@@ -250,6 +283,7 @@ impl Dataplane {
         Ok(Self {
             ebpf: Some(ebpf),
             pinned: Vec::new(),
+            pinned_tc: None,
             pin_dir: None,
             maps,
             recreated: Vec::new(),
@@ -345,6 +379,84 @@ impl Dataplane {
         self.attach_program(PROG_UNDERLAY, iface, mode)
     }
 
+    /// Attaches the tunnel entry program to `iface` (the entry veth's
+    /// receiving end), the same way.
+    pub fn attach_tun_entry(&mut self, iface: &str, mode: AttachMode) -> Result<Attached> {
+        self.attach_program(PROG_TUN_ENTRY, iface, mode)
+    }
+
+    /// Attaches a VPC port on `path`: the XDP program (in `mode`) or the
+    /// TC program. An attachment of the other path the port had is removed
+    /// once the new one is in place: XDP runs before TC, so between the
+    /// two steps one of them forwards.
+    pub fn attach_port(
+        &mut self,
+        iface: &str,
+        path: PortPath,
+        mode: AttachMode,
+    ) -> Result<Attached> {
+        let ifindex = sys::ifindex(iface)?;
+        if port_path::is_veth(sys::driver(iface).ok().as_deref()) {
+            // A veth drops what XDP redirects into it unless NAPI (GRO)
+            // is on at the receiving end; the generator and the XDP path
+            // both redirect into ports.
+            if let Err(e) = sys::set_offload(iface, sys::Offload::Gro, true) {
+                warn!("{iface}: turning GRO on: {e:#}");
+            }
+        }
+        let (how, other) = match path {
+            PortPath::Xdp => (self.attach(iface, mode)?, LinkKind::Tc),
+            PortPath::Tc => (self.attach_tc(iface)?, LinkKind::Xdp),
+        };
+        if let Some(dir) = &self.pin_dir {
+            let pin = upgrade::link_pin_path(dir, other, ifindex);
+            if pin.exists() {
+                fs::remove_file(&pin).with_context(|| format!("unpinning {}", pin.display()))?;
+                info!("{iface}: the {other:?} attachment removed (now on {path})");
+            }
+        }
+        Ok(how)
+    }
+
+    /// Attaches the TC program to `iface`'s ingress with a tcx link,
+    /// pinned (`links/tcN`) like the XDP links, so restarts keep it and
+    /// [`Dataplane::upgrade_links`] switches it in place.
+    pub fn attach_tc(&mut self, iface: &str) -> Result<Attached> {
+        let ifindex = sys::ifindex(iface)?;
+        let link_pin = self
+            .pin_dir
+            .as_deref()
+            .map(|d| upgrade::link_pin_path(d, LinkKind::Tc, ifindex));
+        if let Some(pin) = &link_pin {
+            if pin.exists() {
+                self.may_switch()?;
+                let prog = self.tc_program_mut()?;
+                return Ok(match upgrade::switch_tc_link(prog, pin)? {
+                    true => Attached::Upgraded,
+                    false => Attached::Existing,
+                });
+            }
+        }
+        let prog = self.tc_program_mut()?;
+        let id = prog
+            .attach_with_options(
+                iface,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
+            .with_context(|| format!("attaching {PROG_VPC_TC} to {iface} (tcx ingress)"))?;
+        if let Some(pin) = link_pin {
+            fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
+            let link = prog.take_link(id)?;
+            let fd: FdLink = link
+                .try_into()
+                .map_err(|e| anyhow!("{iface}: tcx attachment is not a BPF link: {e}"))?;
+            fd.pin(&pin)
+                .with_context(|| format!("pinning link {}", pin.display()))?;
+        }
+        Ok(Attached::Tc)
+    }
+
     fn attach_program(&mut self, name: &str, iface: &str, mode: AttachMode) -> Result<Attached> {
         let ifindex = sys::ifindex(iface)?;
         let link_pin = self.link_pin(ifindex);
@@ -383,6 +495,22 @@ impl Dataplane {
         self.may_switch()?;
         let mut out = Vec::new();
         for link in upgrade::links(&dir)? {
+            if link.kind == LinkKind::Tc {
+                let pin = upgrade::link_pin_path(&dir, LinkKind::Tc, link.ifindex);
+                if upgrade::program_for(&link.prog_name, &[PROG_VPC_TC]).is_none() {
+                    warn!(
+                        "tcx link on ifindex {} runs program {} ({:?}), not ours: left alone",
+                        link.ifindex, link.prog_id, link.prog_name
+                    );
+                    continue;
+                }
+                let how = match upgrade::switch_tc_link(self.tc_program_mut()?, &pin)? {
+                    true => Attached::Upgraded,
+                    false => Attached::Existing,
+                };
+                out.push((link.ifindex, how));
+                continue;
+            }
             let Some(name) = upgrade::program_for(&link.prog_name, &PROGRAMS) else {
                 warn!(
                     "link on ifindex {} runs program {} ({:?}), not one of ours: left alone",
@@ -390,7 +518,7 @@ impl Dataplane {
                 );
                 continue;
             };
-            let pin = link_pin_path(&dir, link.ifindex);
+            let pin = upgrade::link_pin_path(&dir, LinkKind::Xdp, link.ifindex);
             let prog = self.program_mut(name)?;
             let how = match upgrade::switch_link(prog, &pin)? {
                 true => Attached::Upgraded,
@@ -401,19 +529,65 @@ impl Dataplane {
         Ok(out)
     }
 
-    /// Removes the pinned attachment of `iface`, which detaches the program.
+    /// Removes the pinned attachments (XDP and TC) of `iface`, which
+    /// detaches the programs.
     pub fn detach(pin_dir: &Path, iface: &str) -> Result<()> {
         sys::require_root()?;
         let ifindex = sys::ifindex(iface)?;
-        let pin = link_pin_path(pin_dir, ifindex);
-        let link = PinnedLink::from_pin(&pin)
-            .map_err(|e| anyhow!("{iface} has no peering attachment ({e})"))?;
-        link.unpin().context("unpinning link")?;
+        let mut found = false;
+        for kind in [LinkKind::Xdp, LinkKind::Tc] {
+            let pin = upgrade::link_pin_path(pin_dir, kind, ifindex);
+            if !pin.exists() {
+                continue;
+            }
+            let link = PinnedLink::from_pin(&pin)
+                .map_err(|e| anyhow!("{iface}: opening {} ({e})", pin.display()))?;
+            link.unpin().context("unpinning link")?;
+            found = true;
+        }
+        if !found {
+            bail!("{iface} has no peering attachment");
+        }
+        let tc_left = upgrade::links(pin_dir)?
+            .iter()
+            .any(|l| l.kind == LinkKind::Tc);
+        if !tc_left {
+            tun_entry::remove(pin_dir)?;
+        }
         Ok(())
     }
 
+    /// The path each attached port of `pin_dir` takes, by ifindex: TC for
+    /// a tcx link, XDP for an XDP link running the VPC program (the
+    /// underlay and the entry veth are not ports).
+    pub fn port_paths(pin_dir: &Path) -> Result<Vec<(u32, PortPath)>> {
+        let mut out = Vec::new();
+        for link in upgrade::links(pin_dir)? {
+            let path = match link.kind {
+                LinkKind::Tc => PortPath::Tc,
+                LinkKind::Xdp if link.prog_name == PROG_VPC => PortPath::Xdp,
+                LinkKind::Xdp => continue,
+            };
+            out.push((link.ifindex, path));
+        }
+        Ok(out)
+    }
+
+    fn tc_program_mut(&mut self) -> Result<&mut SchedClassifier> {
+        if let Some(p) = self.pinned_tc.as_mut() {
+            return Ok(p);
+        }
+        let ebpf = self
+            .ebpf
+            .as_mut()
+            .ok_or_else(|| anyhow!("{PROG_VPC_TC} is not loaded"))?;
+        classifier_mut(ebpf, PROG_VPC_TC)
+    }
+
     fn link_pin(&self, ifindex: u32) -> Option<PathBuf> {
-        self.pin_dir.as_deref().map(|d| link_pin_path(d, ifindex))
+        self.pin_dir
+            .as_deref()
+            .map(|d| upgrade::link_pin_path(d, LinkKind::Xdp, ifindex))
     }
 
     fn program_mut(&mut self, name: &str) -> Result<&mut Xdp> {
@@ -428,14 +602,15 @@ impl Dataplane {
     }
 }
 
-/// Links are pinned by ifindex: a deleted and recreated interface gets a new
-/// index, so a stale pin can never be mistaken for a live attachment.
 /// True when the pinned programs use the pinned maps: every map a program
 /// uses that bears a pinned map's name is that pinned map (nothing replaced
 /// a pin since the programs were loaded against them). Maps of the
 /// program's own (`.rodata`, rate-limit state) are not pinned and not
 /// checked.
-fn programs_use_pinned_maps(programs: &[(&'static str, Xdp)], map_dir: &Path) -> Result<bool> {
+fn programs_use_pinned_maps(
+    programs: &[(&'static str, ProgramInfo)],
+    map_dir: &Path,
+) -> Result<bool> {
     let mut pinned = std::collections::BTreeMap::new();
     for name in maps::NAMES {
         let pin = map_dir.join(name);
@@ -443,10 +618,9 @@ fn programs_use_pinned_maps(programs: &[(&'static str, Xdp)], map_dir: &Path) ->
             .with_context(|| format!("reading {}", pin.display()))?;
         pinned.insert(*name, info.id());
     }
-    for (name, prog) in programs {
-        let used = prog
-            .info()
-            .and_then(|i| i.map_ids())
+    for (name, info) in programs {
+        let used = info
+            .map_ids()
             .with_context(|| format!("reading the maps of program {name}"))?;
         // A kernel that cannot list them gives no assurance.
         let Some(used) = used else { return Ok(false) };
@@ -497,10 +671,6 @@ fn record_maps_match(map_dir: &Path) -> Result<bool> {
         }
     }
     Ok(true)
-}
-
-fn link_pin_path(pin_dir: &Path, ifindex: u32) -> PathBuf {
-    pin_dir.join("links").join(format!("if{ifindex}"))
 }
 
 fn attach_with_fallback(

@@ -1,5 +1,8 @@
 //! Upgrading a running dataplane without an outage.
 //!
+//! Ports on the TC path run through tcx links (`links/tcN`), switched
+//! the same way: `BPF_LINK_UPDATE` works on them too.
+//!
 //! A new agent build pins its own programs (named after a hash of the
 //! object). Interfaces keep forwarding through their pinned BPF links, and
 //! each link is switched to the new program in one step with
@@ -28,8 +31,9 @@ use aya::{
     programs::{
         links::{FdLink, PinnedLink},
         loaded_programs,
+        tc::SchedClassifierLink,
         xdp::XdpLink,
-        Xdp,
+        SchedClassifier, Xdp,
     },
 };
 use log::{info, warn};
@@ -133,10 +137,39 @@ pub fn remove_stale_programs(dir: &Path, program: &str, keep: &Path) -> Result<(
     Ok(())
 }
 
+/// What kind of BPF link a pin holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    /// An XDP link (`links/ifN`).
+    Xdp,
+    /// A tcx ingress link (`links/tcN`).
+    Tc,
+}
+
+impl LinkKind {
+    fn prefix(self) -> &'static str {
+        match self {
+            LinkKind::Xdp => "if",
+            LinkKind::Tc => "tc",
+        }
+    }
+}
+
+/// Where the link of `kind` on `ifindex` is pinned. Links are pinned by
+/// ifindex: a deleted and recreated interface gets a new index, so a stale
+/// pin can never be mistaken for a live attachment.
+pub fn link_pin_path(pin_dir: &Path, kind: LinkKind, ifindex: u32) -> std::path::PathBuf {
+    pin_dir
+        .join("links")
+        .join(format!("{}{ifindex}", kind.prefix()))
+}
+
 /// A pinned attachment as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LinkState {
     pub ifindex: u32,
+    pub kind: LinkKind,
     pub link_id: u32,
     pub prog_id: u32,
     /// The program's name as the kernel keeps it (at most 15 bytes).
@@ -153,7 +186,7 @@ pub fn links(pin_dir: &Path) -> Result<Vec<LinkState>> {
     let mut out = Vec::new();
     for entry in entries {
         let path = entry?.path();
-        let Some(ifindex) = link_ifindex(&path) else {
+        let Some((kind, ifindex)) = link_ifindex(&path) else {
             continue;
         };
         let link: FdLink = PinnedLink::from_pin(&path)
@@ -162,18 +195,23 @@ pub fn links(pin_dir: &Path) -> Result<Vec<LinkState>> {
         let info = link.info().context("reading link info")?;
         out.push(LinkState {
             ifindex,
+            kind,
             link_id: info.id(),
             prog_id: info.program_id(),
             prog_name: names.get(&info.program_id()).cloned().unwrap_or_default(),
         });
     }
-    out.sort_by_key(|l| l.ifindex);
+    out.sort_by_key(|l| (l.ifindex, l.kind));
     Ok(out)
 }
 
-/// The ifindex a link pin (`links/ifN`) stands for.
-fn link_ifindex(path: &Path) -> Option<u32> {
-    path.file_name()?.to_str()?.strip_prefix("if")?.parse().ok()
+/// The kind and ifindex a link pin (`links/ifN`, `links/tcN`) stands for.
+fn link_ifindex(path: &Path) -> Option<(LinkKind, u32)> {
+    let name = path.file_name()?.to_str()?;
+    [LinkKind::Xdp, LinkKind::Tc].into_iter().find_map(|kind| {
+        let n = name.strip_prefix(kind.prefix())?.parse().ok()?;
+        Some((kind, n))
+    })
 }
 
 /// Names of the loaded programs by id.
@@ -212,6 +250,31 @@ pub fn switch_link(prog: &mut Xdp, pin: &Path) -> Result<bool> {
         .attach_to_link(link)
         .with_context(|| format!("BPF_LINK_UPDATE on {}", pin.display()))?;
     // The pin keeps the link; our handle on it only closes a descriptor.
+    drop(prog.take_link(id)?);
+    info!(
+        "{}: program {running} replaced by {want} (BPF_LINK_UPDATE)",
+        pin.display()
+    );
+    Ok(true)
+}
+
+/// Switches the pinned tcx link at `pin` to `prog` unless it already runs
+/// it. Returns true when the link was switched.
+pub fn switch_tc_link(prog: &mut SchedClassifier, pin: &Path) -> Result<bool> {
+    let link: FdLink = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening {}", pin.display()))?
+        .into();
+    let running = link.info().context("reading link info")?.program_id();
+    let want = prog.info().context("reading program info")?.id();
+    if running == want {
+        return Ok(false);
+    }
+    let link =
+        SchedClassifierLink::try_from(link).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
+    let id = prog
+        .attach_to_link(link)
+        .with_context(|| format!("BPF_LINK_UPDATE on {}", pin.display()))?;
+    // As for XDP: the pin keeps the link, the handle only closes a fd.
     drop(prog.take_link(id)?);
     info!(
         "{}: program {running} replaced by {want} (BPF_LINK_UPDATE)",
@@ -273,7 +336,19 @@ mod tests {
 
     #[test]
     fn link_pins_name_their_interface() {
-        assert_eq!(link_ifindex(Path::new("/x/links/if12")), Some(12));
+        assert_eq!(
+            link_ifindex(Path::new("/x/links/if12")),
+            Some((LinkKind::Xdp, 12))
+        );
+        assert_eq!(
+            link_ifindex(Path::new("/x/links/tc7")),
+            Some((LinkKind::Tc, 7))
+        );
         assert_eq!(link_ifindex(Path::new("/x/links/other")), None);
+        assert_eq!(link_ifindex(Path::new("/x/links/tc")), None);
+        for (kind, n) in [(LinkKind::Xdp, 3), (LinkKind::Tc, 4)] {
+            let pin = link_pin_path(Path::new("/x"), kind, n);
+            assert_eq!(link_ifindex(&pin), Some((kind, n)), "{}", pin.display());
+        }
     }
 }

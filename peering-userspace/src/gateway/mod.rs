@@ -39,6 +39,7 @@ pub mod reason;
 pub mod stats;
 pub mod table;
 pub mod udp;
+pub mod veth;
 pub mod xdp_underlay;
 pub mod xsk;
 
