@@ -8,7 +8,7 @@ use std::net::Ipv4Addr;
 use peering_common::pktgen::{GenConfig, HEADERS_LEN, MAGIC};
 use peering_tests::{
     frame::{checksum_ok, parse, Frame},
-    verdict::{run_xdp, LO, XDP_DROP, XDP_PASS, XDP_TX},
+    verdict::{run_tc, run_xdp, LO, TC_ACT_OK, TC_ACT_SHOT, XDP_DROP, XDP_PASS, XDP_TX},
 };
 use peering_userspace::pktgen::{
     engine,
@@ -179,15 +179,17 @@ fn sink() -> Sink {
 }
 
 #[test]
-fn the_sink_counts_the_generators_frames_only() {
+fn the_sink_counts_the_generators_frames_only_at_xdp_and_at_tc() {
     let s = sink();
     let prog = s.program().unwrap();
+    let tc = s.classifier().unwrap();
     let g = generator(&plan(Sizes::Imix, 100, 1));
     let mut bytes = 0;
     for _ in 0..12 {
         let (_, f) = generate_and_check(&g, &g.config, &dirty_page(1500));
         assert_eq!(run_xdp(prog, LO, &f, 1).0.verdict, XDP_DROP);
-        bytes += f.len() as u64;
+        assert_eq!(run_tc(tc, LO, &f, (0, 0)).verdict, TC_ACT_SHOT);
+        bytes += 2 * f.len() as u64;
     }
     let (_, ours) = generate_and_check(&g, &g.config, &dirty_page(1500));
     let mut others = Vec::new();
@@ -217,7 +219,8 @@ fn the_sink_counts_the_generators_frames_only() {
     others.push(ours[..HEADERS_LEN + 6].to_vec());
     for (i, f) in others.iter().enumerate() {
         assert_eq!(run_xdp(prog, LO, f, 1).0.verdict, XDP_PASS, "frame {i}");
+        assert_eq!(run_tc(tc, LO, f, (0, 0)).verdict, TC_ACT_OK, "frame {i}");
     }
     let c = s.received().unwrap();
-    assert_eq!((c.packets, c.bytes), (12, bytes));
+    assert_eq!((c.packets, c.bytes), (24, bytes));
 }

@@ -39,8 +39,7 @@ use aya::{
 use peering_common::{
     pktgen::{
         GenConfig, GEN_FAILED, GEN_RATE_LIMITED, GEN_SENT, GLOBAL_GEN, GLOBAL_SINK_PORT,
-        MAP_GEN_STATS, MAP_SINK_STATS, PROG_GEN, PROG_SINK, PROG_SINK_TC,
-        SIZE_SLOTS,
+        MAP_GEN_STATS, MAP_SINK_STATS, PROG_GEN, PROG_SINK, PROG_SINK_TC, SIZE_SLOTS,
     },
     Counter,
 };
@@ -363,12 +362,22 @@ impl Sink {
             .program_mut(PROG_SINK_TC)
             .ok_or_else(|| anyhow!("program {PROG_SINK_TC} missing"))?
             .try_into()?;
-        tc.load().with_context(|| format!("loading {PROG_SINK_TC}"))?;
+        tc.load()
+            .with_context(|| format!("loading {PROG_SINK_TC}"))?;
         Ok(Self { ebpf })
     }
 
     pub fn program(&self) -> Result<&Xdp> {
         xdp(&self.ebpf, PROG_SINK)
+    }
+
+    /// The TC ingress half.
+    pub fn classifier(&self) -> Result<&SchedClassifier> {
+        Ok(self
+            .ebpf
+            .program(PROG_SINK_TC)
+            .ok_or_else(|| anyhow!("program {PROG_SINK_TC} missing"))?
+            .try_into()?)
     }
 
     /// Attaches XDP in native (driver) mode (a veth receives redirected

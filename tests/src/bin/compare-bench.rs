@@ -222,7 +222,14 @@ fn main() -> Result<()> {
         let p = intra_path(&lab);
         let frames = [Metric::Mpps64 { flows: 1 }, Metric::Mpps64 { flows: 1000 }];
         measure(&opts, &mut table, INTRA, PEERING_XDP, &p, &frames)?;
-        measure(&opts, &mut table, INTRA_OFFLOAD_OFF, PEERING_XDP, &p, &tcp_only)?;
+        measure(
+            &opts,
+            &mut table,
+            INTRA_OFFLOAD_OFF,
+            PEERING_XDP,
+            &p,
+            &tcp_only,
+        )?;
     }
     for (which, column, tunnel) in [
         (Which::LinuxInter, LINUX, None),
