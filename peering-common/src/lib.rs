@@ -14,6 +14,11 @@ pub const PROG_UNDERLAY: &str = "peering_underlay";
 /// Name of the sched_cls program for VPC ports at TC ingress (tcx): the
 /// same pipeline as [`PROG_VPC`] on the skb, so GSO packets and
 /// CHECKSUM_PARTIAL survive the forward (an XDP redirect loses both).
+/// It counts under the same [`Stat`]s; where the contract named none:
+/// an inter-region packet while [`maps::TUN_ENTRY`] is 0 is
+/// [`Stat::DropNoXsk`] (the encapsulation path is not there, as for XDP
+/// without a socket), and [`PROG_TUN_ENTRY`] counts a non-IPv4 frame as
+/// [`Stat::DropMalformed`].
 pub const PROG_VPC_TC: &str = "peering_vpc_tc";
 /// Name of the XDP program on the tunnel entry veth's receiving end: it
 /// hands the inter-region packets [`PROG_VPC_TC`] sent through the veth to

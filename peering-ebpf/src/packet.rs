@@ -25,6 +25,9 @@ pub const IP_OFFSET_MASK: u16 = 0x1fff;
 /// socket buffer at TC. Both expose the directly accessible bytes as
 /// `data..data_end`; anything else differs per program type.
 pub trait Packet {
+    /// True when every header is always directly accessible (XDP), so no
+    /// code for [`Packet::pull`] need be emitted.
+    const HEADERS_DIRECT: bool;
     fn data(&self) -> usize;
     fn data_end(&self) -> usize;
     /// Makes the first `len` bytes directly accessible. XDP: headers are
@@ -36,6 +39,8 @@ pub trait Packet {
 }
 
 impl Packet for XdpContext {
+    const HEADERS_DIRECT: bool = true;
+
     #[inline(always)]
     fn data(&self) -> usize {
         XdpContext::data(self)
@@ -53,6 +58,8 @@ impl Packet for XdpContext {
 }
 
 impl Packet for TcContext {
+    const HEADERS_DIRECT: bool = false;
+
     #[inline(always)]
     fn data(&self) -> usize {
         TcContext::data(self)
@@ -182,19 +189,16 @@ impl Ipv4 {
 /// not forward a corrupted header, RFC 1812 §5.2.2). Pulls the header into
 /// the directly accessible part when needed (TC), and no further.
 #[inline(always)]
-pub fn parse_ipv4(ctx: &impl Packet, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
-    ctx.pull(l3 + IPV4_MIN_LEN)?;
-    let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
-    let ihl = unsafe { (*h).ihl() } as usize;
-    if ihl > IPV4_MIN_LEN {
-        // Options: pulled too (a no-op in XDP), then read from here on.
-        ctx.pull(l3 + (ihl & 0x3c))?;
+pub fn parse_ipv4<C: Packet>(ctx: &C, l3: usize, frame_len: usize) -> Result<Ipv4, Stat> {
+    if !C::HEADERS_DIRECT {
+        pull_ipv4(ctx, l3)?;
     }
     let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
     let h = unsafe { &*h };
     if h.version() != 4 {
         return Err(Stat::DropMalformed);
     }
+    let ihl = h.ihl() as usize;
     let total_len = h.tot_len();
     if ihl < IPV4_MIN_LEN || (total_len as usize) < ihl {
         return Err(Stat::DropMalformed);
@@ -215,6 +219,18 @@ pub fn parse_ipv4(ctx: &impl Packet, l3: usize, frame_len: usize) -> Result<Ipv4
         src: h.src_addr,
         dst: h.dst_addr,
     })
+}
+
+/// Pulls the IPv4 header at `l3`, options included, and nothing more.
+#[inline(always)]
+fn pull_ipv4(ctx: &impl Packet, l3: usize) -> Result<(), Stat> {
+    ctx.pull(l3 + IPV4_MIN_LEN)?;
+    let h: *const Ipv4Hdr = ptr_at(ctx, l3)?;
+    let ihl = unsafe { (*h).ihl() } as usize;
+    if ihl > IPV4_MIN_LEN {
+        ctx.pull(l3 + (ihl & 0x3c))?;
+    }
+    Ok(())
 }
 
 /// One's complement sum of the IPv4 header, folded to 16 bits. A valid

@@ -76,7 +76,7 @@ fn peer_redirect_flag_and_plain_redirect_both_forward() {
     let key =
         aya::maps::lpm_trie::Key::new(scoped_prefix_len(24), ScopedAddr::new(RTB_A, [10, 2, 0, 0]));
     let mut e = fib.get(&key, 0).expect("the compiled entry of 10.2.0.0/24");
-    assert_eq!(e.flags, 0, "the compiler sets no flag yet");
+    assert_eq!(e.flags, 0, "loopback is no veth: no flag");
     e.flags = FIB_F_PEER_REDIRECT;
     fib.insert(&key, e, 0).unwrap();
     let peer = h.run_tc(LO, &sent, PLAIN);

@@ -11,7 +11,9 @@ use aya_ebpf::{
     bindings::{TC_ACT_OK, TC_ACT_SHOT},
     programs::TcContext,
 };
-use peering_common::{FibEntry, IfaceInfo, Stat, FIB_F_PEER_REDIRECT, INTER_REGION_MTU};
+use peering_common::{
+    FibEntry, IfaceInfo, Stat, ETH_P_IPV4, FIB_F_PEER_REDIRECT, INTER_REGION_MTU,
+};
 
 use crate::{
     packet::{self, Ipv4, ETH_LEN},
@@ -39,15 +41,16 @@ pub fn process(ctx: &TcContext, len: usize) -> Outcome {
 /// a second, QinQ tag: not ours, passed on).
 #[inline(always)]
 fn try_process(ctx: &TcContext, len: usize) -> Result<Outcome, Stat> {
-    let Some(l2) = packet::parse_l2(ctx)?.filter(|l2| !l2.tagged()) else {
+    // The Ethernet header is always in the linear part at TC ingress.
+    if packet::read_u16(ctx, 12)? != ETH_P_IPV4 {
         return Ok((TC_ACT_OK, Stat::PassNotVpc));
-    };
+    }
     let tci = skb::vlan_tci(ctx);
     let vlan = tci.map_or(0, |t| t & 0x0fff);
     let Some(iface) = route::ingress_subnet(skb::ifindex(ctx), vlan) else {
         return Ok((TC_ACT_OK, Stat::PassNotVpc));
     };
-    let ip = packet::parse_ipv4(ctx, l2.l3, len)?;
+    let ip = packet::parse_ipv4(ctx, ETH_LEN, len)?;
     match route::decide(iface, &ip, len)? {
         Route::NoRoute => Ok((TC_ACT_OK, Stat::PassNoRoute)),
         Route::Forward(port) => forward_local(ctx, &ip, tci, port),

@@ -26,6 +26,14 @@ use crate::{
 const QUOTED_DATA: usize = 20;
 
 /// Turns the packet into the reply, addressed back to its sender.
+///
+/// What stays: a reply made from a CHECKSUM_PARTIAL skb (a host with TX
+/// checksum offload on) is still marked partial, with the checksum start
+/// at the quoted L4 header; no helper clears that mark. The host that
+/// sent the packet receives it locally and trusts a partial checksum, so
+/// the reply works; were it forwarded on to a device without checksum
+/// offload, the kernel would write a checksum into the quoted L4 header
+/// and the ICMP checksum would no longer verify.
 #[inline(always)]
 pub fn frag_needed(ctx: &TcContext, ip: &Ipv4, gateway_ip: [u8; 4], mtu: u16) -> Result<(), Stat> {
     // RFC 1812 §4.3.2.7: no ICMP error about a non-first fragment or about
