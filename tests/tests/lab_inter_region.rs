@@ -528,6 +528,34 @@ fn the_tunnel_entry_veth_outlives_restarts_and_goes_with_the_last_tc_port() {
     assert!(!lab.a.ping("10.3.0.10", 1), "nothing forwards A any more");
 }
 
+/// Inter-region TCP (1 stream, A to C, 5 s, median of 3) through the TC
+/// path with the hosts' offloads on, then through the XDP path
+/// (`--port-path xdp`, hosts' TX checksum offload off), in one sitting.
+/// A measurement, not a check (release binaries: `PEERING_BIN_DIR`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_port_paths() {
+    let _serial = one_lab();
+    let mut lab = InterRegionLab::new(verbose(), &[]);
+    peer_a_with_c(&lab);
+    let median = |lab: &InterRegionLab| {
+        let mut v: Vec<f64> = (0..3).map(|_| tcp_a_to_c(lab, 1, 5) / 1e9).collect();
+        v.sort_by(f64::total_cmp);
+        (v[1], v[0], v[2])
+    };
+    let tc = median(&lab);
+    lab.use_xdp_path();
+    assert!(
+        eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
+        "A reaches C on the XDP path"
+    );
+    let xdp = median(&lab);
+    println!(
+        "TCP 1 stream A -> C (Gbit/s): tc {:.2} ({:.2}-{:.2}), xdp {:.2} ({:.2}-{:.2})",
+        tc.0, tc.1, tc.2, xdp.0, xdp.1, xdp.2
+    );
+}
+
 /// Gateway 2's counters once `ok` holds for them (they are written four
 /// times a second).
 fn eventually_stats(
