@@ -53,6 +53,8 @@ pub struct Gateway {
     pub underlay_io: &'static str,
     /// `peering-agent run --workers` value (1: the flag is not passed).
     pub workers: u32,
+    /// `peering-agent run --port-path` value ("auto": not passed).
+    pub port_path: &'static str,
     agent: Option<Proc>,
     /// The agent under a supervisor that restarts it (instead of `agent`).
     pub supervisor: Option<Supervisor>,
@@ -70,6 +72,7 @@ impl Gateway {
             underlay,
             underlay_io: "af-xdp",
             workers: 1,
+            port_path: "auto",
             agent: None,
             supervisor: None,
         }
@@ -242,6 +245,21 @@ impl InterRegionLab {
         lab
     }
 
+    /// Restarts both agents with `--port-path xdp` (their ports move to
+    /// the XDP path) and turns the hosts' TX checksum offload off, as the
+    /// XDP path needs (see [`crate::lab::xdp_path_host`]).
+    pub fn use_xdp_path(&mut self) {
+        for n in [1, 2] {
+            let gw = if n == 1 { &mut self.gw1 } else { &mut self.gw2 };
+            gw.stop_agent();
+            gw.port_path = "xdp";
+            self.start_agent(n);
+        }
+        for host in [&self.a, &self.b, &self.c] {
+            crate::lab::xdp_path_host(host);
+        }
+    }
+
     pub fn gateway(&self, n: u8) -> &Gateway {
         if n == 1 {
             &self.gw1
@@ -269,6 +287,10 @@ impl InterRegionLab {
         if gw.workers > 1 {
             cmd.args
                 .extend(["--workers".into(), gw.workers.to_string()]);
+        }
+        if gw.port_path != "auto" {
+            cmd.args
+                .extend(["--port-path".into(), gw.port_path.to_string()]);
         }
         cmd
     }

@@ -467,6 +467,95 @@ fn a_restarted_agent_resumes_the_af_xdp_tunnel() {
     assert_eq!(u.underlay_io, Some(UnderlayIo::AfXdp), "{u:?}");
 }
 
+/// The tunnel entry veth of gateway 1: created with the first TC port,
+/// kept (same interfaces) by a restarted agent, which still carries A's
+/// traffic through it, and removed when the last TC port is detached.
+#[test]
+fn the_tunnel_entry_veth_outlives_restarts_and_goes_with_the_last_tc_port() {
+    let _serial = one_lab();
+    let mut lab = InterRegionLab::new(verbose(), &[]);
+    peer_a_with_c(&lab);
+    let ns = &lab.gw1.ns;
+    let index = |name: &str| {
+        let out = peering_tests::lab::run(
+            &mut ns.cmd(&["cat", &format!("/sys/class/net/{name}/ifindex")]),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let link = ns.exec_ok(&["ip", "-d", "link", "show", "pe-tun-in"]);
+    assert!(link.contains("veth"), "{link}");
+    let before = (index("pe-tun-in"), index("pe-tun-xsk"));
+    assert!(!before.0.is_empty() && !before.1.is_empty(), "{before:?}");
+    let k = ns.exec_ok(&["ethtool", "-k", "pe-tun-in"]);
+    for off in [
+        "tx-checksumming: off",
+        "tcp-segmentation-offload: off",
+        "generic-segmentation-offload: off",
+    ] {
+        assert!(k.contains(off), "{off}: {k}");
+    }
+    let addrs = ns.exec_ok(&["ip", "addr", "show", "dev", "pe-tun-xsk"]);
+    assert!(!addrs.contains("inet"), "no addresses: {addrs}");
+
+    lab.gw1.stop_agent();
+    lab.start_agent(1);
+    assert!(
+        eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
+        "A reaches C again"
+    );
+    let ns = &lab.gw1.ns;
+    let index = |name: &str| {
+        let out = peering_tests::lab::run(
+            &mut ns.cmd(&["cat", &format!("/sys/class/net/{name}/ifindex")]),
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    assert_eq!(
+        (index("pe-tun-in"), index("pe-tun-xsk")),
+        before,
+        "the same pair"
+    );
+
+    lab.gw1.stop_agent();
+    let ag = peering_tests::lab::Agent {
+        ns: &lab.gw1.ns,
+        pins: &lab.gw1.pins,
+        verbose: false,
+    };
+    ag.ok(&["detach", "--iface", "vpc-a"]);
+    let gone = peering_tests::lab::run(&mut lab.gw1.ns.cmd(&["ip", "link", "show", "pe-tun-in"]));
+    assert!(!gone.status.success(), "the entry veth is removed");
+    assert!(!lab.a.ping("10.3.0.10", 1), "nothing forwards A any more");
+}
+
+/// Inter-region TCP (1 stream, A to C, 5 s, median of 3) through the TC
+/// path with the hosts' offloads on, then through the XDP path
+/// (`--port-path xdp`, hosts' TX checksum offload off), in one sitting.
+/// A measurement, not a check (release binaries: `PEERING_BIN_DIR`).
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_port_paths() {
+    let _serial = one_lab();
+    let mut lab = InterRegionLab::new(verbose(), &[]);
+    peer_a_with_c(&lab);
+    let median = |lab: &InterRegionLab| {
+        let mut v: Vec<f64> = (0..3).map(|_| tcp_a_to_c(lab, 1, 5) / 1e9).collect();
+        v.sort_by(f64::total_cmp);
+        (v[1], v[0], v[2])
+    };
+    let tc = median(&lab);
+    lab.use_xdp_path();
+    assert!(
+        eventually(Duration::from_secs(10), || lab.a.ping("10.3.0.10", 1)),
+        "A reaches C on the XDP path"
+    );
+    let xdp = median(&lab);
+    println!(
+        "TCP 1 stream A -> C (Gbit/s): tc {:.2} ({:.2}-{:.2}), xdp {:.2} ({:.2}-{:.2})",
+        tc.0, tc.1, tc.2, xdp.0, xdp.1, xdp.2
+    );
+}
+
 /// Gateway 2's counters once `ok` holds for them (they are written four
 /// times a second).
 fn eventually_stats(

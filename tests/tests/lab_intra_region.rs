@@ -183,3 +183,41 @@ fn jumbo_frames_cross(r: IntraRegionLab) {
     let fwd = r.agent().stat("fwd_local") - before;
     assert!(fwd >= 6, "requests and replies forwarded: {fwd}");
 }
+
+/// iperf3 TCP, 1 stream for 5 s, A to B: bit/s received (0 when iperf3
+/// failed or did not connect).
+fn tcp_1_stream(r: &IntraRegionLab) -> f64 {
+    let v = peering_tests::lab::iperf3(&r.a, &r.b, "10.2.0.10", &["-t", "5"]).unwrap_or_default();
+    v["end"]["sum_received"]["bits_per_second"]
+        .as_f64()
+        .unwrap_or(0.0)
+}
+
+/// Intra-region TCP, 1 stream, hosts' offloads on: the TC path, the XDP
+/// path (`--port-path xdp`) and Linux forwarding, one after the other.
+/// A measurement, not a check: `cargo test -p peering-tests --test
+/// lab_intra_region -- --ignored --nocapture measure_port_paths`.
+#[test]
+#[ignore = "a measurement, not a check"]
+fn measure_port_paths() {
+    let r = region();
+    peer_routes(&r);
+    assert!(r.a.ping("10.2.0.10", 2));
+    let tc = tcp_1_stream(&r);
+    for port in ["vpc-a", "vpc-b"] {
+        r.agent()
+            .ok(&["attach", "--iface", port, "--port-path", "xdp"]);
+    }
+    let xdp = tcp_1_stream(&r);
+    for port in ["vpc-a", "vpc-b"] {
+        r.agent().ok(&["detach", "--iface", port]);
+    }
+    r.gw.exec_ok(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+    let linux = tcp_1_stream(&r);
+    eprintln!(
+        "TCP 1 stream, hosts' offloads on (Gbit/s): tc {:.3}, xdp {:.3}, linux forwarding {:.3}",
+        tc / 1e9,
+        xdp / 1e9,
+        linux / 1e9
+    );
+}

@@ -83,7 +83,9 @@ fn a_timed_imix_run_over_ten_thousand_flows_ends_on_time() {
 
 #[test]
 fn through_a_gateway_the_sink_counts_what_xdp_forwarded() {
-    let lab = IntraRegionLab::new(false);
+    // The XDP path: the sink is an XDP program, and what the TC path hands
+    // over with bpf_redirect_peer enters the host past XDP.
+    let lab = IntraRegionLab::xdp(false);
     lab.peer_routes();
     let hosts = (Ipv4Addr::new(10, 1, 0, 10), Ipv4Addr::new(10, 2, 0, 10));
     let run = Run {

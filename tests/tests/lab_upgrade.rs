@@ -99,13 +99,13 @@ fn sent_received(out: &str) -> (u64, u64) {
 #[test]
 fn an_upgrade_swaps_programs_on_the_links_without_losing_a_packet() {
     let _serial = one_lab();
-    upgrade_swaps_programs(IntraRegionLab::new(false), "peering_vpc_tc");
+    upgrade_swaps_programs(IntraRegionLab::new(false), "peering_vpc_tc", "auto");
 }
 
 #[test]
 fn an_upgrade_swaps_programs_on_xdp_links_without_losing_a_packet() {
     let _serial = one_lab();
-    upgrade_swaps_programs(IntraRegionLab::xdp(false), "peering_vpc");
+    upgrade_swaps_programs(IntraRegionLab::xdp(false), "peering_vpc", "xdp");
 }
 
 /// The pin prefix of program `name` (`prog-NAME-`).
@@ -113,7 +113,7 @@ fn pin_prefix(name: &str) -> String {
     format!("prog-{name}-")
 }
 
-fn upgrade_swaps_programs(r: IntraRegionLab, program: &str) {
+fn upgrade_swaps_programs(r: IntraRegionLab, program: &str, port_path: &str) {
     let ag = r.agent();
     r.peer_routes();
     assert!(r.a.ping("10.2.0.10", 1));
@@ -144,7 +144,7 @@ fn upgrade_swaps_programs(r: IntraRegionLab, program: &str) {
     }
     // A later attach finds nothing to do, and forwarding goes on.
     assert!(ag
-        .ok(&["attach", "--iface", "vpc-a"])
+        .ok(&["attach", "--iface", "vpc-a", "--port-path", port_path])
         .contains("already attached; kept"));
     assert!(r.a.ping("10.2.0.10", 2));
     assert!(ag.stat("fwd_local") >= 2 * sent);

@@ -303,8 +303,11 @@ impl Edge<'_> {
                 .port_path
                 .resolve(sys::driver(&name).ok().as_deref());
             // The entry veth first: inter-region packets of a TC port
-            // have somewhere to go from its first packet on.
-            if path == PortPath::Tc && self.tun_entry.is_none() {
+            // have somewhere to go from its first packet on. A gateway
+            // without a tunnel needs none (they are dropped, counted, as
+            // on XDP ports without a socket).
+            let tunnel = self.cfg.underlay.is_some();
+            if path == PortPath::Tc && tunnel && self.tun_entry.is_none() {
                 match tun_entry::ensure(&mut self.dp, self.cfg.workers, self.cfg.attach_mode) {
                     Ok(e) => {
                         self.tun_entry = Some(e);
