@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use etherparse::IpNumber;
 use ipnet::Ipv4Net;
-use peering_common::{EgressPort, IfaceInfo, INTER_REGION_MTU};
+use peering_common::{EgressPort, IfaceInfo, Stat, INTER_REGION_MTU};
 use peering_userspace::dataplane::{iface_info, Maps, RouteTarget};
 
 use crate::{
@@ -87,6 +87,31 @@ pub fn program(m: &mut Maps) {
 }
 
 /// A verdict harness with this world programmed into fresh maps.
+/// What XDP and TC alike must have done to `sent` (A's host to B's,
+/// TTL 64, 100 bytes of IP) to forward it to the local peer: B's MAC from
+/// B's port, TTL 63 with a checksum that still verifies, addresses and
+/// payload untouched, counted once for the port and the route.
+pub fn assert_forwarded_to_b(h: &Harness, out: &[u8], sent: &Frame) {
+    let p = parse(out);
+    assert_eq!(p.dst_mac, HOST_B, "neighbour MAC");
+    assert_eq!(p.src_mac, GW_B, "egress port MAC");
+    assert_eq!(p.vlan, None);
+    assert_eq!(p.ip.time_to_live, 63);
+    assert!(
+        checksum_ok(&p.ip_bytes),
+        "incrementally patched checksum verifies"
+    );
+    assert_eq!(p.ip.source, A_HOST);
+    assert_eq!(p.ip.destination, B_HOST);
+    assert_eq!(p.payload, sent.payload, "payload untouched");
+    assert_eq!(h.packets(Stat::FwdLocal), 1);
+    let rs =
+        h.dp.maps
+            .route_stats(RTB_A, "10.2.0.0/16".parse().unwrap())
+            .unwrap();
+    assert_eq!((rs.packets, rs.bytes), (1, 114));
+}
+
 pub fn harness() -> Harness {
     let mut h = Harness::new();
     program(&mut h.dp.maps);

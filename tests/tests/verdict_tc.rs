@@ -17,7 +17,7 @@ use peering_common::{
     PROG_VPC_TC,
 };
 use peering_tests::{
-    frame::{checksum_ok, parse, Frame, GW_B, HOST_A, HOST_B},
+    frame::{checksum_ok, parse, Frame, HOST_A},
     verdict::{Harness, LO, TC_ACT_OK, TC_ACT_REDIRECT, TC_ACT_SHOT, XDP_DROP},
     world::*,
 };
@@ -51,18 +51,7 @@ fn local_peer_is_forwarded_with_rewritten_macs_ttl_and_checksum() {
     let sent = Frame::udp(A_HOST, B_HOST, 100).ttl(64);
     let out = h.run_tc(LO, &sent.bytes(), PLAIN);
     assert_eq!(out.verdict, TC_ACT_REDIRECT);
-    let p = parse(&out.frame);
-    assert_eq!((p.dst_mac, p.src_mac), (HOST_B, GW_B));
-    assert_eq!(p.vlan, None);
-    assert_eq!(p.ip.time_to_live, 63);
-    assert!(checksum_ok(&p.ip_bytes), "incrementally patched checksum");
-    assert_eq!(p.payload, sent.payload, "payload untouched");
-    assert_eq!(h.packets(Stat::FwdLocal), 1);
-    let rs =
-        h.dp.maps
-            .route_stats(RTB_A, "10.2.0.0/16".parse().unwrap())
-            .unwrap();
-    assert_eq!((rs.packets, rs.bytes), (1, 114));
+    assert_forwarded_to_b(&h, &out.frame, &sent);
 }
 
 #[test]

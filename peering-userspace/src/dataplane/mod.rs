@@ -339,18 +339,19 @@ impl Dataplane {
         if let Some((_, p)) = self.pinned.iter().find(|(n, _)| *n == name) {
             return Ok(p);
         }
-        let ebpf = self
-            .ebpf
-            .as_ref()
-            .ok_or_else(|| anyhow!("{name} is not loaded"))?;
-        let prog = ebpf
-            .program(name)
-            .ok_or_else(|| anyhow!("no program {name}"))?;
-        prog.try_into().map_err(|e| anyhow!("{name}: {e}"))
+        self.loaded(name)
     }
 
     /// A TC (sched_cls) program of an unpinned (test) dataplane by name.
     pub fn classifier_named(&self, name: &str) -> Result<&SchedClassifier> {
+        self.loaded(name)
+    }
+
+    /// A program of the loaded (unpinned) object, as its type `T`.
+    fn loaded<'a, T>(&'a self, name: &str) -> Result<&'a T>
+    where
+        &'a T: TryFrom<&'a aya::programs::Program, Error = aya::programs::ProgramError>,
+    {
         let ebpf = self
             .ebpf
             .as_ref()

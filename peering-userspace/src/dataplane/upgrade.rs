@@ -237,38 +237,44 @@ pub fn program_for<'a>(kernel_name: &str, programs: &[&'a str]) -> Option<&'a st
 /// Switches the pinned link at `pin` to `prog` unless it already runs it.
 /// Returns true when the link was switched.
 pub fn switch_link(prog: &mut Xdp, pin: &Path) -> Result<bool> {
-    let link: FdLink = PinnedLink::from_pin(pin)
-        .with_context(|| format!("opening {}", pin.display()))?
-        .into();
-    let running = link.info().context("reading link info")?.program_id();
     let want = prog.info().context("reading program info")?.id();
-    if running == want {
+    let Some((link, running)) = stale_link(pin, want)? else {
         return Ok(false);
-    }
+    };
     let link = XdpLink::try_from(link).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
     let id = prog
         .attach_to_link(link)
         .with_context(|| format!("BPF_LINK_UPDATE on {}", pin.display()))?;
     // The pin keeps the link; our handle on it only closes a descriptor.
     drop(prog.take_link(id)?);
+    replaced(pin, running, want);
+    Ok(true)
+}
+
+/// The pinned link at `pin` and the program it runs, unless that is
+/// already `want`.
+fn stale_link(pin: &Path, want: u32) -> Result<Option<(FdLink, u32)>> {
+    let link: FdLink = PinnedLink::from_pin(pin)
+        .with_context(|| format!("opening {}", pin.display()))?
+        .into();
+    let running = link.info().context("reading link info")?.program_id();
+    Ok((running != want).then_some((link, running)))
+}
+
+fn replaced(pin: &Path, running: u32, want: u32) {
     info!(
         "{}: program {running} replaced by {want} (BPF_LINK_UPDATE)",
         pin.display()
     );
-    Ok(true)
 }
 
 /// Switches the pinned tcx link at `pin` to `prog` unless it already runs
 /// it. Returns true when the link was switched.
 pub fn switch_tc_link(prog: &mut SchedClassifier, pin: &Path) -> Result<bool> {
-    let link: FdLink = PinnedLink::from_pin(pin)
-        .with_context(|| format!("opening {}", pin.display()))?
-        .into();
-    let running = link.info().context("reading link info")?.program_id();
     let want = prog.info().context("reading program info")?.id();
-    if running == want {
+    let Some((link, running)) = stale_link(pin, want)? else {
         return Ok(false);
-    }
+    };
     let link =
         SchedClassifierLink::try_from(link).map_err(|e| anyhow!("{}: {e}", pin.display()))?;
     let id = prog
@@ -276,10 +282,7 @@ pub fn switch_tc_link(prog: &mut SchedClassifier, pin: &Path) -> Result<bool> {
         .with_context(|| format!("BPF_LINK_UPDATE on {}", pin.display()))?;
     // As for XDP: the pin keeps the link, the handle only closes a fd.
     drop(prog.take_link(id)?);
-    info!(
-        "{}: program {running} replaced by {want} (BPF_LINK_UPDATE)",
-        pin.display()
-    );
+    replaced(pin, running, want);
     Ok(true)
 }
 
