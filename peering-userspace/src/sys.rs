@@ -69,6 +69,18 @@ pub fn mtu(name: &str) -> Result<u32> {
 
 /// Runs an interface ioctl that fills a `struct ifreq` for `name`.
 fn ifreq_ioctl(name: &str, request: libc::Ioctl) -> Result<libc::ifreq> {
+    ifreq_call(name, request, "", |_| {})
+}
+
+/// Runs interface ioctl `request` on a `struct ifreq` naming `name`, after
+/// `fill` has set the rest of it; returns the struct as the kernel left it.
+/// `what` names the operation in the error, if it needs naming.
+fn ifreq_call(
+    name: &str,
+    request: libc::Ioctl,
+    what: &str,
+    fill: impl FnOnce(&mut libc::ifreq),
+) -> Result<libc::ifreq> {
     // SAFETY: plain C struct; all-zero is valid.
     let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
     if name.len() >= req.ifr_name.len() {
@@ -77,7 +89,9 @@ fn ifreq_ioctl(name: &str, request: libc::Ioctl) -> Result<libc::ifreq> {
     for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
         *d = s as libc::c_char;
     }
-    // SAFETY: a socket we close below; the ioctl writes into `req` only.
+    fill(&mut req);
+    // SAFETY: a socket we close below; the ioctl touches `req` and what
+    // `fill` pointed it at only.
     let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
     if sock < 0 {
         bail!("socket: {}", std::io::Error::last_os_error());
@@ -86,7 +100,10 @@ fn ifreq_ioctl(name: &str, request: libc::Ioctl) -> Result<libc::ifreq> {
     let err = std::io::Error::last_os_error();
     unsafe { libc::close(sock) };
     if rc != 0 {
-        bail!("interface {name}: {err}");
+        if what.is_empty() {
+            bail!("interface {name}: {err}");
+        }
+        bail!("interface {name}: {what}: {err}");
     }
     Ok(req)
 }
@@ -286,27 +303,10 @@ pub fn set_offload(name: &str, offload: Offload, on: bool) -> Result<()> {
 /// Runs the SIOCETHTOOL ioctl with command block `data` on `name`.
 fn ethtool<T>(name: &str, data: &mut T, what: &str) -> Result<()> {
     const SIOCETHTOOL: libc::Ioctl = 0x8946;
-    // SAFETY: plain C struct; all-zero is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    if name.len() >= req.ifr_name.len() {
-        bail!("interface name {name:?} is too long");
-    }
-    for (d, s) in req.ifr_name.iter_mut().zip(name.bytes()) {
-        *d = s as libc::c_char;
-    }
-    req.ifr_ifru.ifru_data = (data as *mut T).cast();
-    // SAFETY: a socket we close below; the ioctl reads and writes the
-    // command block `data` only, which outlives the call.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if sock < 0 {
-        bail!("socket: {}", std::io::Error::last_os_error());
-    }
-    let rc = unsafe { libc::ioctl(sock, SIOCETHTOOL, &mut req) };
-    let err = std::io::Error::last_os_error();
-    unsafe { libc::close(sock) };
-    if rc != 0 {
-        bail!("interface {name}: {what}: {err}");
-    }
+    // The command block outlives the call, which reads and writes it only.
+    ifreq_call(name, SIOCETHTOOL, what, |req| {
+        req.ifr_ifru.ifru_data = (data as *mut T).cast();
+    })?;
     Ok(())
 }
 

@@ -447,13 +447,7 @@ impl Dataplane {
             )
             .with_context(|| format!("attaching {PROG_VPC_TC} to {iface} (tcx ingress)"))?;
         if let Some(pin) = link_pin {
-            fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
-            let link = prog.take_link(id)?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e| anyhow!("{iface}: tcx attachment is not a BPF link: {e}"))?;
-            fd.pin(&pin)
-                .with_context(|| format!("pinning link {}", pin.display()))?;
+            pin_link(prog.take_link(id)?, iface, &pin)?;
         }
         Ok(Attached::Tc)
     }
@@ -474,13 +468,7 @@ impl Dataplane {
         let prog = self.program_mut(name)?;
         let (id, how) = attach_with_fallback(prog, iface, ifindex, mode)?;
         if let Some(pin) = link_pin {
-            fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
-            let link = prog.take_link(id)?;
-            let fd: FdLink = link
-                .try_into()
-                .map_err(|e| anyhow!("{iface}: attachment is not a BPF link: {e}"))?;
-            fd.pin(&pin)
-                .with_context(|| format!("pinning link {}", pin.display()))?;
+            pin_link(prog.take_link(id)?, iface, &pin)?;
         }
         Ok(how)
     }
@@ -672,6 +660,21 @@ fn record_maps_match(map_dir: &Path) -> Result<bool> {
         }
     }
     Ok(true)
+}
+
+/// Pins a new attachment's link at `pin`, so that it outlives the agent.
+fn pin_link<L>(link: L, iface: &str, pin: &Path) -> Result<()>
+where
+    L: TryInto<FdLink>,
+    L::Error: std::fmt::Display,
+{
+    fs::create_dir_all(pin.parent().expect("link pins live in a directory"))?;
+    let fd: FdLink = link
+        .try_into()
+        .map_err(|e| anyhow!("{iface}: attachment is not a BPF link: {e}"))?;
+    fd.pin(pin)
+        .with_context(|| format!("pinning link {}", pin.display()))?;
+    Ok(())
 }
 
 fn attach_with_fallback(
