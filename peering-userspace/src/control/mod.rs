@@ -20,6 +20,7 @@ pub mod peering_describe;
 pub mod peering_ops;
 pub mod remote;
 pub mod route_table;
+pub mod sg_view;
 pub mod state;
 pub mod store;
 pub mod subnet;
