@@ -49,6 +49,8 @@ impl MemFeed {
                     subnets: vec![],
                     routes: vec![],
                     peerings: vec![],
+                    security_groups: vec![],
+                    interfaces: vec![],
                 }],
             );
         }
@@ -75,6 +77,7 @@ impl MemFeed {
             vpc_id: format!("vpc-{dp_id:08x}"),
             dp_id,
             cidrs: vec![cidr.parse().expect("cidr")],
+            default_group_dp_id: 0,
         });
         view.sort();
         views.push(view);

@@ -442,6 +442,7 @@ fn model_errors_map_to_codes_and_statuses_without_changes() {
         cidr_blocks_per_vpc: 2,
         route_tables_per_vpc: 2,
         routes_per_route_table: 1,
+        ..Limits::default()
     });
     let a = Caller::new(&s, A, E1);
     let b = Caller::new(&s, B, E1);

@@ -595,3 +595,147 @@ fn flags_override_environment_override_profile() {
     let r = t.run_env(&[("PEERING_OUTPUT", "table")], &["describe-vpcs"]);
     assert!(r.stdout.starts_with("VpcId"), "{}", r.stdout);
 }
+
+#[test]
+fn security_groups_and_network_interfaces() {
+    let t = Setup::new();
+    let v = t.ok(&["create-vpc", "--cidr-block", "10.0.0.0/16"]);
+    let vpc = s(&v["Vpc"]["VpcId"]);
+    let sn = t.ok(&[
+        "create-subnet",
+        "--vpc-id",
+        &vpc,
+        "--cidr-block",
+        "10.0.1.0/24",
+        "--interface",
+        "eth1",
+    ]);
+    let subnet = s(&sn["Subnet"]["SubnetId"]);
+    let g = t.ok(&[
+        "create-security-group",
+        "--vpc-id",
+        &vpc,
+        "--group-name",
+        "web",
+        "--description",
+        "web servers",
+    ]);
+    let web = s(&g["GroupId"]);
+    let r = t.ok(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8000-8080",
+        "--cidr",
+        "10.2.0.0/16",
+    ]);
+    let rule = s(&r["SecurityGroupRules"][0]["SecurityGroupRuleId"]);
+    assert_eq!(r["SecurityGroupRules"][0]["FromPort"], 8000);
+    assert_eq!(r["SecurityGroupRules"][0]["ToPort"], 8080);
+    t.ok(&[
+        "authorize-security-group-egress",
+        "--group-id",
+        &web,
+        "--ip-permissions",
+        r#"[{"IpProtocol":"icmp","FromPort":8,"ToPort":-1,"IpRanges":[{"CidrIp":"10.2.0.0/16"}]}]"#,
+    ]);
+    t.ok(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "all",
+        "--source-group",
+        &web,
+    ]);
+    let d = t.ok(&[
+        "describe-security-groups",
+        "--filters",
+        "Name=ip-permission.from-port,Values=8000",
+    ]);
+    assert_eq!(d["SecurityGroups"].as_array().unwrap().len(), 1);
+    assert_eq!(
+        d["SecurityGroups"][0]["IpPermissionsEgress"][1]["IpProtocol"],
+        "icmp"
+    );
+    // A duplicate is the service's refusal (254), a missing peer a usage error.
+    let dup = t.run(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+        "--port",
+        "8000-8080",
+        "--cidr",
+        "10.2.0.0/16",
+    ]);
+    assert_eq!(dup.code, 254, "{}", dup.stderr);
+    assert!(
+        dup.stderr.contains("InvalidPermission.Duplicate"),
+        "{}",
+        dup.stderr
+    );
+    let usage = t.run(&[
+        "authorize-security-group-ingress",
+        "--group-id",
+        &web,
+        "--protocol",
+        "tcp",
+    ]);
+    assert_eq!(usage.code, 252, "{}", usage.stderr);
+    t.ok(&[
+        "revoke-security-group-ingress",
+        "--group-id",
+        &web,
+        "--security-group-rule-ids",
+        &rule,
+    ]);
+    let r = t.ok(&[
+        "describe-security-group-rules",
+        "--filters",
+        &format!("Name=group-id,Values={web}"),
+    ]);
+    assert_eq!(r["SecurityGroupRules"].as_array().unwrap().len(), 3);
+
+    let n = t.ok(&[
+        "create-network-interface",
+        "--subnet-id",
+        &subnet,
+        "--private-ip-address",
+        "10.0.1.10",
+        "--groups",
+        &web,
+    ]);
+    let eni = s(&n["NetworkInterface"]["NetworkInterfaceId"]);
+    assert_eq!(n["NetworkInterface"]["PrivateIpAddress"], "10.0.1.10");
+    let d = t.ok(&["describe-security-groups", "--group-names", "default"]);
+    let default = s(&d["SecurityGroups"][0]["GroupId"]);
+    t.ok(&[
+        "modify-network-interface-attribute",
+        "--network-interface-id",
+        &eni,
+        "--groups",
+        &default,
+        &web,
+    ]);
+    let d = t.ok(&[
+        "describe-network-interfaces",
+        "--network-interface-ids",
+        &eni,
+    ]);
+    assert_eq!(
+        d["NetworkInterfaces"][0]["Groups"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    let stale = t.ok(&["describe-stale-security-groups", "--vpc-id", &vpc]);
+    assert_eq!(stale["StaleSecurityGroupSet"], serde_json::json!([]));
+    t.ok(&["delete-network-interface", "--network-interface-id", &eni]);
+    t.ok(&["delete-security-group", "--group-id", &web]);
+}

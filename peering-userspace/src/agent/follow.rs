@@ -149,6 +149,8 @@ mod tests {
             region: "r1".into(),
             vpcs: vec![],
             subnets: vec![],
+            security_groups: vec![],
+            interfaces: vec![],
             routes: routes
                 .iter()
                 .map(|d| RouteView {

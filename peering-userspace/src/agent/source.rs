@@ -262,6 +262,8 @@ mod tests {
                 region: "r1".into(),
                 vpcs: vec![],
                 subnets: vec![],
+                security_groups: vec![],
+                interfaces: vec![],
                 routes: vec![],
                 peerings: vec![],
             };

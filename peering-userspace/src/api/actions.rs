@@ -50,19 +50,19 @@ pub const ACTIONS: [&str; 24] = [
 pub const REGIONLESS_ACTIONS: [&str; 2] = ["DescribeRegions", "GetCallerIdentity"];
 
 pub fn is_action(name: &str) -> bool {
-    ACTIONS.contains(&name)
+    ACTIONS.contains(&name) || crate::api::sg_actions::SG_ACTIONS.contains(&name)
 }
 
-fn ok<T: Serialize>(body: T) -> Result<Value, Fault> {
+pub(crate) fn ok<T: Serialize>(body: T) -> Result<Value, Fault> {
     serde_json::to_value(body).map_err(Fault::internal)
 }
 
-fn done() -> Result<Value, Fault> {
+pub(crate) fn done() -> Result<Value, Fault> {
     ok(ReturnResponse { r#return: true })
 }
 
 /// Runs `f` in one store transaction.
-fn write<S: Store, T>(
+pub(crate) fn write<S: Store, T>(
     store: &S,
     f: impl FnMut(&mut State) -> Result<T, ApiError>,
 ) -> Result<T, Fault> {
@@ -70,7 +70,10 @@ fn write<S: Store, T>(
 }
 
 /// Runs `f` on the latest state, without copying it.
-fn read<S: Store, T>(store: &S, f: impl FnOnce(&State) -> Result<T, ApiError>) -> Result<T, Fault> {
+pub(crate) fn read<S: Store, T>(
+    store: &S,
+    f: impl FnOnce(&State) -> Result<T, ApiError>,
+) -> Result<T, Fault> {
     Ok(store.read(f)??)
 }
 
@@ -304,7 +307,8 @@ pub fn execute_with<S: Store>(
                 account: call.account.to_string(),
             })
         }
-        other => Err(unknown_action(other)),
+        other => crate::api::sg_actions::execute(store, ids, other, call, body)
+            .unwrap_or_else(|| Err(unknown_action(other))),
     }
 }
 

@@ -29,6 +29,7 @@ pub mod extract;
 pub mod filters;
 pub mod gateway;
 pub mod listener;
+pub mod sg_actions;
 pub mod tls;
 pub mod types;
 

@@ -291,3 +291,115 @@ pub struct RegionsResponse {
 pub struct CallerIdentityResponse {
     pub account: String,
 }
+
+// ----- security groups and network interfaces -----
+
+pub use crate::control::network_interface::{CreateNetworkInterface, NetworkInterfaceDescription};
+pub use crate::control::security_group::{CreateSecurityGroup, SecurityGroupDescription};
+pub use crate::control::sg_rules::{
+    IpPermission, IpRange, SecurityGroupRuleDescription, StaleSecurityGroup, UserIdGroupPair,
+};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct GroupIdRequest {
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeSecurityGroupsRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub group_names: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+}
+
+/// Authorize and Revoke SecurityGroup Ingress/Egress (rule ids: Revoke
+/// only).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct SecurityGroupRulesRequest {
+    pub group_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ip_permissions: Vec<IpPermission>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_rule_ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeSecurityGroupRulesRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub security_group_rule_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct NetworkInterfaceIdRequest {
+    pub network_interface_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct DescribeNetworkInterfacesRequest {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub network_interface_ids: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub filters: Vec<Filter>,
+}
+
+/// ModifyNetworkInterfaceAttribute: the groups attribute only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ModifyNetworkInterfaceAttributeRequest {
+    pub network_interface_id: String,
+    pub groups: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateSecurityGroupResponse {
+    pub group_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SecurityGroupsResponse {
+    pub security_groups: Vec<SecurityGroupDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AuthorizeSecurityGroupResponse {
+    pub r#return: bool,
+    pub security_group_rules: Vec<SecurityGroupRuleDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SecurityGroupRulesResponse {
+    pub security_group_rules: Vec<SecurityGroupRuleDescription>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct StaleSecurityGroupsResponse {
+    pub stale_security_group_set: Vec<StaleSecurityGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInterfaceResponse {
+    pub network_interface: NetworkInterfaceDescription,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NetworkInterfacesResponse {
+    pub network_interfaces: Vec<NetworkInterfaceDescription>,
+}

@@ -222,6 +222,8 @@ pub enum Command {
     DescribeRegions,
     /// Show the account your token belongs to.
     GetCallerIdentity,
+    #[command(flatten)]
+    Sg(crate::cli::sg_args::SgCommand),
 }
 
 /// An API call: action name and JSON body.
@@ -231,12 +233,12 @@ pub struct Request {
     pub body: Value,
 }
 
-fn req<T: Serialize>(action: &'static str, body: T) -> Result<Request, String> {
+pub(crate) fn req<T: Serialize>(action: &'static str, body: T) -> Result<Request, String> {
     let body = serde_json::to_value(body).map_err(|e| e.to_string())?;
     Ok(Request { action, body })
 }
 
-fn filters(args: &[String]) -> Result<Vec<Filter>, String> {
+pub(crate) fn filters(args: &[String]) -> Result<Vec<Filter>, String> {
     let mut out = Vec::new();
     for a in args {
         out.extend(parse_filters(a)?);
@@ -439,6 +441,7 @@ impl Command {
             ),
             DescribeRegions => req("DescribeRegions", EmptyRequest {}),
             GetCallerIdentity => req("GetCallerIdentity", EmptyRequest {}),
+            Sg(c) => c.request(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub mod args;
 pub mod client;
 pub mod output;
 pub mod profile;
+pub mod sg_args;
 pub mod shorthand;
 
 use crate::api::actions::REGIONLESS_ACTIONS;

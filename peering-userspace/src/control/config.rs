@@ -21,6 +21,30 @@ pub struct Limits {
     pub route_tables_per_vpc: usize,
     /// "Routes per route table (non-propagated routes)": 50.
     pub routes_per_route_table: usize,
+    /// "VPC security groups per Region": 2,500 per account (default groups
+    /// included). Absent in stores written before issue 12: the default.
+    #[serde(default = "default_security_groups_per_region")]
+    pub security_groups_per_region: usize,
+    /// "Inbound or outbound rules per security group": 60 each.
+    #[serde(default = "default_rules_per_group")]
+    pub inbound_rules_per_group: usize,
+    #[serde(default = "default_rules_per_group")]
+    pub outbound_rules_per_group: usize,
+    /// "Security groups per network interface": 5.
+    #[serde(default = "default_groups_per_interface")]
+    pub groups_per_interface: usize,
+}
+
+fn default_security_groups_per_region() -> usize {
+    2500
+}
+
+fn default_rules_per_group() -> usize {
+    60
+}
+
+fn default_groups_per_interface() -> usize {
+    5
 }
 
 impl Default for Limits {
@@ -31,6 +55,10 @@ impl Default for Limits {
             cidr_blocks_per_vpc: 5,
             route_tables_per_vpc: 200,
             routes_per_route_table: 50,
+            security_groups_per_region: default_security_groups_per_region(),
+            inbound_rules_per_group: default_rules_per_group(),
+            outbound_rules_per_group: default_rules_per_group(),
+            groups_per_interface: default_groups_per_interface(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! the objects a commit touched instead, at a cost that grows with the
 //! change, not with the region.
 
+use crate::control::sg_view::{InterfaceView, SecurityGroupView};
 use crate::control::view::{PeeringView, RegionView, RouteView, SubnetView, VpcView};
 use ipnet::Ipv4Net;
 use serde::{Deserialize, Serialize};
@@ -33,6 +34,12 @@ pub enum ViewKey {
         dp_id: u32,
         local_vpc_dp_id: u32,
     },
+    SecurityGroup {
+        dp_id: u32,
+    },
+    Interface {
+        eni_id: String,
+    },
 }
 
 /// One entry of a region view.
@@ -42,6 +49,8 @@ pub enum ViewEntry {
     Subnet(SubnetView),
     Route(RouteView),
     Peering(PeeringView),
+    SecurityGroup(SecurityGroupView),
+    Interface(InterfaceView),
 }
 
 impl ViewEntry {
@@ -51,6 +60,8 @@ impl ViewEntry {
             ViewEntry::Subnet(s) => s.key(),
             ViewEntry::Route(r) => r.key(),
             ViewEntry::Peering(p) => p.key(),
+            ViewEntry::SecurityGroup(g) => sg_key(g),
+            ViewEntry::Interface(n) => interface_key(n),
         }
     }
 }
@@ -84,6 +95,18 @@ impl PeeringView {
             dp_id: self.dp_id,
             local_vpc_dp_id: self.local_vpc_dp_id,
         }
+    }
+}
+
+// `SecurityGroupView` and `InterfaceView` are defined in `sg_view.rs` (the
+// dataplane contract); their keys are functions here.
+pub fn sg_key(g: &SecurityGroupView) -> ViewKey {
+    ViewKey::SecurityGroup { dp_id: g.dp_id }
+}
+
+pub fn interface_key(n: &InterfaceView) -> ViewKey {
+    ViewKey::Interface {
+        eni_id: n.eni_id.clone(),
     }
 }
 
@@ -129,9 +152,17 @@ impl RegionView {
         let subnets = self.subnets.iter().cloned().map(ViewEntry::Subnet);
         let routes = self.routes.iter().cloned().map(ViewEntry::Route);
         let peerings = self.peerings.iter().cloned().map(ViewEntry::Peering);
+        let groups = self
+            .security_groups
+            .iter()
+            .cloned()
+            .map(ViewEntry::SecurityGroup);
+        let interfaces = self.interfaces.iter().cloned().map(ViewEntry::Interface);
         vpcs.chain(subnets)
             .chain(routes)
             .chain(peerings)
+            .chain(groups)
+            .chain(interfaces)
             .map(|e| (e.key(), e))
             .collect()
     }
@@ -187,6 +218,8 @@ impl RegionView {
                 ViewKey::Subnet { .. } => remove(&mut self.subnets, key, SubnetView::key),
                 ViewKey::Route { .. } => remove(&mut self.routes, key, RouteView::key),
                 ViewKey::Peering { .. } => remove(&mut self.peerings, key, PeeringView::key),
+                ViewKey::SecurityGroup { .. } => remove(&mut self.security_groups, key, sg_key),
+                ViewKey::Interface { .. } => remove(&mut self.interfaces, key, interface_key),
             }
         }
         for entry in &delta.upserts {
@@ -195,6 +228,8 @@ impl RegionView {
                 ViewEntry::Subnet(s) => upsert(&mut self.subnets, s, SubnetView::key),
                 ViewEntry::Route(r) => upsert(&mut self.routes, r, RouteView::key),
                 ViewEntry::Peering(p) => upsert(&mut self.peerings, p, PeeringView::key),
+                ViewEntry::SecurityGroup(g) => upsert(&mut self.security_groups, g, sg_key),
+                ViewEntry::Interface(n) => upsert(&mut self.interfaces, n, interface_key),
             }
         }
         self.revision = delta.revision;
@@ -208,6 +243,8 @@ impl RegionView {
         self.subnets.sort_by_key(SubnetView::key);
         self.routes.sort_by_key(RouteView::key);
         self.peerings.sort_by_key(PeeringView::key);
+        self.security_groups.sort_by_key(sg_key);
+        self.interfaces.sort_by_key(interface_key);
     }
 }
 
@@ -255,6 +292,7 @@ mod tests {
                     vpc_id: format!("vpc-{dp_id:017x}"),
                     dp_id,
                     cidrs: vec![net("10.1.0.0/16")],
+                    default_group_dp_id: 0,
                 })
                 .collect(),
             subnets: vec![SubnetView {
@@ -268,6 +306,8 @@ mod tests {
             }],
             routes,
             peerings: vec![],
+            security_groups: vec![],
+            interfaces: vec![],
         };
         v.sort();
         v

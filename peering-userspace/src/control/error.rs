@@ -45,6 +45,24 @@ pub enum ErrorCode {
     OperationNotPermitted,
     /// Exhaustion of an internal counter; never expected in practice.
     InternalError,
+    // ----- security groups and network interfaces (issue 12) -----
+    GroupNotFound,
+    GroupIdMalformed,
+    GroupDuplicate,
+    PermissionDuplicate,
+    PermissionNotFound,
+    PermissionMalformed,
+    SecurityGroupRuleNotFound,
+    SecurityGroupRuleIdMalformed,
+    RulesPerSecurityGroupLimitExceeded,
+    SecurityGroupLimitExceeded,
+    SecurityGroupsPerInterfaceLimitExceeded,
+    /// Deleting a VPC's default group (AWS's `CannotDelete`).
+    CannotDelete,
+    NetworkInterfaceNotFound,
+    NetworkInterfaceIdMalformed,
+    IpAddressInUse,
+    InsufficientFreeAddressesInSubnet,
 }
 
 impl ErrorCode {
@@ -85,6 +103,22 @@ impl ErrorCode {
             UnauthorizedOperation => "UnauthorizedOperation",
             OperationNotPermitted => "OperationNotPermitted",
             InternalError => "InternalError",
+            GroupNotFound => "InvalidGroup.NotFound",
+            GroupIdMalformed => "InvalidGroupId.Malformed",
+            GroupDuplicate => "InvalidGroup.Duplicate",
+            PermissionDuplicate => "InvalidPermission.Duplicate",
+            PermissionNotFound => "InvalidPermission.NotFound",
+            PermissionMalformed => "InvalidPermission.Malformed",
+            SecurityGroupRuleNotFound => "InvalidSecurityGroupRuleId.NotFound",
+            SecurityGroupRuleIdMalformed => "InvalidSecurityGroupRuleId.Malformed",
+            RulesPerSecurityGroupLimitExceeded => "RulesPerSecurityGroupLimitExceeded",
+            SecurityGroupLimitExceeded => "SecurityGroupLimitExceeded",
+            SecurityGroupsPerInterfaceLimitExceeded => "SecurityGroupsPerInterfaceLimitExceeded",
+            CannotDelete => "CannotDelete",
+            NetworkInterfaceNotFound => "InvalidNetworkInterfaceID.NotFound",
+            NetworkInterfaceIdMalformed => "InvalidNetworkInterfaceId.Malformed",
+            IpAddressInUse => "InvalidIPAddress.InUse",
+            InsufficientFreeAddressesInSubnet => "InsufficientFreeAddressesInSubnet",
         }
     }
 
@@ -98,7 +132,11 @@ impl ErrorCode {
             | SubnetNotFound
             | RouteTableNotFound
             | AssociationNotFound
-            | RouteNotFound => 404,
+            | RouteNotFound
+            | GroupNotFound
+            | PermissionNotFound
+            | SecurityGroupRuleNotFound
+            | NetworkInterfaceNotFound => 404,
             UnauthorizedOperation => 403,
             InternalError => 500,
             _ => 400,

@@ -22,6 +22,9 @@ pub enum Kind {
     RouteTable,
     RouteTableAssociation,
     Peering,
+    SecurityGroup,
+    SecurityGroupRule,
+    NetworkInterface,
 }
 
 impl Kind {
@@ -32,6 +35,9 @@ impl Kind {
             Kind::RouteTable => "rtb",
             Kind::RouteTableAssociation => "rtbassoc",
             Kind::Peering => "pcx",
+            Kind::SecurityGroup => "sg",
+            Kind::SecurityGroupRule => "sgr",
+            Kind::NetworkInterface => "eni",
         }
     }
 
@@ -42,6 +48,9 @@ impl Kind {
             Kind::RouteTable => ErrorCode::RouteTableIdMalformed,
             Kind::RouteTableAssociation => ErrorCode::AssociationIdMalformed,
             Kind::Peering => ErrorCode::VpcPeeringConnectionIdMalformed,
+            Kind::SecurityGroup => ErrorCode::GroupIdMalformed,
+            Kind::SecurityGroupRule => ErrorCode::SecurityGroupRuleIdMalformed,
+            Kind::NetworkInterface => ErrorCode::NetworkInterfaceIdMalformed,
         }
     }
 }
@@ -131,6 +140,9 @@ mod tests {
             Kind::RouteTable,
             Kind::RouteTableAssociation,
             Kind::Peering,
+            Kind::SecurityGroup,
+            Kind::SecurityGroupRule,
+            Kind::NetworkInterface,
         ] {
             let id = format_id(kind, ids.next_bits());
             assert_eq!(id.len(), kind.prefix().len() + 1 + ID_HEX_LEN);

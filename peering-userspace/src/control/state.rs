@@ -10,8 +10,10 @@ use crate::control::account::Call;
 use crate::control::config::Config;
 use crate::control::error::{ApiError, ErrorCode};
 use crate::control::ids::{self, IdSource, Kind};
+use crate::control::network_interface::NetworkInterface;
 use crate::control::peering::Peering;
 use crate::control::route_table::RouteTable;
+use crate::control::security_group::SecurityGroup;
 use crate::control::subnet::Subnet;
 use crate::control::tracked::{Log, Tracked};
 use crate::control::vpc::Vpc;
@@ -36,6 +38,11 @@ pub struct State {
     pub(crate) subnets: Tracked<Subnet>,
     pub(crate) route_tables: Tracked<RouteTable>,
     pub(crate) peerings: Tracked<Peering>,
+    /// Absent in states written before security groups existed.
+    #[serde(default)]
+    pub(crate) security_groups: Tracked<SecurityGroup>,
+    #[serde(default)]
+    pub(crate) network_interfaces: Tracked<NetworkInterface>,
 }
 
 /// What a write changed in a [`State`]: the previous value of every object
@@ -47,6 +54,8 @@ pub struct Changes {
     pub subnets: Log<Subnet>,
     pub route_tables: Log<RouteTable>,
     pub peerings: Log<Peering>,
+    pub security_groups: Log<SecurityGroup>,
+    pub network_interfaces: Log<NetworkInterface>,
     pub config: Option<Config>,
     pub next_dp_id: Option<u32>,
 }
@@ -57,6 +66,8 @@ impl Changes {
             && self.subnets.is_empty()
             && self.route_tables.is_empty()
             && self.peerings.is_empty()
+            && self.security_groups.is_empty()
+            && self.network_interfaces.is_empty()
             && self.config.is_none()
             && self.next_dp_id.is_none()
     }
@@ -78,6 +89,8 @@ impl State {
             subnets: Tracked::default(),
             route_tables: Tracked::default(),
             peerings: Tracked::default(),
+            security_groups: Tracked::default(),
+            network_interfaces: Tracked::default(),
         }
     }
 
@@ -97,11 +110,15 @@ impl State {
         let subnets = self.subnets.take_log();
         let route_tables = self.route_tables.take_log();
         let peerings = self.peerings.take_log();
+        let security_groups = self.security_groups.take_log();
+        let network_interfaces = self.network_interfaces.take_log();
         Changes {
             vpcs: real(vpcs, &self.vpcs),
             subnets: real(subnets, &self.subnets),
             route_tables: real(route_tables, &self.route_tables),
             peerings: real(peerings, &self.peerings),
+            security_groups: real(security_groups, &self.security_groups),
+            network_interfaces: real(network_interfaces, &self.network_interfaces),
             config: (config != self.config).then_some(config),
             next_dp_id: (next_dp_id != self.next_dp_id).then_some(next_dp_id),
         }
@@ -113,6 +130,8 @@ impl State {
         self.subnets.undo(changes.subnets);
         self.route_tables.undo(changes.route_tables);
         self.peerings.undo(changes.peerings);
+        self.security_groups.undo(changes.security_groups);
+        self.network_interfaces.undo(changes.network_interfaces);
         if let Some(c) = changes.config {
             self.config = c;
         }
@@ -196,6 +215,12 @@ impl State {
                 .subnets
                 .values()
                 .any(|s| s.association.as_ref().is_some_and(|a| a.id == id)),
+            Kind::SecurityGroup => self.security_groups.contains_key(id),
+            Kind::SecurityGroupRule => self
+                .security_groups
+                .values()
+                .any(|g| g.rules().any(|r| r.id == id)),
+            Kind::NetworkInterface => self.network_interfaces.contains_key(id),
         }
     }
 

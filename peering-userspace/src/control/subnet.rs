@@ -159,6 +159,19 @@ impl State {
     pub fn delete_subnet(&mut self, call: &Call, subnet_id: &str) -> Result<(), ApiError> {
         self.check_call(call)?;
         self.owned_subnet(call, subnet_id)?;
+        if let Some(n) = self
+            .network_interfaces
+            .values()
+            .find(|n| n.subnet_id == subnet_id)
+        {
+            return Err(ApiError::new(
+                ErrorCode::DependencyViolation,
+                format!(
+                    "The subnet '{subnet_id}' has dependencies and cannot be deleted ('{}')",
+                    n.id
+                ),
+            ));
+        }
         self.subnets.remove(subnet_id);
         Ok(())
     }

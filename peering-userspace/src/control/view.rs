@@ -3,6 +3,8 @@
 
 use crate::control::peering::{Peering, PeeringStatus, Side};
 use crate::control::route_table::RouteTable;
+use crate::control::sg_region::{default_group_dp_id, group_view, interface_view};
+use crate::control::sg_view::{InterfaceView, SecurityGroupView};
 use crate::control::state::State;
 use crate::control::subnet::Subnet;
 use ipnet::Ipv4Net;
@@ -17,6 +19,11 @@ pub struct RegionView {
     pub subnets: Vec<SubnetView>,
     pub routes: Vec<RouteView>,
     pub peerings: Vec<PeeringView>,
+    /// The region's security groups, with only their valid rules.
+    #[serde(default)]
+    pub security_groups: Vec<SecurityGroupView>,
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceView>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -24,6 +31,10 @@ pub struct VpcView {
     pub vpc_id: String,
     pub dp_id: u32,
     pub cidrs: Vec<Ipv4Net>,
+    /// The group of every address of the VPC without an interface record
+    /// (0: none, a VPC of an old store not yet adopted).
+    #[serde(default)]
+    pub default_group_dp_id: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -88,6 +99,7 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
             vpc_id: v.id.clone(),
             dp_id: v.dp_id,
             cidrs: v.cidrs.clone(),
+            default_group_dp_id: default_group_dp_id(state, &v.id),
         })
         .collect();
     let subnets = state
@@ -106,6 +118,28 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
         .flat_map(|p| [Side::Requester, Side::Accepter].map(|s| peering_view(state, p, s, region)))
         .flatten()
         .collect();
+    // VPC pairs of this region's active peerings (rules referencing a peer
+    // VPC's group are valid over them).
+    let pairs: std::collections::HashSet<(&str, &str)> = state
+        .peerings()
+        .filter(|p| p.status_at(now) == PeeringStatus::Active && !p.is_inter_region())
+        .filter(|p| p.requester.region == region)
+        .flat_map(|p| {
+            let (a, b) = (p.requester.vpc_id.as_str(), p.accepter.vpc_id.as_str());
+            [(a, b), (b, a)]
+        })
+        .collect();
+    let peered = |a: &str, b: &str| pairs.contains(&(a, b));
+    let security_groups = state
+        .security_groups()
+        .filter(|g| in_region(&g.vpc_id))
+        .filter_map(|g| group_view(state, g, &peered))
+        .collect();
+    let interfaces = state
+        .network_interfaces()
+        .filter(|n| in_region(&n.vpc_id))
+        .filter_map(|n| interface_view(state, n))
+        .collect();
     let mut view = RegionView {
         revision: state.revision,
         region: region.to_owned(),
@@ -113,6 +147,8 @@ pub fn region_view(state: &State, region: &str, now: u64) -> RegionView {
         subnets,
         routes,
         peerings,
+        security_groups,
+        interfaces,
     };
     view.sort();
     view

@@ -17,8 +17,12 @@
 //! - a VPC: itself and the VPCs on the other side of its peerings (their
 //!   routes and peering entries show its CIDRs and dataplane id);
 //! - a subnet or route table (routes included): its VPC (before and after);
-//! - a peering: the VPCs of both sides (their routes through it and their
-//!   peering entries).
+//! - a peering: the VPCs of both sides (their routes through it, their
+//!   peering entries, and their groups' rules referencing the other side's
+//!   groups, valid only while the peering is active);
+//! - a security group: its VPC (before and after), and the VPCs of the
+//!   groups whose rules reference it (a deleted group makes them stale);
+//! - a network interface: its VPC (before and after).
 //!
 //! The config and the dataplane-id counter appear in no view.
 //!
@@ -28,6 +32,7 @@
 
 use crate::control::delta::{ViewEntry, ViewKey};
 use crate::control::peering::{PeeringStatus, Side};
+use crate::control::sg_region::{default_group_dp_id, group_view, interface_view};
 use crate::control::state::{Changes, State};
 use crate::control::view::{peering_view, subnet_view, table_routes, VpcView};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -44,6 +49,10 @@ pub struct ViewIndex {
     subnets_of: HashMap<String, BTreeSet<String>>,
     tables_of: HashMap<String, BTreeSet<String>>,
     peerings_of: HashMap<String, BTreeSet<String>>,
+    groups_of: HashMap<String, BTreeSet<String>>,
+    interfaces_of: HashMap<String, BTreeSet<String>>,
+    /// Group id → the groups with a rule referencing it.
+    referrers: HashMap<String, BTreeSet<String>>,
 }
 
 fn link(index: &mut HashMap<String, BTreeSet<String>>, vpc: &str, id: &str, on: bool) {
@@ -75,6 +84,15 @@ impl ViewIndex {
                 link(&mut index.peerings_of, &side.vpc_id, &p.id, true);
             }
         }
+        for g in state.security_groups() {
+            link(&mut index.groups_of, &g.vpc_id, &g.id, true);
+            for r in g.rules().filter_map(|r| r.group_ref()) {
+                link(&mut index.referrers, r, &g.id, true);
+            }
+        }
+        for n in state.network_interfaces() {
+            link(&mut index.interfaces_of, &n.vpc_id, &n.id, true);
+        }
         let vpcs: Vec<String> = state.vpcs().map(|v| v.id.clone()).collect();
         for v in vpcs {
             let entries = index.entries_of(state, &v);
@@ -101,6 +119,7 @@ impl ViewIndex {
                 vpc_id: v.id.clone(),
                 dp_id: v.dp_id,
                 cidrs: v.cidrs.clone(),
+                default_group_dp_id: default_group_dp_id(state, vpc_id),
             }),
         );
         let ids = |index: &HashMap<String, BTreeSet<String>>| {
@@ -140,7 +159,37 @@ impl ViewIndex {
                 }
             }
         }
+        let peered = |a: &str, b: &str| self.peered(state, a, b);
+        for id in ids(&self.groups_of) {
+            if let Some(gv) = state
+                .security_group(&id)
+                .and_then(|g| group_view(state, g, &peered))
+            {
+                add(region, ViewEntry::SecurityGroup(gv));
+            }
+        }
+        for id in ids(&self.interfaces_of) {
+            if let Some(nv) = state
+                .network_interface(&id)
+                .and_then(|n| interface_view(state, n))
+            {
+                add(region, ViewEntry::Interface(nv));
+            }
+        }
         out
+    }
+
+    /// Whether VPCs `a` and `b` are sides of an active intra-region
+    /// peering (found through `a`'s peerings).
+    fn peered(&self, state: &State, a: &str, b: &str) -> bool {
+        self.peerings_of.get(a).into_iter().flatten().any(|id| {
+            state.peering(id).is_some_and(|p| {
+                p.status_at(0) == PeeringStatus::Active
+                    && !p.is_inter_region()
+                    && p.side_of_vpc(a).is_some()
+                    && p.side_of_vpc(b).is_some()
+            })
+        })
     }
 
     /// The VPCs whose entries `changes` may have changed.
@@ -169,6 +218,17 @@ impl ViewIndex {
                 out.insert(p.requester.vpc_id.clone());
                 out.insert(p.accepter.vpc_id.clone());
             }
+        }
+        for (id, prev) in &changes.security_groups {
+            out.extend(prev.iter().map(|g| g.vpc_id.clone()));
+            out.extend(state.security_group(id).map(|g| g.vpc_id.clone()));
+            for r in self.referrers.get(id).into_iter().flatten() {
+                out.extend(state.security_group(r).map(|g| g.vpc_id.clone()));
+            }
+        }
+        for (id, prev) in &changes.network_interfaces {
+            out.extend(prev.iter().map(|n| n.vpc_id.clone()));
+            out.extend(state.network_interface(id).map(|n| n.vpc_id.clone()));
         }
         out
     }
@@ -200,6 +260,28 @@ impl ViewIndex {
                 for side in [&p.requester, &p.accepter] {
                     link(&mut self.peerings_of, &side.vpc_id, id, true);
                 }
+            }
+        }
+        for (id, prev) in &changes.security_groups {
+            if let Some(g) = prev {
+                link(&mut self.groups_of, &g.vpc_id, id, false);
+                for r in g.rules().filter_map(|r| r.group_ref()) {
+                    link(&mut self.referrers, r, id, false);
+                }
+            }
+            if let Some(g) = state.security_group(id) {
+                link(&mut self.groups_of, &g.vpc_id, id, true);
+                for r in g.rules().filter_map(|r| r.group_ref()) {
+                    link(&mut self.referrers, r, id, true);
+                }
+            }
+        }
+        for (id, prev) in &changes.network_interfaces {
+            if let Some(n) = prev {
+                link(&mut self.interfaces_of, &n.vpc_id, id, false);
+            }
+            if let Some(n) = state.network_interface(id) {
+                link(&mut self.interfaces_of, &n.vpc_id, id, true);
             }
         }
     }
@@ -258,7 +340,12 @@ impl ViewIndex {
         state: &State,
         changes: &Changes,
     ) -> Option<BTreeMap<String, RegionChanges>> {
-        if !(changes.vpcs.is_empty() && changes.subnets.is_empty() && changes.peerings.is_empty()) {
+        if !(changes.vpcs.is_empty()
+            && changes.subnets.is_empty()
+            && changes.peerings.is_empty()
+            && changes.security_groups.is_empty()
+            && changes.network_interfaces.is_empty())
+        {
             return None;
         }
         let mut tables = Vec::new();
@@ -358,7 +445,7 @@ mod tests {
         let vpcs: Vec<String> = s.vpcs().map(|v| v.id.clone()).collect();
         let vpc = pick(rng, vpcs.clone(), "vpc-00000000000000000");
         let cidr = |rng: &mut StdRng| format!("10.{}.0.0/16", rng.random_range(0..12));
-        let _ = match rng.random_range(0..16) {
+        let _ = match rng.random_range(0..22) {
             0 | 1 => s.create_vpc(&call, ids, &cidr(rng)).map(|_| ()),
             2 => s.delete_vpc(&call, &vpc),
             3 => s
@@ -455,6 +542,7 @@ mod tests {
                     None => Ok(()),
                 }
             }
+            16..=21 => random_sg_op(rng, s, ids, &call),
             _ => {
                 let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
                 let p = pick(rng, p, "pcx-0");
@@ -467,11 +555,163 @@ mod tests {
         };
     }
 
+    /// One random security group or network interface operation.
+    fn random_sg_op(
+        rng: &mut StdRng,
+        s: &mut State,
+        ids: &mut SequentialIds,
+        call: &Call,
+    ) -> Result<(), crate::control::error::ApiError> {
+        use crate::control::network_interface::CreateNetworkInterface;
+        use crate::control::security_group::CreateSecurityGroup;
+        use crate::control::sg_rules::{Direction, IpPermission, IpRange, UserIdGroupPair};
+        let groups: Vec<String> = s.security_groups().map(|g| g.id.clone()).collect();
+        let group = pick(rng, groups.clone(), "sg-00000000000000000");
+        // Mostly act as the group's owner, in its region, so that rules
+        // (and references to peer VPCs' groups) get made.
+        let owner_call = s.security_group(&group).and_then(|g| {
+            let region = s.vpc(&g.vpc_id)?.region.clone();
+            Some(Call::at(g.owner.clone(), region, call.now))
+        });
+        let call = match owner_call {
+            Some(c) if rng.random_bool(0.9) => c,
+            _ => call.clone(),
+        };
+        let call = &call;
+        let dir = if rng.random_bool(0.5) {
+            Direction::Ingress
+        } else {
+            Direction::Egress
+        };
+        match rng.random_range(0..8) {
+            7 => {
+                // Peer two VPCs of one region (references need it).
+                let vpcs: Vec<(String, String, crate::control::account::AccountId)> = s
+                    .vpcs()
+                    .map(|v| (v.id.clone(), v.region.clone(), v.owner.clone()))
+                    .collect();
+                if vpcs.len() < 2 {
+                    return Ok(());
+                }
+                let x = &vpcs[rng.random_range(0..vpcs.len())];
+                let Some(y) = vpcs.iter().find(|y| y.1 == x.1 && y.0 != x.0) else {
+                    return Ok(());
+                };
+                let req = CreatePeering {
+                    vpc_id: x.0.clone(),
+                    peer_vpc_id: y.0.clone(),
+                    peer_owner_id: Some(y.2.to_string()),
+                    peer_region: Some(y.1.clone()),
+                };
+                let by_x = Call::at(x.2.clone(), x.1.clone(), call.now);
+                let pcx = s.create_vpc_peering_connection(&by_x, ids, &req)?;
+                let by_y = Call::at(y.2.clone(), y.1.clone(), call.now);
+                s.accept_vpc_peering_connection(&by_y, &pcx.vpc_peering_connection_id)
+                    .map(|_| ())
+            }
+            0 => {
+                let vpcs: Vec<String> = s.vpcs().map(|v| v.id.clone()).collect();
+                let req = CreateSecurityGroup {
+                    group_name: format!("g{}", rng.random_range(0..4)),
+                    description: "d".into(),
+                    vpc_id: pick(rng, vpcs, "vpc-0"),
+                };
+                s.create_security_group(call, ids, &req).map(|_| ())
+            }
+            1 => s.delete_security_group(call, &group),
+            2 | 3 => {
+                let mut p = IpPermission {
+                    ip_protocol: "tcp".into(),
+                    from_port: Some(rng.random_range(0..3)),
+                    to_port: Some(3),
+                    ..Default::default()
+                };
+                if rng.random_bool(0.3) {
+                    p.ip_ranges.push(IpRange {
+                        cidr_ip: format!("10.{}.0.0/16", rng.random_range(0..12)),
+                        description: None,
+                    });
+                } else {
+                    // Half the time a group of a VPC peered with the
+                    // group's (references across peerings are the point).
+                    let peer_groups: Vec<String> = s
+                        .security_group(&group)
+                        .map(|g| {
+                            let peers: Vec<String> = s
+                                .peerings()
+                                .filter(|p| {
+                                    p.status_at(0) == PeeringStatus::Active && !p.is_inter_region()
+                                })
+                                .filter_map(|p| {
+                                    let side = p.side_of_vpc(&g.vpc_id)?;
+                                    Some(p.side(crate::control::view::other(side)).vpc_id.clone())
+                                })
+                                .collect();
+                            s.security_groups()
+                                .filter(|t| peers.contains(&t.vpc_id))
+                                .map(|t| t.id.clone())
+                                .collect()
+                        })
+                        .unwrap_or_default();
+                    let target = if !peer_groups.is_empty() && rng.random_bool(0.5) {
+                        pick(rng, peer_groups, "sg-0")
+                    } else {
+                        pick(rng, groups, "sg-0")
+                    };
+                    let user = s.security_group(&target).map(|g| g.owner.to_string());
+                    p.user_id_group_pairs.push(UserIdGroupPair {
+                        group_id: Some(target),
+                        user_id: user,
+                        ..Default::default()
+                    });
+                }
+                s.authorize_security_group(call, ids, dir, &group, &[p])
+                    .map(|_| ())
+            }
+            4 => {
+                let rules: Vec<String> = s
+                    .security_group(&group)
+                    .map(|g| match dir {
+                        Direction::Ingress => g.ingress.iter().map(|r| r.id.clone()).collect(),
+                        Direction::Egress => g.egress.iter().map(|r| r.id.clone()).collect(),
+                    })
+                    .unwrap_or_default();
+                let rule = pick(rng, rules, "sgr-00000000000000000");
+                s.revoke_security_group(call, dir, &group, &[], &[rule])
+            }
+            5 => {
+                let subnets: Vec<String> = s.subnets().map(|x| x.id.clone()).collect();
+                let subnet = pick(rng, subnets, "subnet-00000000000000000");
+                let groups = if rng.random_bool(0.5) {
+                    vec![]
+                } else {
+                    vec![group]
+                };
+                let req = CreateNetworkInterface {
+                    subnet_id: subnet,
+                    groups,
+                    ..Default::default()
+                };
+                s.create_network_interface(call, ids, &req).map(|_| ())
+            }
+            _ => {
+                let enis: Vec<String> = s.network_interfaces().map(|n| n.id.clone()).collect();
+                let eni = pick(rng, enis, "eni-00000000000000000");
+                if rng.random_bool(0.5) {
+                    s.delete_network_interface(call, &eni)
+                } else {
+                    s.modify_network_interface_groups(call, &eni, &[group])
+                }
+            }
+        }
+    }
+
     /// For random operation sequences, every region's old view plus the
     /// delta equals the region's new view, and the index stays equal to
     /// one built from scratch.
     #[test]
     fn deltas_match_full_views_for_random_operations() {
+        let (mut rules_seen, mut interfaces_seen, mut peer_refs_seen) = (0, 0, 0);
         for seed in 0..40u64 {
             let mut rng = StdRng::seed_from_u64(seed);
             let mut ids = SequentialIds(u128::from(seed) << 64);
@@ -498,13 +738,33 @@ mod tests {
                         "seed {seed} step {step} region {r}"
                     );
                 }
+                peer_refs_seen += state
+                    .security_groups()
+                    .flat_map(|g| g.rules().map(move |r| (g, r)))
+                    .filter(|(g, r)| {
+                        r.group_ref()
+                            .and_then(|t| state.security_group(t))
+                            .is_some_and(|t| t.vpc_id != g.vpc_id)
+                    })
+                    .count();
             }
             assert_eq!(index, ViewIndex::new(&state), "seed {seed}");
             assert!(
                 state.vpcs().count() > 2,
                 "seed {seed}: the sequence did something"
             );
+            rules_seen += state
+                .security_groups()
+                .flat_map(|g| g.rules())
+                .filter(|r| r.group_ref().is_some())
+                .count();
+            interfaces_seen += state.network_interfaces().count();
         }
+        // The sequences exercised references, peer references and interfaces.
+        assert!(
+            rules_seen > 0 && interfaces_seen > 0 && peer_refs_seen > 0,
+            "{rules_seen} {interfaces_seen} {peer_refs_seen}"
+        );
     }
 
     /// A route write recomputes its table alone, gives its one entry as
@@ -556,6 +816,105 @@ mod tests {
         assert!(!fast, "a new table goes through the whole-VPC path");
     }
 
+    /// References to a peer VPC's group leave the view when the peering
+    /// ends or the group goes, and come back with a new active peering:
+    /// each step's delta is the referencing group's entry.
+    #[test]
+    fn peering_state_changes_update_referencing_groups() {
+        use crate::control::security_group::CreateSecurityGroup;
+        use crate::control::sg_rules::{Direction, IpPermission, UserIdGroupPair};
+        use crate::control::sg_view::SgPeer;
+        let mut ids = SequentialIds(0);
+        let mut state = State::default();
+        let call = Call::at(AccountId::parse(ACCOUNTS[0]).unwrap(), "us-east-1", 5);
+        let a = state
+            .create_vpc(&call, &mut ids, "10.1.0.0/16")
+            .unwrap()
+            .vpc_id;
+        let b = state
+            .create_vpc(&call, &mut ids, "10.2.0.0/16")
+            .unwrap()
+            .vpc_id;
+        let connect = |state: &mut State, ids: &mut SequentialIds| {
+            let req = CreatePeering {
+                vpc_id: a.clone(),
+                peer_vpc_id: b.clone(),
+                peer_owner_id: None,
+                peer_region: None,
+            };
+            let pcx = state
+                .create_vpc_peering_connection(&call, ids, &req)
+                .unwrap()
+                .vpc_peering_connection_id;
+            state.accept_vpc_peering_connection(&call, &pcx).unwrap();
+            pcx
+        };
+        let pcx = connect(&mut state, &mut ids);
+        let group = |state: &mut State, ids: &mut SequentialIds, vpc: &str| {
+            let req = CreateSecurityGroup {
+                group_name: "g".into(),
+                description: "g".into(),
+                vpc_id: vpc.to_owned(),
+            };
+            state.create_security_group(&call, ids, &req).unwrap()
+        };
+        let ga = group(&mut state, &mut ids, &a);
+        let gb = group(&mut state, &mut ids, &b);
+        let perm = IpPermission {
+            ip_protocol: "-1".into(),
+            user_id_group_pairs: vec![UserIdGroupPair {
+                group_id: Some(gb.clone()),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        state
+            .authorize_security_group(&call, &mut ids, Direction::Ingress, &ga, &[perm])
+            .unwrap();
+        state.take_changes(state.config.clone(), state.next_dp_id());
+        let mut index = ViewIndex::new(&state);
+        let ga_dp = state.security_group(&ga).unwrap().dp_id;
+        let gb_dp = state.security_group(&gb).unwrap().dp_id;
+        let mut write = |state: &mut State, f: &dyn Fn(&mut State, &mut SequentialIds)| {
+            let (config, dp) = (state.config.clone(), state.next_dp_id());
+            f(state, &mut ids);
+            let changes = state.take_changes(config, dp);
+            let deltas = index.update(state, &changes);
+            assert_eq!(index, ViewIndex::new(state));
+            deltas
+        };
+        // The rule of `ga` as the delta shows it (None: no entry for `ga`).
+        let ingress_of = |d: &BTreeMap<String, RegionChanges>| -> Option<Vec<SgPeer>> {
+            let key = ViewKey::SecurityGroup { dp_id: ga_dp };
+            match d.get("us-east-1")?.get(&key)? {
+                Some(ViewEntry::SecurityGroup(g)) => {
+                    Some(g.ingress.iter().map(|r| r.peer.clone()).collect())
+                }
+                _ => panic!("group entry removed"),
+            }
+        };
+        let d = write(&mut state, &|s, _| {
+            s.delete_vpc_peering_connection(&call, &pcx).unwrap();
+        });
+        assert_eq!(ingress_of(&d), Some(vec![]), "stale: out of the view");
+        let d = write(&mut state, &|s, ids| {
+            connect(s, ids);
+        });
+        assert_eq!(
+            ingress_of(&d),
+            Some(vec![SgPeer::Group { group_dp_id: gb_dp }]),
+            "a new active peering makes it valid again"
+        );
+        let d = write(&mut state, &|s, _| {
+            s.delete_security_group(&call, &gb).unwrap();
+        });
+        assert_eq!(ingress_of(&d), Some(vec![]), "the peer's group is gone");
+        assert_eq!(
+            d["us-east-1"].get(&ViewKey::SecurityGroup { dp_id: gb_dp }),
+            Some(&None)
+        );
+    }
+
     #[test]
     fn unrelated_writes_touch_nothing_else() {
         let mut ids = SequentialIds(0);
@@ -574,10 +933,15 @@ mod tests {
         let deltas = index.update(&state, &changes);
         assert_eq!(deltas.len(), 1);
         let east = &deltas["us-east-1"];
-        assert_eq!(east.len(), 1, "{east:?}");
+        // The VPC and its default group.
+        assert_eq!(east.len(), 2, "{east:?}");
         assert!(
             matches!(east.values().next(), Some(Some(ViewEntry::Vpc(x))) if x.vpc_id == v.vpc_id)
         );
+        assert!(matches!(
+            east.values().nth(1),
+            Some(Some(ViewEntry::SecurityGroup(_)))
+        ));
         // A write that changes no view (a pending request) gives no delta.
         let (config, dp) = (state.config.clone(), state.next_dp_id());
         let vpcs: Vec<String> = state.vpcs().take(2).map(|v| v.id.clone()).collect();

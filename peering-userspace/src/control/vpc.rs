@@ -19,6 +19,10 @@ pub struct Vpc {
     pub region: String,
     pub cidrs: Vec<Ipv4Net>,
     pub main_route_table_id: String,
+    /// The VPC's default security group (None only in a store written
+    /// before security groups existed, until the first write adopts it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_group_id: Option<String>,
 }
 
 impl Vpc {
@@ -79,7 +83,10 @@ impl State {
         let cidr = cidr::parse_vpc_block(cidr_block)?;
         let vpc_id = self.new_id(Kind::Vpc, ids)?;
         let rtb_id = self.new_id(Kind::RouteTable, ids)?;
-        let first = self.take_dp_ids(2)?;
+        // VPC, main table, default group and its two rules.
+        let group =
+            self.default_group(ids, &vpc_id, &call.account, self.next_dp_id.wrapping_add(2))?;
+        let first = self.take_dp_ids(5)?;
         let vpc = Vpc {
             id: vpc_id.clone(),
             dp_id: first,
@@ -87,7 +94,9 @@ impl State {
             region: call.region.clone(),
             cidrs: vec![cidr],
             main_route_table_id: rtb_id.clone(),
+            default_group_id: Some(group.id.clone()),
         };
+        self.security_groups.insert(group.id.clone(), group);
         let out = VpcDescription::from(&vpc);
         self.route_tables.insert(
             rtb_id.clone(),
@@ -190,13 +199,16 @@ impl State {
         Ok(VpcDescription::from(&*vpc))
     }
 
-    /// DeleteVpc: refused while subnets or non-main route tables remain
-    /// (DependencyViolation, as AWS). Deletes the main route table, and marks
-    /// the VPC's pending and active peerings deleted, as AWS does.
+    /// DeleteVpc: refused while subnets, non-main route tables, network
+    /// interfaces or non-default security groups remain
+    /// (DependencyViolation, as AWS). Deletes the main route table and the
+    /// default group, and marks the VPC's pending and active peerings
+    /// deleted, as AWS does.
     pub fn delete_vpc(&mut self, call: &Call, vpc_id: &str) -> Result<(), ApiError> {
         self.check_call(call)?;
         let vpc = self.owned_vpc(call, vpc_id)?;
         let main = vpc.main_route_table_id.clone();
+        let default_group = vpc.default_group_id.clone();
         if let Some(s) = self.subnets.values().find(|s| s.vpc_id == vpc_id) {
             return Err(dependency(vpc_id, &s.id));
         }
@@ -207,7 +219,23 @@ impl State {
         {
             return Err(dependency(vpc_id, &t.id));
         }
+        if let Some(n) = self
+            .network_interfaces
+            .values()
+            .find(|n| n.vpc_id == vpc_id)
+        {
+            return Err(dependency(vpc_id, &n.id));
+        }
+        if let Some(g) = self
+            .groups_of_vpc(vpc_id)
+            .find(|g| Some(&g.id) != default_group.as_ref())
+        {
+            return Err(dependency(vpc_id, &g.id));
+        }
         self.end_peerings_of_deleted_vpc(vpc_id, call.now);
+        if let Some(g) = default_group {
+            self.security_groups.remove(&g);
+        }
         self.route_tables.remove(&main);
         self.vpcs.remove(vpc_id);
         Ok(())

@@ -240,6 +240,9 @@ impl Programmed {
                 }
             }
             ViewKey::Peering { .. } => reach.peerings = true,
+            // Security groups and interfaces program no forwarding state
+            // (their policy maps are issue 12's dataplane part).
+            ViewKey::SecurityGroup { .. } | ViewKey::Interface { .. } => {}
         }
     }
 

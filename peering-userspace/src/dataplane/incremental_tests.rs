@@ -28,6 +28,8 @@ fn empty(revision: u64) -> RegionView {
         region: "us-east-1".into(),
         vpcs: vec![],
         subnets: vec![],
+        security_groups: vec![],
+        interfaces: vec![],
         routes: vec![],
         peerings: vec![],
     }
@@ -115,6 +117,7 @@ fn base() -> RegionView {
         vpc_id: "vpc-1".into(),
         dp_id: 1,
         cidrs: vec![net("10.1.0.0/16")],
+        default_group_dp_id: 0,
     }];
     v.subnets = vec![subnet("subnet-a", 1, "10.1.1.0/24", "p1", 0)];
     v.routes = vec![route(10, "10.2.0.0/16", blackhole())];
@@ -265,6 +268,7 @@ fn random_view(rng: &mut StdRng, revision: u64) -> RegionView {
                 vpc_id: format!("vpc-{dp_id}"),
                 dp_id,
                 cidrs,
+                default_group_dp_id: 0,
             });
         }
     }

@@ -347,16 +347,20 @@ mod tests {
         RegionView {
             revision: 7,
             region: "us-east-1".into(),
+            security_groups: vec![],
+            interfaces: vec![],
             vpcs: vec![
                 VpcView {
                     vpc_id: "vpc-a".into(),
                     dp_id: 1,
                     cidrs: vec![net("10.1.0.0/16")],
+                    default_group_dp_id: 0,
                 },
                 VpcView {
                     vpc_id: "vpc-b".into(),
                     dp_id: 2,
                     cidrs: vec![net("10.2.0.0/16"), net("10.3.0.0/24")],
+                    default_group_dp_id: 0,
                 },
             ],
             subnets: vec![

@@ -94,6 +94,8 @@ fn table(west: bool, with_peers: bool) -> TunnelTable {
         region: region.into(),
         vpcs: vec![],
         subnets: vec![],
+        security_groups: vec![],
+        interfaces: vec![],
         routes: vec![],
         peerings: vec![PeeringView {
             pcx_id: "pcx-9".into(),

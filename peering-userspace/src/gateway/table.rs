@@ -262,6 +262,8 @@ mod tests {
             region: "us-east-1".into(),
             vpcs: vec![],
             subnets: vec![],
+            security_groups: vec![],
+            interfaces: vec![],
             routes: vec![],
             peerings: vec![
                 PeeringView {

@@ -40,6 +40,9 @@ pub(crate) struct Cache {
     deltas: VecDeque<(u64, bool, BTreeMap<String, RegionChanges>)>,
     /// Deltas are known for revisions above this one.
     delta_floor: u64,
+    /// Every VPC had a default security group at the last model write
+    /// (false after a snapshot: an old store may have VPCs without one).
+    pub default_groups_adopted: bool,
 }
 
 impl Cache {
@@ -65,6 +68,7 @@ impl Cache {
             index: ViewIndex::default(),
             deltas: VecDeque::new(),
             delta_floor: revision,
+            default_groups_adopted: false,
         };
         let mut changes: Vec<(String, Option<Vec<u8>>)> = entries
             .into_iter()

@@ -28,6 +28,7 @@ pub mod tunnel;
 use crate::control::account::AccountId;
 use crate::control::config::Config;
 use crate::control::error::ApiError;
+use crate::control::ids::RngIds;
 use crate::control::state::State;
 use crate::control::store::codec::{self, HEAD, MODEL_HEAD};
 use crate::control::store::kv::{Batch, Commit, Kv, Op};
@@ -229,6 +230,8 @@ impl Controller {
     }
 
     /// Runs a model operation as one write (see [`Store::transact`]).
+    /// Until none is left, the write also gives VPCs of an old store
+    /// (written before security groups existed) their default group.
     fn model_write<T>(
         &self,
         mut f: impl FnMut(&mut State) -> Result<T, ApiError>,
@@ -236,6 +239,16 @@ impl Controller {
         self.write(|cache| {
             let state = &mut cache.state;
             let (config, dp) = (state.config.clone(), state.next_dp_id());
+            if !cache.default_groups_adopted {
+                match state.adopt_default_groups(&mut RngIds::from_os()) {
+                    Ok(0) => cache.default_groups_adopted = true,
+                    Ok(n) => tracing::info!(
+                        vpcs = n,
+                        "giving VPCs of an old store their default security group"
+                    ),
+                    Err(e) => tracing::warn!(error = %e, "adopting default security groups"),
+                }
+            }
             let result = f(state);
             let changes = state.take_changes(config, dp);
             let ops = match &result {

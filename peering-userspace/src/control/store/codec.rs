@@ -16,12 +16,18 @@
 //! | `route-tables/<rtb-id>`          | [`RouteTable`] without its routes            |
 //! | `routes/<rtb-id>/<destination>`  | [`Route`]                                    |
 //! | `peerings/<pcx-id>`              | [`Peering`]                                  |
+//! | `security-groups/<sg-id>`        | [`SecurityGroup`] with its rules             |
+//! | `network-interfaces/<eni-id>`    | [`NetworkInterface`]                         |
 //! | `gateway-credentials/<sha256>`   | {credential_id, region}                      |
 //! | `gateway-ids/<region>`           | the region's gateway id (never reused)       |
 //! | `gateways/<region>`              | live registration, leased (see [`REGISTRATION_TTL`]) |
 //! | `tunnel/settings`                | rotation policy and algorithm                |
 //! | `tunnel/keys/<epoch, 10 digits>` | key epoch, binary (see [`encode_key`])       |
 //! | `tunnel/rotation-request`        | empty: an early rotation is asked for        |
+//!
+//! Stores written before security groups existed have no `security-groups/`
+//! keys and VPCs without a default group: the controller's first model
+//! write gives each such VPC one (`State::adopt_default_groups`).
 //!
 //! `route-tables/` sorts before `routes/`, so in key order (snapshots) a
 //! table comes before its routes; [`apply`] also accepts them in any order
@@ -31,8 +37,10 @@
 use crate::control::account::AccountId;
 use crate::control::config::Config;
 use crate::control::feed::GatewayIdentity;
+use crate::control::network_interface::NetworkInterface;
 use crate::control::peering::Peering;
 use crate::control::route_table::{Route, RouteTable};
+use crate::control::security_group::SecurityGroup;
 use crate::control::state::{Changes, State};
 use crate::control::store::kv::Op;
 use crate::control::store::tunnel::{algorithm_name, parse_algorithm};
@@ -58,6 +66,8 @@ pub const SUBNETS: &str = "subnets/";
 pub const ROUTE_TABLES: &str = "route-tables/";
 pub const ROUTES: &str = "routes/";
 pub const PEERINGS: &str = "peerings/";
+pub const SECURITY_GROUPS: &str = "security-groups/";
+pub const NETWORK_INTERFACES: &str = "network-interfaces/";
 pub const CREDENTIALS: &str = "gateway-credentials/";
 pub const GATEWAY_IDS: &str = "gateway-ids/";
 pub const REGISTRATIONS: &str = "gateways/";
@@ -112,6 +122,8 @@ pub enum Object {
     RouteTable(String, Option<RouteTable>),
     Route(String, Ipv4Net, Option<Route>),
     Peering(String, Option<Peering>),
+    SecurityGroup(String, Option<SecurityGroup>),
+    NetworkInterface(String, Option<NetworkInterface>),
     Credential(String, Option<GatewayIdentity>),
     GatewayId(String, Option<u32>),
     Registration(String, Option<Registration>),
@@ -189,6 +201,18 @@ fn decode_prefixed(key: &str, value: Option<&[u8]>) -> Result<Object, StoreError
             value.map(|v| json(key, v)).transpose()?,
         ));
     }
+    if let Some(id) = name(SECURITY_GROUPS) {
+        return Ok(Object::SecurityGroup(
+            id,
+            value.map(|v| json(key, v)).transpose()?,
+        ));
+    }
+    if let Some(id) = name(NETWORK_INTERFACES) {
+        return Ok(Object::NetworkInterface(
+            id,
+            value.map(|v| json(key, v)).transpose()?,
+        ));
+    }
     if let Some(hash) = name(CREDENTIALS) {
         let identity = value
             .map(|v| {
@@ -239,6 +263,12 @@ pub fn route_key(rtb: &str, dest: &Ipv4Net) -> String {
 }
 pub fn peering_key(id: &str) -> String {
     format!("{PEERINGS}{id}")
+}
+pub fn security_group_key(id: &str) -> String {
+    format!("{SECURITY_GROUPS}{id}")
+}
+pub fn network_interface_key(id: &str) -> String {
+    format!("{NETWORK_INTERFACES}{id}")
 }
 pub fn token_key(hash: &str) -> String {
     format!("{TOKENS}{hash}")
@@ -381,6 +411,18 @@ pub fn state_ops(changes: &Changes, state: &State) -> Vec<Op> {
     object_ops(&mut ops, &changes.vpcs, &state.vpcs, vpc_key);
     object_ops(&mut ops, &changes.subnets, &state.subnets, subnet_key);
     object_ops(&mut ops, &changes.peerings, &state.peerings, peering_key);
+    object_ops(
+        &mut ops,
+        &changes.security_groups,
+        &state.security_groups,
+        security_group_key,
+    );
+    object_ops(
+        &mut ops,
+        &changes.network_interfaces,
+        &state.network_interfaces,
+        network_interface_key,
+    );
     for (id, prev) in &changes.route_tables {
         let now = state.route_tables.get(id);
         let meta_changed = match (prev, now) {
@@ -423,6 +465,16 @@ pub fn state_entries(state: &State) -> Vec<(String, Vec<u8>)> {
     out.extend(state.vpcs().map(|v| (vpc_key(&v.id), to_json(v))));
     out.extend(state.subnets().map(|s| (subnet_key(&s.id), to_json(s))));
     out.extend(state.peerings().map(|p| (peering_key(&p.id), to_json(p))));
+    out.extend(
+        state
+            .security_groups()
+            .map(|g| (security_group_key(&g.id), to_json(g))),
+    );
+    out.extend(
+        state
+            .network_interfaces()
+            .map(|n| (network_interface_key(&n.id), to_json(n))),
+    );
     for t in state.route_tables() {
         out.push((route_table_key(&t.id), table_meta(t)));
         out.extend(
@@ -438,9 +490,17 @@ pub fn state_entries(state: &State) -> Vec<(String, Vec<u8>)> {
 pub fn is_model_key(key: &str) -> bool {
     key == CONFIG
         || key == DP_ID
-        || [VPCS, SUBNETS, ROUTE_TABLES, ROUTES, PEERINGS]
-            .iter()
-            .any(|p| key.starts_with(p))
+        || [
+            VPCS,
+            SUBNETS,
+            ROUTE_TABLES,
+            ROUTES,
+            PEERINGS,
+            SECURITY_GROUPS,
+            NETWORK_INTERFACES,
+        ]
+        .iter()
+        .any(|p| key.starts_with(p))
 }
 
 /// Orders a batch so tables come before their routes (and routes of a
@@ -460,6 +520,8 @@ pub fn apply(state: &mut State, obj: Object) -> Option<Object> {
         Object::Vpc(id, v) => set(&mut state.vpcs, id, v),
         Object::Subnet(id, s) => set(&mut state.subnets, id, s),
         Object::Peering(id, p) => set(&mut state.peerings, id, p),
+        Object::SecurityGroup(id, g) => set(&mut state.security_groups, id, g),
+        Object::NetworkInterface(id, n) => set(&mut state.network_interfaces, id, n),
         Object::RouteTable(id, None) => {
             state.route_tables.remove(&id);
         }
@@ -556,9 +618,9 @@ mod tests {
         let ops = ops_of(&mut state, |s| {
             s.create_vpc(&a, &mut ids, "10.1.0.0/16").unwrap();
         });
-        // The VPC, its main table, and the dp-id counter.
+        // The VPC, its main table, its default group and the dp-id counter.
         let keys: Vec<&str> = ops.iter().map(Op::key).collect();
-        assert_eq!(keys.len(), 3, "{keys:?}");
+        assert_eq!(keys.len(), 4, "{keys:?}");
         assert!(keys.contains(&DP_ID));
         let mut copy = replay(State::default(), &ops);
         assert_eq!(copy, state);
@@ -610,6 +672,93 @@ mod tests {
         assert_eq!(copy, state);
         // A whole state round-trips through its entries.
         assert_eq!(from_entries(&state_entries(&state)), state);
+    }
+
+    #[test]
+    fn groups_and_interfaces_store_one_key_each_and_replay() {
+        use crate::control::network_interface::CreateNetworkInterface;
+        use crate::control::security_group::CreateSecurityGroup;
+        use crate::control::sg_rules::{Direction, IpPermission, IpRange};
+        let mut ids = SequentialIds(0);
+        let mut state = State::default();
+        let a = call("111111111111", "us-east-1");
+        let mut vpc = String::new();
+        let ops = ops_of(&mut state, |s| {
+            vpc = s.create_vpc(&a, &mut ids, "10.1.0.0/16").unwrap().vpc_id;
+        });
+        // The VPC, its main table, its default group and the counter.
+        assert_eq!(ops.len(), 4, "{ops:?}");
+        assert!(ops.iter().any(|o| o.key().starts_with(SECURITY_GROUPS)));
+        let mut copy = replay(State::default(), &ops);
+        assert_eq!(copy, state);
+        let mut sg = String::new();
+        let ops = ops_of(&mut state, |s| {
+            let req = CreateSecurityGroup {
+                group_name: "web".into(),
+                description: "web".into(),
+                vpc_id: vpc.clone(),
+            };
+            sg = s.create_security_group(&a, &mut ids, &req).unwrap();
+        });
+        copy = replay(copy, &ops);
+        // One rule: the group's key and the counter.
+        let perm = IpPermission {
+            ip_protocol: "udp".into(),
+            from_port: Some(53),
+            to_port: Some(53),
+            ip_ranges: vec![IpRange {
+                cidr_ip: "10.2.0.0/16".into(),
+                description: None,
+            }],
+            ..Default::default()
+        };
+        let ops = ops_of(&mut state, |s| {
+            s.authorize_security_group(&a, &mut ids, Direction::Egress, &sg, &[perm])
+                .unwrap();
+        });
+        let keys: Vec<&str> = ops.iter().map(Op::key).collect();
+        assert_eq!(keys, [DP_ID.to_owned(), security_group_key(&sg)]);
+        copy = replay(copy, &ops);
+        let ops = ops_of(&mut state, |s| {
+            let subnet = s
+                .create_subnet(
+                    &a,
+                    &mut ids,
+                    &crate::control::subnet::CreateSubnet {
+                        vpc_id: vpc.clone(),
+                        cidr_block: "10.1.1.0/24".into(),
+                        interface: "eth1".into(),
+                        vlan: None,
+                    },
+                )
+                .unwrap()
+                .subnet_id;
+            let req = CreateNetworkInterface {
+                subnet_id: subnet,
+                groups: vec![sg.clone()],
+                ..Default::default()
+            };
+            s.create_network_interface(&a, &mut ids, &req).unwrap();
+        });
+        assert!(ops.iter().any(|o| o.key().starts_with(NETWORK_INTERFACES)));
+        copy = replay(copy, &ops);
+        assert_eq!(copy, state);
+        assert!(is_model_key(&security_group_key(&sg)));
+        assert!(is_model_key(&network_interface_key("eni-1")));
+        assert_eq!(from_entries(&state_entries(&state)), state);
+        // Deleting removes the keys.
+        let eni = state.network_interfaces().next().unwrap().id.clone();
+        let ops = ops_of(&mut state, |s| {
+            s.delete_network_interface(&a, &eni).unwrap();
+            s.delete_security_group(&a, &sg).unwrap();
+        });
+        assert!(ops.iter().all(|o| matches!(o, Op::Delete { .. })));
+        copy = replay(copy, &ops);
+        assert_eq!(copy, state);
+        assert!(matches!(
+            decode(&security_group_key("sg-1"), Some(b"{}")),
+            Err(StoreError::Corrupt(_))
+        ));
     }
 
     #[test]

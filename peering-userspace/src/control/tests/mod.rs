@@ -4,6 +4,7 @@ mod lpm;
 mod peering_auth;
 mod peering_lifecycle;
 mod routes;
+mod security_groups;
 mod store;
 mod support;
 mod tunnel_store;

@@ -241,3 +241,123 @@ fn opening_an_up_to_date_store_writes_nothing() {
     let _again = SqliteStore::open(&path, Config::default()).unwrap();
     assert_eq!(std::fs::metadata(&wal).unwrap().len(), before, "WAL grew");
 }
+
+/// Groups, rules and interfaces survive a reopen of a SQLite store, one
+/// key per object.
+#[test]
+fn security_groups_round_trip_through_sqlite() {
+    use crate::control::network_interface::CreateNetworkInterface;
+    use crate::control::security_group::CreateSecurityGroup;
+    use crate::control::sg_rules::{Direction, IpPermission, IpRange};
+    let (_dir, path) = temp_db("sg-round-trip");
+    let store = SqliteStore::open(&path, Config::default()).unwrap();
+    let mut ids = SequentialIds(0);
+    let call = Call::at(acct(A), E1, T0);
+    let (vpc, _) = create_vpc(&store, &mut ids, A, E1, "10.0.0.0/16");
+    let (subnet, _) = store
+        .transact(|s| {
+            s.create_subnet(
+                &call,
+                &mut ids,
+                &crate::control::subnet::CreateSubnet {
+                    vpc_id: vpc.clone(),
+                    cidr_block: "10.0.1.0/24".into(),
+                    interface: "eth1".into(),
+                    vlan: None,
+                },
+            )
+        })
+        .unwrap();
+    let (sg, _) = store
+        .transact(|s| {
+            s.create_security_group(
+                &call,
+                &mut ids,
+                &CreateSecurityGroup {
+                    group_name: "web".into(),
+                    description: "web".into(),
+                    vpc_id: vpc.clone(),
+                },
+            )
+        })
+        .unwrap();
+    let perm = IpPermission {
+        ip_protocol: "tcp".into(),
+        from_port: Some(443),
+        to_port: Some(443),
+        ip_ranges: vec![IpRange {
+            cidr_ip: "10.1.0.0/16".into(),
+            description: Some("peer".into()),
+        }],
+        ..Default::default()
+    };
+    store
+        .transact(|s| {
+            s.authorize_security_group(
+                &call,
+                &mut ids,
+                Direction::Ingress,
+                &sg,
+                std::slice::from_ref(&perm),
+            )
+        })
+        .unwrap();
+    store
+        .transact(|s| {
+            s.create_network_interface(
+                &call,
+                &mut ids,
+                &CreateNetworkInterface {
+                    subnet_id: subnet.subnet_id.clone(),
+                    groups: vec![sg.clone()],
+                    ..Default::default()
+                },
+            )
+        })
+        .unwrap();
+    let before = store.load().unwrap();
+    assert_eq!(before.security_groups().count(), 2);
+    drop(store);
+    let again = SqliteStore::open(&path, Config::default()).unwrap();
+    let after = again.load().unwrap();
+    assert_eq!(after, before);
+    assert_eq!(after.next_dp_id(), before.next_dp_id());
+}
+
+/// A store written before security groups existed loads as it is; the
+/// first model write gives its VPCs their default group.
+#[test]
+fn old_stores_get_default_groups_on_first_write() {
+    use crate::control::store::codec;
+    use crate::control::store::sqlite_kv::SqliteKv;
+    use std::sync::Arc;
+    let (_dir, path) = temp_db("sg-adopt");
+    let mut ids = SequentialIds(0);
+    let mut legacy = State::default();
+    let call = Call::at(acct(A), E1, T0);
+    let vpc = legacy
+        .create_vpc(&call, &mut ids, "10.0.0.0/16")
+        .unwrap()
+        .vpc_id;
+    let sg = legacy.vpc(&vpc).unwrap().default_group_id.clone().unwrap();
+    legacy.security_groups.remove(&sg);
+    legacy.vpcs.get_mut(&vpc).unwrap().default_group_id = None;
+    legacy.take_changes(legacy.config.clone(), legacy.next_dp_id());
+    // The VPC as an old version wrote it: no default_group_id field.
+    let entries = codec::state_entries(&legacy);
+    let vpc_json = &entries
+        .iter()
+        .find(|(k, _)| k.starts_with("vpcs/"))
+        .unwrap()
+        .1;
+    assert!(!String::from_utf8_lossy(vpc_json).contains("default_group"));
+    let kv = SqliteKv::open(&path, || entries.clone()).unwrap();
+    let store = crate::control::controller::Controller::new(Arc::new(kv)).unwrap();
+    assert_eq!(store.load().unwrap(), legacy);
+    // Any model write adopts, here an unrelated VPC.
+    create_vpc(&store, &mut ids, A, E1, "10.1.0.0/16");
+    let state = store.load().unwrap();
+    let adopted = state.vpc(&vpc).unwrap().default_group_id.clone().unwrap();
+    assert_eq!(state.security_group(&adopted).unwrap().name, "default");
+    assert_eq!(state.security_groups().count(), 2);
+}
