@@ -11,5 +11,6 @@
 //! - [`server`]: the sockets, and the addresses on the gateway (IO).
 
 pub mod name;
+pub mod server;
 pub mod table;
 pub mod wire;
