@@ -12,6 +12,7 @@ pub mod bpffs;
 pub mod cli;
 pub mod control;
 pub mod dataplane;
+pub mod dns;
 pub mod gateway;
 pub mod hosts;
 pub mod https;

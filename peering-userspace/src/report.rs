@@ -146,6 +146,33 @@ pub fn snapshot(s: &Snapshot, ports: &[(u32, String, PortPath)], as_json: bool) 
 
 /// The tunnel's counters: one line per peering and per remote gateway, then
 /// drops by reason.
+/// The resolver's counters (`peering-agent dns-stats`).
+pub fn dns_stats(s: &crate::dns::server::DnsStats, as_json: bool) -> String {
+    if as_json {
+        return format!("{}\n", serde_json::to_string_pretty(s).unwrap_or_default());
+    }
+    let addrs: Vec<String> = s.addresses.iter().map(|a| a.to_string()).collect();
+    let mut out = format!("resolver addresses [{}]\n", addrs.join(", "));
+    let rows = [
+        ("queries", s.queries),
+        ("answers", s.answers),
+        ("nxdomain", s.nxdomain),
+        ("refused", s.refused),
+        ("formerr", s.formerr),
+        ("notimp", s.notimp),
+        ("drop_short", s.drop_short),
+        ("drop_not_query", s.drop_not_query),
+        ("drop_oversize", s.drop_oversize),
+        ("drop_emit", s.drop_emit),
+        ("drop_tcp_busy", s.drop_tcp_busy),
+        ("drop_send", s.drop_send),
+    ];
+    for (name, v) in rows {
+        let _ = writeln!(out, "{name:<16} {v:>12}");
+    }
+    out
+}
+
 pub fn tunnel_stats(s: &crate::gateway::TunnelStats, as_json: bool) -> String {
     if as_json {
         return format!("{}\n", serde_json::to_string_pretty(s).unwrap_or_default());

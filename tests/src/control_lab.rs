@@ -449,8 +449,12 @@ impl ControlPlane {
     }
 
     /// Starts `peering-agent run` for `region` in gateway namespace `gw`.
+    /// Its state (the resolver's counters) goes under this control plane's
+    /// directory, removed with it.
     pub fn agent(&self, gw: &Netns, pins: &PinDir, region: &str) -> Proc {
-        self.spawn_agent(gw, pins, region, &[])
+        let state = self.dir.join(format!("state-{}", gw.name));
+        let state = state.to_string_lossy();
+        self.spawn_agent(gw, pins, region, &["--state-dir", &state])
     }
 
     /// Starts an agent with the inter-region tunnel on `underlay`, writing

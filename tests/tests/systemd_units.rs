@@ -108,6 +108,7 @@ fn units_restart_on_any_exit_and_are_hardened() {
             "CAP_BPF",
             "CAP_IPC_LOCK",
             "CAP_NET_ADMIN",
+            "CAP_NET_BIND_SERVICE",
             "CAP_NET_RAW",
             "CAP_PERFMON",
             "CAP_SYS_ADMIN"

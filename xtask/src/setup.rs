@@ -7,9 +7,9 @@ use std::process::{Command, Stdio};
 use anyhow::{bail, Context as _, Result};
 
 /// Debian packages: LLVM for bpf-linker, and the tools the tests and demo
-/// run (ip, ping, iperf3, tcpdump, ethtool, and `systemd-analyze` to verify
-/// the shipped units; installing `systemd` starts nothing where it is not
-/// PID 1). etcd: the server the etcd store's tests run (one process per
+/// run (ip, ping, iperf3, tcpdump, ethtool, `dig` for the DNS labs, and
+/// `systemd-analyze` to verify the shipped units; installing `systemd`
+/// starts nothing where it is not PID 1). etcd: the server the etcd store's tests run (one process per
 /// lab namespace), `etcdctl`, and protoc with the well-known `.proto`
 /// files, which the `etcd-client` crate's build needs.
 const PACKAGES: &[&str] = &[
@@ -19,6 +19,7 @@ const PACKAGES: &[&str] = &[
     "iperf3",
     "tcpdump",
     "ethtool",
+    "bind9-dnsutils",
     "systemd",
     "etcd-server",
     "etcd-client",

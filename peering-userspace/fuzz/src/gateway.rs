@@ -71,6 +71,7 @@ fn table(west: bool) -> TunnelTable {
             remote_region: remote.into(),
             remote_vpc_cidrs: vec![net(far)],
             local_vpc_cidrs: vec![net(local)],
+            remote_allows_dns: false,
         }],
     };
     let mut desired = Desired::default();

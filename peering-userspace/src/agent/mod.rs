@@ -30,6 +30,7 @@ use crate::{
         tun_entry::{self, TunEntry},
         AttachMode, Attached, Dataplane, PortPath, PortPathChoice,
     },
+    dns::server::Dns,
     gateway::UnderlayIo,
     hosts::Hosts,
     sys,
@@ -57,8 +58,10 @@ pub struct AgentConfig {
     pub underlay_io: UnderlayIo,
     /// Tunnel worker threads (see [`crate::gateway::Tunnel`]).
     pub workers: u32,
-    /// Where the agent writes its state (tunnel counters).
+    /// Where the agent writes its state (tunnel and DNS counters).
     pub state_dir: PathBuf,
+    /// Run the region's resolver at each VPC's base + 2 address.
+    pub dns: bool,
 }
 
 /// How often a full reconciliation repairs drift (entries changed behind
@@ -115,6 +118,14 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         gateway_id: None,
         startup,
     };
+    let mut dns = match (cfg.dns, cfg.once) {
+        (true, false) => Some(Dns::start(&cfg.state_dir)?),
+        (true, true) => None,
+        (false, _) => {
+            crate::dns::server::remove_addrs();
+            None
+        }
+    };
     let mut follower = Follower::default();
     info!("agent for {} following its controllers", cfg.region);
     loop {
@@ -129,6 +140,9 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         let Some(programmed) = follower.programmed.as_mut() else {
             continue; // nothing to program before the first view
         };
+        if let Some(dns) = dns.as_mut() {
+            dns.follow(programmed.view());
+        }
         edge.follow_kernel(programmed);
         if edge.repair_at <= Instant::now() {
             let view = programmed.view().clone();

@@ -19,6 +19,7 @@ use peering_userspace::{
         iface_info, upgrade, AttachMode, Attached, Dataplane, PortPathChoice, RouteTarget,
         DEFAULT_PIN_DIR,
     },
+    dns::server::{DnsStats, DNS_STATS_FILE},
     gateway::{self, TunnelStats},
     out, report, sys,
 };
@@ -94,9 +95,20 @@ enum Cmd {
         #[arg(long, env = "PEERING_WORKERS", default_value_t = 1,
               value_parser = clap::value_parser!(u32).range(1..=64))]
         workers: u32,
-        /// Directory for the agent's state (tunnel counters).
+        /// Directory for the agent's state (tunnel and DNS counters).
         #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
         state_dir: PathBuf,
+        /// The region's resolver (AmazonProvidedDNS) at each VPC's base + 2
+        /// address (a /32 on the namespace's loopback); off removes them.
+        #[arg(long, value_enum, env = "PEERING_DNS", default_value = "on")]
+        dns: OnOff,
+    },
+    /// Show the resolver's counters from a running agent's state directory.
+    DnsStats {
+        #[arg(long, env = "PEERING_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+        state_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
     },
     /// Show the inter-region tunnel's counters (per peering, per remote
     /// gateway, drops by reason) from a running agent's state directory.
@@ -163,6 +175,12 @@ enum Cmd {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Args)]
@@ -313,7 +331,7 @@ fn main() -> ExitCode {
 fn run(cli: Cli) -> Result<()> {
     // Before entering --netns: refuse `ip netns exec` up front, naming the
     // namespace the caller is in.
-    if !matches!(cli.cmd, Cmd::TunnelStats { .. }) {
+    if !matches!(cli.cmd, Cmd::TunnelStats { .. } | Cmd::DnsStats { .. }) {
         sys::require_bpffs(&cli.pin_dir)?;
     }
     // The control threads start before --netns is entered: they keep the
@@ -350,6 +368,7 @@ fn run(cli: Cli) -> Result<()> {
             underlay_io,
             workers,
             state_dir,
+            dns,
             ..
         } => {
             let cfg = agent::AgentConfig {
@@ -363,12 +382,17 @@ fn run(cli: Cli) -> Result<()> {
                 underlay_io,
                 workers,
                 state_dir,
+                dns: dns == OnOff::On,
             };
             agent::run(&cfg, link.expect("made above"))?;
         }
         Cmd::TunnelStats { state_dir, json } => {
             let stats = TunnelStats::read(&state_dir.join(agent::TUNNEL_STATS_FILE))?;
             out::print(&report::tunnel_stats(&stats, json))?;
+        }
+        Cmd::DnsStats { state_dir, json } => {
+            let stats = DnsStats::read(&state_dir.join(DNS_STATS_FILE))?;
+            out::print(&report::dns_stats(&stats, json))?;
         }
         Cmd::Load => {
             Dataplane::load(Some(pins))?;
@@ -466,6 +490,7 @@ fn edit_maps(pins: &std::path::Path, cmd: Cmd) -> Result<()> {
         Cmd::Stats { json } => out::print(&report::stats(&m.stats()?, json))?,
         Cmd::Run { .. }
         | Cmd::TunnelStats { .. }
+        | Cmd::DnsStats { .. }
         | Cmd::Load
         | Cmd::Attach { .. }
         | Cmd::Upgrade { .. }

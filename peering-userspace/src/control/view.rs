@@ -85,6 +85,12 @@ pub struct PeeringView {
     pub remote_region: String,
     pub remote_vpc_cidrs: Vec<Ipv4Net>,
     pub local_vpc_cidrs: Vec<Ipv4Net>,
+    /// The REMOTE side's `AllowDnsResolutionFromRemoteVpc`: its owner lets
+    /// hosts of the local VPC resolve the remote VPC's private names (AWS:
+    /// "the DNS hostnames of instances in the specified VPC resolve to
+    /// private IP addresses when queried from instances in the peer VPC").
+    #[serde(default)]
+    pub remote_allows_dns: bool,
 }
 
 /// What the agent of `region` must program, at `now` (which decides whether
@@ -246,5 +252,6 @@ pub(crate) fn peering_view(
         remote_region: remote.region.clone(),
         remote_vpc_cidrs: state.side_cidrs(remote),
         local_vpc_cidrs: state.side_cidrs(local),
+        remote_allows_dns: remote.allow_dns_resolution_from_remote_vpc,
     })
 }

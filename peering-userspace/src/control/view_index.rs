@@ -403,7 +403,7 @@ mod tests {
     use crate::control::account::{AccountId, Call};
     use crate::control::delta::RegionDelta;
     use crate::control::ids::SequentialIds;
-    use crate::control::peering::CreatePeering;
+    use crate::control::peering::{CreatePeering, ModifyPeeringOptions};
     use crate::control::subnet::CreateSubnet;
     use crate::control::view::{region_view, RegionView};
     use rand::rngs::StdRng;
@@ -445,7 +445,7 @@ mod tests {
         let vpcs: Vec<String> = s.vpcs().map(|v| v.id.clone()).collect();
         let vpc = pick(rng, vpcs.clone(), "vpc-00000000000000000");
         let cidr = |rng: &mut StdRng| format!("10.{}.0.0/16", rng.random_range(0..12));
-        let _ = match rng.random_range(0..22) {
+        let _ = match rng.random_range(0..23) {
             0 | 1 => s.create_vpc(&call, ids, &cidr(rng)).map(|_| ()),
             2 => s.delete_vpc(&call, &vpc),
             3 => s
@@ -542,7 +542,29 @@ mod tests {
                     None => Ok(()),
                 }
             }
-            16..=21 => random_sg_op(rng, s, ids, &call),
+            16 => {
+                // ModifyVpcPeeringConnectionOptions as one side's owner:
+                // the peer's view entry carries the option.
+                let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
+                let p = pick(rng, p, "pcx-0");
+                let requester = rng.random_bool(0.5);
+                let on = Some(rng.random_bool(0.7));
+                let side = s.peering(&p).map(|x| {
+                    let side = if requester { &x.requester } else { &x.accepter };
+                    (side.owner.clone(), side.region.clone())
+                });
+                let opts = ModifyPeeringOptions {
+                    requester_allow_dns_resolution_from_remote_vpc: on.filter(|_| requester),
+                    accepter_allow_dns_resolution_from_remote_vpc: on.filter(|_| !requester),
+                };
+                match side {
+                    Some((o, r)) => {
+                        s.modify_vpc_peering_connection_options(&Call::at(o, r, now), &p, &opts)
+                    }
+                    None => Ok(()),
+                }
+            }
+            17..=22 => random_sg_op(rng, s, ids, &call),
             _ => {
                 let p: Vec<String> = s.peerings().map(|x| x.id.clone()).collect();
                 let p = pick(rng, p, "pcx-0");
@@ -913,6 +935,67 @@ mod tests {
             d["us-east-1"].get(&ViewKey::SecurityGroup { dp_id: gb_dp }),
             Some(&None)
         );
+    }
+
+    /// Enabling AllowDnsResolutionFromRemoteVpc on one side upserts the
+    /// peering entry of the OTHER side's VPC with `remote_allows_dns` set
+    /// (its hosts may now resolve this side's names), and leaves this
+    /// side's entry as it was.
+    #[test]
+    fn an_options_change_upserts_the_peer_entry() {
+        let mut ids = SequentialIds(0);
+        let mut state = State::default();
+        let call = Call::at(AccountId::parse(ACCOUNTS[0]).unwrap(), "us-east-1", 5);
+        let a = state.create_vpc(&call, &mut ids, "10.1.0.0/16").unwrap();
+        let b = state.create_vpc(&call, &mut ids, "10.2.0.0/16").unwrap();
+        let req = CreatePeering {
+            vpc_id: a.vpc_id.clone(),
+            peer_vpc_id: b.vpc_id.clone(),
+            peer_owner_id: None,
+            peer_region: None,
+        };
+        let pcx = state
+            .create_vpc_peering_connection(&call, &mut ids, &req)
+            .unwrap()
+            .vpc_peering_connection_id;
+        state.accept_vpc_peering_connection(&call, &pcx).unwrap();
+        state.take_changes(state.config.clone(), state.next_dp_id());
+        let mut index = ViewIndex::new(&state);
+        let before = region_view(&state, "us-east-1", 5);
+        let (config, dp) = (state.config.clone(), state.next_dp_id());
+        let opts = ModifyPeeringOptions {
+            requester_allow_dns_resolution_from_remote_vpc: Some(true),
+            accepter_allow_dns_resolution_from_remote_vpc: None,
+        };
+        state
+            .modify_vpc_peering_connection_options(&call, &pcx, &opts)
+            .unwrap();
+        let changes = state.take_changes(config, dp);
+        state.revision += 1;
+        let d = index.update(&state, &changes);
+        let east = &d["us-east-1"];
+        let (a_dp, b_dp) = (a_dp_id(&state, &a.vpc_id), a_dp_id(&state, &b.vpc_id));
+        let upserted: Vec<(u32, bool)> = east
+            .values()
+            .filter_map(|e| match e {
+                Some(ViewEntry::Peering(p)) => Some((p.local_vpc_dp_id, p.remote_allows_dns)),
+                _ => None,
+            })
+            .collect();
+        // B (accepter) may resolve A's names; A's own entry is unchanged.
+        assert!(upserted.contains(&(b_dp, true)), "{east:?}");
+        assert!(
+            !upserted.iter().any(|(v, on)| *v == a_dp && *on),
+            "{east:?}"
+        );
+        let mut view = before;
+        let delta = delta_of("us-east-1", view.revision, state.revision, Some(east));
+        view.apply(&delta).unwrap();
+        assert_eq!(view, region_view(&state, "us-east-1", 5));
+    }
+
+    fn a_dp_id(state: &State, vpc: &str) -> u32 {
+        state.vpc(vpc).unwrap().dp_id
     }
 
     #[test]

@@ -201,6 +201,7 @@ fn peerings_only_touch_the_tunnel() {
             remote_region: "eu-west-1".into(),
             remote_vpc_cidrs: vec![net("10.20.0.0/16")],
             local_vpc_cidrs: vec![net("10.1.0.0/16")],
+            remote_allows_dns: false,
         })
     });
     let step = p.apply(&d, &resolve).unwrap();
@@ -313,6 +314,7 @@ fn random_view(rng: &mut StdRng, revision: u64) -> RegionView {
             remote_region: "eu-west-1".into(),
             remote_vpc_cidrs: vec![net("10.20.0.0/16")],
             local_vpc_cidrs: vec![net("10.1.0.0/16")],
+            remote_allows_dns: false,
         });
     }
     v.sort();

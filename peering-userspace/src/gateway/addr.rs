@@ -22,6 +22,11 @@ use super::nexthop::Resolver;
 /// `IFA_PROTO` of the addresses the agent manages.
 pub const ROUTER_ADDR_PROTO: u8 = 80;
 
+/// `IFA_PROTO` of the resolver addresses (each VPC's base + 2) the agent
+/// puts on its DNS interface: apart from the router addresses, so neither
+/// sync removes the other's.
+pub const DNS_ADDR_PROTO: u8 = 81;
+
 /// An IPv4 address on an interface: (ifindex, address, prefix length).
 pub type IfAddr = (u32, Ipv4Addr, u8);
 
@@ -62,14 +67,37 @@ impl Resolver {
             .collect())
     }
 
+    /// The IPv4 addresses of the namespace that carry address protocol
+    /// `proto` (`IFA_PROTO`).
+    pub fn addresses_of_proto(&mut self, proto: u8) -> Result<Vec<IfAddr>> {
+        let mut msg = AddressMessage::default();
+        msg.header.family = AddressFamily::Inet;
+        let replies = self
+            .request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP)?
+            .map_err(|e| anyhow!("RTM_GETADDR: {e}"))?;
+        Ok(replies
+            .iter()
+            .filter_map(|m| match m {
+                RouteNetlinkMessage::NewAddress(a) if has_proto(a, proto) => {
+                    kernel_addr(a).map(|k| k.addr)
+                }
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Adds `addr` marked as the agent's. An address that exists already
     /// (the agent's or another's) is left as it is.
     pub fn add_router_addr(&mut self, addr: IfAddr) -> Result<()> {
+        self.add_addr(addr, ROUTER_ADDR_PROTO)
+    }
+
+    /// Adds `addr` with address protocol `proto`; one that exists already
+    /// is left as it is.
+    pub fn add_addr(&mut self, addr: IfAddr, proto: u8) -> Result<()> {
         let mut msg = message(addr);
         msg.attributes
-            .push(AddressAttribute::Protocol(AddressProtocol::Other(
-                ROUTER_ADDR_PROTO,
-            )));
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(proto)));
         match self.request(
             RouteNetlinkMessage::NewAddress(msg),
             NLM_F_ACK | NLM_F_CREATE | NLM_F_EXCL,
@@ -106,13 +134,17 @@ pub fn kernel_addr(msg: &AddressMessage) -> Option<KernelAddr> {
         AddressAttribute::Local(IpAddr::V4(ip)) => Some(*ip),
         _ => None,
     })?;
-    let ours = msg.attributes.iter().any(|a| {
-        matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(p)) if *p == ROUTER_ADDR_PROTO)
-    });
+    let ours = has_proto(msg, ROUTER_ADDR_PROTO);
     Some(KernelAddr {
         addr: (msg.header.index, ip, msg.header.prefix_len),
         ours,
     })
+}
+
+fn has_proto(msg: &AddressMessage, proto: u8) -> bool {
+    msg.attributes
+        .iter()
+        .any(|a| matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(p)) if *p == proto))
 }
 
 /// What to add and what to remove so the agent's addresses are `want`:

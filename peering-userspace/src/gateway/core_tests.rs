@@ -104,6 +104,7 @@ fn table(west: bool, with_peers: bool) -> TunnelTable {
             remote_region: remote.into(),
             remote_vpc_cidrs: vec![net(remote_net)],
             local_vpc_cidrs: vec![net(local_net)],
+            remote_allows_dns: false,
         }],
     };
     let mut desired = Desired::default();

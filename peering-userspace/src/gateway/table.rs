@@ -273,6 +273,7 @@ mod tests {
                     remote_region: "us-west-2".into(),
                     remote_vpc_cidrs: vec![net("10.3.0.0/16")],
                     local_vpc_cidrs: vec![net("10.1.0.0/16")],
+                    remote_allows_dns: false,
                 },
                 PeeringView {
                     pcx_id: "pcx-5".into(),
@@ -281,6 +282,7 @@ mod tests {
                     remote_region: "us-east-1".into(),
                     remote_vpc_cidrs: vec![net("10.2.0.0/16")],
                     local_vpc_cidrs: vec![net("10.1.0.0/16")],
+                    remote_allows_dns: false,
                 },
             ],
         };
