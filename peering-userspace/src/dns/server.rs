@@ -59,6 +59,8 @@ pub const TCP_IDLE: Duration = Duration::from_secs(5);
 pub const TCP_QUERIES: u32 = 32;
 /// How often the counters file is rewritten (when they changed).
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Pause after a failed receive or accept, so a lasting error cannot spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// The resolver's counters, as the agent writes them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -379,6 +381,7 @@ async fn serve_udp(sock: UdpSocket, addr: Ipv4Addr, shared: Arc<Shared>) {
     let mut buf = [0u8; MAX_MESSAGE + 1];
     loop {
         let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         };
         if let Outcome::Reply(bytes, _) = shared.answer(src, addr, &buf[..n]) {
@@ -392,6 +395,8 @@ async fn serve_udp(sock: UdpSocket, addr: Ipv4Addr, shared: Arc<Shared>) {
 async fn serve_tcp(listener: TcpListener, addr: Ipv4Addr, shared: Arc<Shared>) {
     loop {
         let Ok((stream, src)) = listener.accept().await else {
+            // E.g. out of file descriptors: pause rather than spin.
+            tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         };
         let Ok(permit) = shared.tcp.try_acquire() else {
