@@ -202,3 +202,42 @@ fn resolver_addresses_follow_the_vpcs() {
     assert!(eventually(Duration::from_secs(10), || !has("10.4.0.2")));
     assert!(has("10.2.0.2"), "{}", v.b);
 }
+
+/// On the XDP port path too the query passes to the gateway's kernel; an
+/// agent restarted with `--dns off` removes the addresses and nothing
+/// answers.
+#[test]
+fn the_xdp_path_reaches_the_resolver_and_dns_off_removes_it() {
+    let _serial = one_lab();
+    let mut lab = InterRegionLab::new(verbose(), &[]);
+    lab.use_xdp_path();
+    lab.vpcs();
+    expect(&lab.a, "10.1.0.2", A_NAME, "10.1.0.10");
+    let (s, ans) = dig(&lab.a, "10.1.0.2", &["+tcp", A_NAME, "A"]);
+    assert_eq!((s.as_str(), ans), ("NOERROR", vec!["10.1.0.10".to_owned()]));
+    lab.gw1.stop_agent();
+    let gw = &lab.gw1;
+    let mut cmd = lab.cp.tunnel_agent_cmd(
+        &gw.ns,
+        &gw.pins,
+        gw.region,
+        gw.underlay,
+        gw.underlay_io,
+        &gw.state,
+    );
+    cmd.args.extend(["--port-path".into(), "xdp".into()]);
+    cmd.args.extend(["--dns".into(), "off".into()]);
+    let _agent = peering_tests::teardown::spawn(&mut cmd.command()).expect("agent");
+    let gone = || {
+        !gw.ns
+            .exec_ok(&["ip", "-4", "-o", "addr", "show", "dev", "lo"])
+            .contains("10.1.0.2/32")
+    };
+    assert!(
+        eventually(Duration::from_secs(10), gone),
+        "--dns off removes the address"
+    );
+    assert_eq!(dig(&lab.a, "10.1.0.2", &[A_NAME, "A"]).0, "no reply");
+    // The agent runs on: the gateway still answers its hosts.
+    assert!(lab.a.ping("10.1.0.1", 2));
+}

@@ -59,6 +59,8 @@ pub const TCP_IDLE: Duration = Duration::from_secs(5);
 pub const TCP_QUERIES: u32 = 32;
 /// How often the counters file is rewritten (when they changed).
 const STATS_EVERY: Duration = Duration::from_secs(1);
+/// Pause after a failed receive or accept, so a lasting error cannot spin.
+const ERROR_PAUSE: Duration = Duration::from_millis(50);
 
 /// The resolver's counters, as the agent writes them.
 #[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -221,8 +223,12 @@ async fn serve(mut views: watch::Receiver<Option<Arc<DnsTable>>>, stats: PathBuf
         counters: Counters::default(),
         tcp: Semaphore::new(MAX_TCP),
     });
-    let mut served: BTreeMap<Ipv4Addr, Served> = BTreeMap::new();
-    let mut iface = Iface::default();
+    let mut edge = Edge {
+        served: BTreeMap::new(),
+        iface: Iface::default(),
+        want: BTreeSet::new(),
+        failed: BTreeSet::new(),
+    };
     let mut tick = tokio::time::interval(STATS_EVERY);
     let mut last = None;
     loop {
@@ -234,30 +240,59 @@ async fn serve(mut views: watch::Receiver<Option<Arc<DnsTable>>>, stats: PathBuf
                 let Some(table) = views.borrow_and_update().clone() else {
                     continue;
                 };
-                let want: BTreeSet<Ipv4Addr> = table.resolver_addrs().into_iter().collect();
+                edge.want = table.resolver_addrs().into_iter().collect();
                 if let Ok(mut t) = shared.table.write() {
                     *t = table;
                 }
-                iface.sync(&want);
-                served.retain(|a, _| want.contains(a) && iface.has(*a));
-                for a in want.iter().filter(|a| iface.has(**a)) {
-                    if !served.contains_key(a) {
-                        match bind(*a, &shared).await {
-                            Ok(s) => {
-                                served.insert(*a, s);
-                            }
-                            Err(e) => warn!("dns: serving {a}: {e:#}"),
-                        }
-                    }
-                }
+                edge.reconcile(&shared).await;
             }
             _ = tick.tick() => {
-                let snap = shared.counters.snapshot(served.keys().copied().collect());
+                if edge.iface.problem.is_some() || edge.served.len() != edge.want.len() {
+                    edge.reconcile(&shared).await; // retry what failed
+                }
+                let snap = shared.counters.snapshot(edge.served.keys().copied().collect());
                 if last.as_ref() != Some(&snap) {
                     if let Err(e) = write_atomic(&stats, &snap) {
                         warn!("dns: writing {}: {e:#}", stats.display());
                     }
                     last = Some(snap);
+                }
+            }
+        }
+    }
+}
+
+/// The addresses wanted, those on the interface, the sockets on them.
+struct Edge {
+    served: BTreeMap<Ipv4Addr, Served>,
+    iface: Iface,
+    want: BTreeSet<Ipv4Addr>,
+    /// Addresses whose sockets could not be bound (logged once each).
+    failed: BTreeSet<Ipv4Addr>,
+}
+
+impl Edge {
+    async fn reconcile(&mut self, shared: &Arc<Shared>) {
+        // Most revisions change routes only: the addresses are synced when
+        // their set changed or the last sync failed.
+        if self.want != self.iface.have || self.iface.problem.is_some() {
+            self.iface.sync(&self.want);
+        }
+        let (want, iface) = (&self.want, &self.iface);
+        self.served.retain(|a, _| want.contains(a) && iface.has(*a));
+        for a in want.iter().filter(|a| iface.has(**a)) {
+            if self.served.contains_key(a) {
+                continue;
+            }
+            match bind(*a, shared).await {
+                Ok(s) => {
+                    self.served.insert(*a, s);
+                    self.failed.remove(a);
+                }
+                Err(e) => {
+                    if self.failed.insert(*a) {
+                        warn!("dns: serving {a}: {e:#}");
+                    }
                 }
             }
         }
@@ -346,6 +381,7 @@ async fn serve_udp(sock: UdpSocket, addr: Ipv4Addr, shared: Arc<Shared>) {
     let mut buf = [0u8; MAX_MESSAGE + 1];
     loop {
         let Ok((n, src)) = sock.recv_from(&mut buf).await else {
+            tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         };
         if let Outcome::Reply(bytes, _) = shared.answer(src, addr, &buf[..n]) {
@@ -359,6 +395,8 @@ async fn serve_udp(sock: UdpSocket, addr: Ipv4Addr, shared: Arc<Shared>) {
 async fn serve_tcp(listener: TcpListener, addr: Ipv4Addr, shared: Arc<Shared>) {
     loop {
         let Ok((stream, src)) = listener.accept().await else {
+            // E.g. out of file descriptors: pause rather than spin.
+            tokio::time::sleep(ERROR_PAUSE).await;
             continue;
         };
         let Ok(permit) = shared.tcp.try_acquire() else {

@@ -23,8 +23,8 @@ use super::table::{Decision, DnsTable, QType};
 /// 2020 settled on. A query is far smaller; anything larger is dropped.
 pub const MAX_MESSAGE: usize = 1232;
 
-/// TTL of the answers, in seconds (AmazonProvidedDNS gives its private
-/// names 60).
+/// TTL of the answers, in seconds: short, so a permission taken back
+/// (an option turned off, a peering deleted) is forgotten by caches soon.
 pub const TTL: u32 = 60;
 
 /// Why a message got no response.
