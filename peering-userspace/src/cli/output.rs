@@ -59,6 +59,36 @@ const ROUTE: Columns = &[
 
 const REGION: Columns = &[("RegionName", "/RegionName")];
 
+const SECURITY_GROUP: Columns = &[
+    ("GroupId", "/GroupId"),
+    ("GroupName", "/GroupName"),
+    ("VpcId", "/VpcId"),
+    ("OwnerId", "/OwnerId"),
+    ("Description", "/Description"),
+];
+
+const SECURITY_GROUP_RULE: Columns = &[
+    ("SecurityGroupRuleId", "/SecurityGroupRuleId"),
+    ("GroupId", "/GroupId"),
+    ("IsEgress", "/IsEgress"),
+    ("IpProtocol", "/IpProtocol"),
+    ("FromPort", "/FromPort"),
+    ("ToPort", "/ToPort"),
+    ("CidrIpv4", "/CidrIpv4"),
+    ("ReferencedGroup", "/ReferencedGroupInfo/GroupId"),
+    ("Description", "/Description"),
+];
+
+/// The first group only; `--output json` shows them all.
+const NETWORK_INTERFACE: Columns = &[
+    ("NetworkInterfaceId", "/NetworkInterfaceId"),
+    ("SubnetId", "/SubnetId"),
+    ("VpcId", "/VpcId"),
+    ("PrivateIpAddress", "/PrivateIpAddress"),
+    ("FirstGroup", "/Groups/0/GroupId"),
+    ("Status", "/Status"),
+];
+
 /// The items of a single (`"Vpc"`) or list (`"Vpcs"`) answer.
 fn items<'a>(v: &'a Value, one: &str, many: &str) -> Option<Vec<&'a Value>> {
     if let Some(x) = v.get(one) {
@@ -83,6 +113,15 @@ fn table(v: &Value) -> String {
     }
     if let Some(xs) = items(v, "Region", "Regions") {
         return grid(REGION, &xs);
+    }
+    if let Some(xs) = items(v, "SecurityGroup", "SecurityGroups") {
+        return grid(SECURITY_GROUP, &xs);
+    }
+    if let Some(xs) = items(v, "SecurityGroupRule", "SecurityGroupRules") {
+        return grid(SECURITY_GROUP_RULE, &xs);
+    }
+    if let Some(xs) = items(v, "NetworkInterface", "NetworkInterfaces") {
+        return grid(NETWORK_INTERFACE, &xs);
     }
     // Anything else (e.g. {"Return": true}): flattened key/value pairs.
     let mut pairs = Vec::new();
@@ -221,5 +260,20 @@ mod tests {
             "{t}"
         );
         assert_eq!(render(&json!({"A": 1}), Output::Json), "{\n  \"A\": 1\n}\n");
+        let n = json!({"NetworkInterfaces": [{"NetworkInterfaceId": "eni-1", "SubnetId": "subnet-1",
+            "VpcId": "vpc-1", "PrivateIpAddress": "10.0.1.4", "Status": "available",
+            "Groups": [{"GroupId": "sg-1", "GroupName": "default"}]}]});
+        let t = render(&n, Output::Table);
+        assert!(
+            t.contains(
+                "eni-1               subnet-1  vpc-1  10.0.1.4          sg-1        available"
+            ),
+            "{t}"
+        );
+        let r = json!({"SecurityGroupRules": [{"SecurityGroupRuleId": "sgr-1", "GroupId": "sg-1",
+            "IsEgress": false, "IpProtocol": "tcp", "FromPort": 22, "ToPort": 22,
+            "ReferencedGroupInfo": {"GroupId": "sg-2"}}]});
+        let t = render(&r, Output::Table);
+        assert!(t.contains("sgr-1") && t.contains("sg-2"), "{t}");
     }
 }

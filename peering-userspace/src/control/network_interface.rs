@@ -248,12 +248,12 @@ impl State {
         vpc_id: &str,
         groups: &[String],
     ) -> Result<Vec<String>, ApiError> {
-        let mut out: Vec<String> = Vec::new();
-        for g in groups {
-            if !out.contains(g) {
-                out.push(g.clone());
-            }
-        }
+        let mut seen = std::collections::HashSet::new();
+        let out: Vec<String> = groups
+            .iter()
+            .filter(|g| seen.insert(g.as_str()))
+            .cloned()
+            .collect();
         let limit = self.config.limits.groups_per_interface;
         if out.len() > limit {
             return Err(ApiError::new(

@@ -328,16 +328,22 @@ impl State {
         for id in group_ids {
             out.push(self.describe_group(self.owned_group(call, id)?));
         }
-        for name in group_names {
-            let found: Vec<_> = self
+        if !group_names.is_empty() {
+            let names: std::collections::HashSet<&str> =
+                group_names.iter().map(String::as_str).collect();
+            let found: Vec<&SecurityGroup> = self
                 .visible_groups(call)
-                .filter(|g| &g.name == name)
-                .map(|g| self.describe_group(g))
+                .filter(|g| names.contains(g.name.as_str()))
                 .collect();
-            if found.is_empty() {
-                return Err(group_not_found(name));
+            let found_names: std::collections::HashSet<&str> =
+                found.iter().map(|g| g.name.as_str()).collect();
+            if let Some(missing) = group_names
+                .iter()
+                .find(|n| !found_names.contains(n.as_str()))
+            {
+                return Err(group_not_found(missing));
             }
-            out.extend(found);
+            out.extend(found.into_iter().map(|g| self.describe_group(g)));
         }
         if group_ids.is_empty() && group_names.is_empty() {
             out = self

@@ -351,6 +351,24 @@ impl State {
             Direction::Ingress => &group.ingress,
             Direction::Egress => &group.egress,
         };
+        let limit = match dir {
+            Direction::Ingress => self.config.limits.inbound_rules_per_group,
+            Direction::Egress => self.config.limits.outbound_rules_per_group,
+        };
+        let over = || {
+            ApiError::new(
+                ErrorCode::RulesPerSecurityGroupLimitExceeded,
+                format!(
+                    "The maximum number of {} rules per security group ({limit}) has been reached.",
+                    dir.name()
+                ),
+            )
+        };
+        // A request larger than the quota is refused before the duplicate
+        // scan (quadratic in the request) runs.
+        if new.len() > limit {
+            return Err(over());
+        }
         for (i, r) in new.iter().enumerate() {
             let dup_in_request = new[..i].iter().any(|o| {
                 o.protocol == r.protocol
@@ -366,18 +384,8 @@ impl State {
                 ));
             }
         }
-        let limit = match dir {
-            Direction::Ingress => self.config.limits.inbound_rules_per_group,
-            Direction::Egress => self.config.limits.outbound_rules_per_group,
-        };
         if existing.len() + new.len() > limit {
-            return Err(ApiError::new(
-                ErrorCode::RulesPerSecurityGroupLimitExceeded,
-                format!(
-                    "The maximum number of {} rules per security group ({limit}) has been reached.",
-                    dir.name()
-                ),
-            ));
+            return Err(over());
         }
         let mut rule_ids: Vec<String> = Vec::with_capacity(new.len());
         for _ in &new {
@@ -535,6 +543,7 @@ impl State {
         for id in rule_ids {
             ids::check_id(Kind::SecurityGroupRule, id)?;
         }
+        let wanted: std::collections::HashSet<&str> = rule_ids.iter().map(String::as_str).collect();
         let mut out = Vec::new();
         for g in self
             .security_groups
@@ -547,15 +556,16 @@ impl State {
                 .map(|r| (r, false))
                 .chain(g.egress.iter().map(|r| (r, true)))
             {
-                if rule_ids.is_empty() || rule_ids.contains(&r.id) {
+                if wanted.is_empty() || wanted.contains(r.id.as_str()) {
                     out.push(self.describe_rule(g, r, egress));
                 }
             }
         }
-        if let Some(missing) = rule_ids
+        let found: std::collections::HashSet<&str> = out
             .iter()
-            .find(|id| !out.iter().any(|r| r.security_group_rule_id == **id))
-        {
+            .map(|r| r.security_group_rule_id.as_str())
+            .collect();
+        if let Some(missing) = rule_ids.iter().find(|id| !found.contains(id.as_str())) {
             return Err(ApiError::new(
                 ErrorCode::SecurityGroupRuleNotFound,
                 format!("The security group rule ID '{missing}' does not exist"),

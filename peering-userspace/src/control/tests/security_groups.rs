@@ -786,3 +786,42 @@ fn old_states_adopt_default_groups() {
     assert_eq!(w.state.security_group(&sg).unwrap().name, "default");
     assert_eq!(w.state.adopt_default_groups(&mut w.ids).unwrap(), 0);
 }
+
+#[test]
+fn old_configs_get_the_default_quotas() {
+    // A config as stored before security groups existed.
+    let old = r#"{"regions":["us-east-1"],"limits":{"active_peerings_per_vpc":50,
+        "outstanding_requests_per_account":25,"cidr_blocks_per_vpc":5,
+        "route_tables_per_vpc":200,"routes_per_route_table":50}}"#;
+    let c: crate::control::config::Config = serde_json::from_str(old).unwrap();
+    assert_eq!(c.limits.security_groups_per_region, 2500);
+    assert_eq!(c.limits.inbound_rules_per_group, 60);
+    assert_eq!(c.limits.outbound_rules_per_group, 60);
+    assert_eq!(c.limits.groups_per_interface, 5);
+}
+
+#[test]
+fn a_request_over_the_rule_quota_is_refused_whole() {
+    let mut w = World::new();
+    let vpc = w.vpc(A, E1, &["10.0.0.0/16"]);
+    let g = group(&mut w, A, E1, &vpc, "web");
+    let mut p = tcp(1, 1);
+    for i in 0..61 {
+        p = cidr(p, &format!("10.{}.{}.0/24", 100 + i / 200, i % 200));
+    }
+    let call = w.call(A, E1);
+    assert_eq!(
+        refused(&mut w, |s, ids| s.authorize_security_group(
+            &call,
+            ids,
+            Direction::Ingress,
+            &g,
+            std::slice::from_ref(&p)
+        )),
+        "RulesPerSecurityGroupLimitExceeded"
+    );
+    // 60 fit exactly.
+    p.ip_ranges.pop();
+    authorize(&mut w, A, E1, Direction::Ingress, &g, p).unwrap();
+    assert_eq!(w.state.security_group(&g).unwrap().ingress.len(), 60);
+}
