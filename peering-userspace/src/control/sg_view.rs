@@ -43,11 +43,20 @@ pub struct SgRuleView {
 pub enum SgProtocol {
     /// Every protocol (AWS's `-1`).
     All,
-    Tcp { from_port: u16, to_port: u16 },
-    Udp { from_port: u16, to_port: u16 },
+    Tcp {
+        from_port: u16,
+        to_port: u16,
+    },
+    Udp {
+        from_port: u16,
+        to_port: u16,
+    },
     /// `None` matches any ICMP type (AWS's `-1`); `code: None` any code of
     /// that type.
-    Icmp { icmp_type: Option<u8>, code: Option<u8> },
+    Icmp {
+        icmp_type: Option<u8>,
+        code: Option<u8>,
+    },
     /// Any other IP protocol by number, all of it.
     Other(u8),
 }
@@ -59,7 +68,9 @@ pub enum SgPeer {
     /// Every address whose interface is a member of this group (a group
     /// of the same VPC, or of a peer VPC in the same region over an active
     /// peering; never across regions).
-    Group { group_dp_id: u32 },
+    Group {
+        group_dp_id: u32,
+    },
 }
 
 /// A network interface (`eni-…`) of a VPC of this region: its address
