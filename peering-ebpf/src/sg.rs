@@ -271,6 +271,10 @@ fn groups_of(a: Option<&SgAddr>) -> ([u32; MAX_SG_GROUPS], u32) {
 /// checks once: an open-coded loop over up to [`MAX_POLICY_RULES`] rules is
 /// checked once per iteration and per path into it, which took both VPC
 /// programs past the verifier's million-instruction budget (E2BIG).
+/// Checking four rules per call (fewer calls) failed the same way: the
+/// verifier walks a callback until its states converge, and four inlined
+/// matchers multiply them; LLVM also derived the later indexes' bounds
+/// from the first (`first | k`), which the verifier cannot follow.
 #[inline(always)]
 fn allowed(
     policy: u32,
