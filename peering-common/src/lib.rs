@@ -4,7 +4,21 @@
 //!
 //! Byte order: IPv4 addresses are stored as the four bytes seen on the wire
 //! (`[u8; 4]`), so neither side converts them. Numeric ids are native-endian.
+//!
+//! Two modules hold logic, each because the kernel and the host must run
+//! the very same code: [`conntrack`] (the connection-tracking state
+//! machine) and [`sg::rule_matches`] (a security-group rule against a
+//! packet). Both are plain `no_std` functions tested on the host.
 #![no_std]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod conntrack;
+pub mod sg;
+
+pub use conntrack::{CtEntry, CtKey, MAX_CONNTRACK};
+pub use sg::*;
 
 /// Name under which the XDP program for VPC-facing interfaces is exported.
 pub const PROG_VPC: &str = "peering_vpc";
@@ -43,6 +57,17 @@ pub mod maps {
     /// sending end, where [`super::PROG_VPC_TC`] redirects inter-region
     /// packets; 0 while it is not set up.
     pub const TUN_ENTRY: &str = "TUN_ENTRY";
+    /// LPM trie from an IPv4 prefix to its [`super::SgAddr`].
+    pub const SG_ADDRS: &str = "SG_ADDRS";
+    /// Hash from a policy id to its [`super::SgPolicy`].
+    pub const SG_POLICIES: &str = "SG_POLICIES";
+    /// Per-CPU [`super::Counter`]s per security-group rule.
+    pub const SG_RULE_STATS: &str = "SG_RULE_STATS";
+    /// `Array<u32>` of [`super::SG_CONFIG_LEN`]: slot 0 is
+    /// [`super::SG_ENFORCING`] while the agent has programmed policies.
+    pub const SG_CONFIG: &str = "SG_CONFIG";
+    /// LRU hash from a [`super::CtKey`] to its [`super::CtEntry`].
+    pub const CONNTRACK: &str = "CONNTRACK";
 }
 
 /// Capacities. Sized for a gateway with thousands of VPCs; LPM tries are
@@ -394,10 +419,20 @@ stats! {
     /// The destination host's MAC is not known, and the resolution request
     /// ring was full.
     DropNoNeighbourRingFull = 31, "drop_no_neighbour_ring_full";
+    /// A new flow no egress rule of the source's security groups allows.
+    DropSgEgress = 32, "drop_sg_egress";
+    /// A new flow no ingress rule of the destination's security groups
+    /// allows.
+    DropSgIngress = 33, "drop_sg_ingress";
+    /// A TCP segment of no tracked flow whose flags no connection starts
+    /// with (SYN-ACK, SYN-FIN, SYN-RST, none of SYN, ACK and RST).
+    DropSgTcpInvalid = 34, "drop_sg_tcp_invalid";
+    /// An ICMP error whose quoted packet belongs to no tracked flow.
+    DropSgIcmpUnrelated = 35, "drop_sg_icmp_unrelated";
 }
 
 /// Size of [`maps::STATS`].
-pub const STATS_LEN: u32 = 32;
+pub const STATS_LEN: u32 = 48;
 
 /// The traffic generator and sink of `peering-pktgen` (eBPF binary
 /// `pktgen`, a separate object from the gateway's so the gateway never
@@ -503,6 +538,11 @@ mod pod {
     unsafe impl aya::Pod for Counter {}
     unsafe impl aya::Pod for UnderlayInfo {}
     unsafe impl aya::Pod for pktgen::GenConfig {}
+    unsafe impl aya::Pod for SgAddr {}
+    unsafe impl aya::Pod for SgRule {}
+    unsafe impl aya::Pod for SgPolicy {}
+    unsafe impl aya::Pod for CtKey {}
+    unsafe impl aya::Pod for CtEntry {}
 }
 
 #[cfg(test)]
@@ -523,6 +563,11 @@ mod tests {
         assert_eq!(size_of::<Counter>(), 16);
         assert_eq!(size_of::<UnderlayInfo>(), 8);
         assert_eq!(size_of::<pktgen::GenConfig>(), 80);
+        assert_eq!(size_of::<SgAddr>(), 36);
+        assert_eq!(size_of::<SgRule>(), 24);
+        assert_eq!(size_of::<SgPolicy>(), 8 + 24 * MAX_POLICY_RULES);
+        assert_eq!(size_of::<CtKey>(), 16);
+        assert_eq!(size_of::<CtEntry>(), 16);
     }
 
     #[test]

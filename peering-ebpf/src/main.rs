@@ -18,6 +18,8 @@ mod rewrite;
 #[cfg(target_arch = "bpf")]
 mod route;
 #[cfg(target_arch = "bpf")]
+mod sg;
+#[cfg(target_arch = "bpf")]
 mod stats;
 #[cfg(target_arch = "bpf")]
 mod tc;
@@ -36,7 +38,7 @@ mod bpf {
     use aya_ebpf::{
         bindings::xdp_action,
         macros::{classifier, map, xdp},
-        maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, RingBuf, XskMap},
+        maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, RingBuf, XskMap},
         programs::{TcContext, XdpContext},
     };
     use peering_common::*;
@@ -95,6 +97,29 @@ mod bpf {
     #[map(name = "ROUTE_STATS")]
     pub static ROUTE_STATS: PerCpuArray<Counter> =
         PerCpuArray::with_max_entries(MAX_ROUTE_COUNTERS, 0);
+
+    /// Security groups (`sg.rs`): address → its policies and groups.
+    #[map(name = "SG_ADDRS")]
+    pub static SG_ADDRS: LpmTrie<[u8; 4], SgAddr> =
+        LpmTrie::with_max_entries(MAX_SG_ADDRS, BPF_F_NO_PREALLOC);
+    /// Policy id → the rules of one set of groups in one direction.
+    #[map(name = "SG_POLICIES")]
+    pub static SG_POLICIES: HashMap<u32, SgPolicy> =
+        HashMap::with_max_entries(MAX_SG_POLICIES, BPF_F_NO_PREALLOC);
+    /// Per-rule hit counters, indexed by [`SgRule::counter`].
+    #[map(name = "SG_RULE_STATS")]
+    pub static SG_RULE_STATS: PerCpuArray<Counter> =
+        PerCpuArray::with_max_entries(MAX_SG_RULE_COUNTERS, 0);
+    /// Slot 0: [`SG_ENFORCING`] once the agent programmed policies.
+    #[map(name = "SG_CONFIG")]
+    pub static SG_CONFIG: Array<u32> = Array::with_max_entries(SG_CONFIG_LEN, 0);
+    /// Tracked flows; the least recently used goes when full.
+    #[map(name = "CONNTRACK")]
+    pub static CONNTRACK: LruHashMap<CtKey, CtEntry> =
+        LruHashMap::with_max_entries(MAX_CONNTRACK, 0);
+
+    /// `BPF_F_NO_PREALLOC` (uapi/linux/bpf.h): entries allocated on insert.
+    const BPF_F_NO_PREALLOC: u32 = 1;
 
     /// Entry point for VPC-facing interfaces. Multi-buffer aware (`frags`),
     /// so ports may run jumbo MTUs: headers are always in the first buffer.

@@ -1,5 +1,5 @@
 //! The XDP pipeline for VPC-facing interfaces: parse, decide (`route`),
-//! then act. Each step returns the [`Stat`] that names why the packet stops
+//! admit (`sg`: security groups, for packets crossing a peering), then act. Each step returns the [`Stat`] that names why the packet stops
 //! there.
 
 use aya_ebpf::{bindings::xdp_action, programs::XdpContext};
@@ -10,7 +10,7 @@ use crate::{
     packet::{self, Ipv4, L2},
     rewrite,
     route::{self, Route},
-    EGRESS, XSKS,
+    sg, EGRESS, XSKS,
 };
 
 type Outcome = (u32, Stat);
@@ -37,8 +37,14 @@ fn try_process(ctx: &XdpContext, len: usize) -> Result<Outcome, Stat> {
     let ip = packet::parse_ipv4(ctx, l2.l3, len)?;
     match route::decide(iface, &ip, len)? {
         Route::NoRoute => Ok((xdp_action::XDP_PASS, Stat::PassNoRoute)),
-        Route::Forward(port) => forward_local(ctx, &l2, &ip, port),
-        Route::Remote(pcx) => forward_remote(ctx, &l2, &ip, iface, pcx, len),
+        Route::Forward(port) => {
+            sg::admit(ctx, l2.l3, &ip, len, true)?;
+            forward_local(ctx, &l2, &ip, port)
+        }
+        Route::Remote(pcx) => {
+            sg::admit(ctx, l2.l3, &ip, len, false)?;
+            forward_remote(ctx, &l2, &ip, iface, pcx, len)
+        }
     }
 }
 

@@ -1,8 +1,9 @@
-//! Per-CPU counters: one slot per verdict reason, one per route.
+//! Per-CPU counters: one slot per verdict reason, one per route, one per
+//! security-group rule.
 
 use peering_common::Stat;
 
-use crate::{ROUTE_STATS, STATS};
+use crate::{ROUTE_STATS, SG_RULE_STATS, STATS};
 
 #[inline(always)]
 pub fn count(stat: Stat, bytes: u64) {
@@ -13,6 +14,13 @@ pub fn count(stat: Stat, bytes: u64) {
 pub fn count_route(slot: u32, bytes: u64) {
     if slot != 0 {
         bump(ROUTE_STATS.get_ptr_mut(slot), bytes);
+    }
+}
+
+#[inline(always)]
+pub fn count_sg_rule(slot: u32, bytes: u64) {
+    if slot != 0 {
+        bump(SG_RULE_STATS.get_ptr_mut(slot), bytes);
     }
 }
 

@@ -19,7 +19,7 @@ use crate::{
     packet::{self, Ipv4, ETH_LEN},
     rewrite,
     route::{self, Route},
-    TUN_ENTRY,
+    sg, TUN_ENTRY,
 };
 
 type Outcome = (i32, Stat);
@@ -53,8 +53,14 @@ fn try_process(ctx: &TcContext, len: usize) -> Result<Outcome, Stat> {
     let ip = packet::parse_ipv4(ctx, ETH_LEN, len)?;
     match route::decide(iface, &ip, len)? {
         Route::NoRoute => Ok((TC_ACT_OK, Stat::PassNoRoute)),
-        Route::Forward(port) => forward_local(ctx, &ip, tci, port),
-        Route::Remote(pcx) => forward_remote(ctx, &ip, tci, iface, pcx),
+        Route::Forward(port) => {
+            sg::admit(ctx, ETH_LEN, &ip, len, true)?;
+            forward_local(ctx, &ip, tci, port)
+        }
+        Route::Remote(pcx) => {
+            sg::admit(ctx, ETH_LEN, &ip, len, false)?;
+            forward_remote(ctx, &ip, tci, iface, pcx)
+        }
     }
 }
 

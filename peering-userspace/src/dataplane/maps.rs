@@ -39,6 +39,11 @@ pub const NAMES: &[&str] = &[
     names::RESOLVE,
     names::FIB,
     names::TUN_ENTRY,
+    names::SG_ADDRS,
+    names::SG_POLICIES,
+    names::SG_RULE_STATS,
+    names::SG_CONFIG,
+    names::CONNTRACK,
 ];
 
 /// The interface entry of a subnet of `vpc`, routed by `route_table`, on a
@@ -136,6 +141,8 @@ pub struct Maps {
     veth: BTreeMap<u32, bool>,
     /// A route went uncounted (all slots taken): said once.
     warned_uncounted: bool,
+    /// Security groups and connection tracking (`sg_maps.rs`).
+    pub sg: super::SgMaps,
 }
 
 fn scoped_key(scope: u32, net: Ipv4Net) -> Key<ScopedAddr> {
@@ -202,6 +209,14 @@ impl Maps {
             model: None,
             veth: BTreeMap::new(),
             warned_uncounted: false,
+            sg: super::SgMaps {
+                addrs: typed(get(names::SG_ADDRS)?, names::SG_ADDRS)?,
+                policies: typed(get(names::SG_POLICIES)?, names::SG_POLICIES)?,
+                rule_stats: typed(get(names::SG_RULE_STATS)?, names::SG_RULE_STATS)?,
+                config: typed(get(names::SG_CONFIG)?, names::SG_CONFIG)?,
+                conntrack: typed(get(names::CONNTRACK)?, names::CONNTRACK)?,
+                slots: BTreeMap::new(),
+            },
         })
     }
 

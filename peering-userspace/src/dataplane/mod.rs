@@ -13,11 +13,15 @@ mod maps;
 pub mod port_path;
 pub mod reconcile;
 mod route_slots;
+pub mod sg;
+pub mod sg_eval;
+mod sg_maps;
 pub mod tun_entry;
 pub mod upgrade;
 
 pub use maps::{iface_info, Maps, RouteTarget, Snapshot};
 pub use port_path::{PortPath, PortPathChoice};
+pub use sg_maps::SgMaps;
 pub use upgrade::LinkKind;
 
 use std::{

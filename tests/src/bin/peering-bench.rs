@@ -6,7 +6,8 @@
 //! calls; each row is the median of [`RUNS`] runs, with their min and max,
 //! and its ratio to the XDP_DROP floor measured the same way.
 //!
-//! Two tables: program cost (one small world, one case per path) and scale
+//! Two tables: program cost (one small world, one case per path, security
+//! groups included) and scale
 //! (a route hit with 1 to 1,000,000 routes in the ingress route table, and
 //! with 10,000 VPCs programmed). `--json` prints the rows as a JSON array
 //! of `{name, ns_median, ns_min, ns_max, ratio_to_floor}` instead.
@@ -17,7 +18,7 @@ use clap::Parser;
 use ipnet::Ipv4Net;
 use peering_common::EgressPort;
 use peering_tests::{frame::Frame, verdict::Harness, verdict::LO, world};
-use peering_userspace::dataplane::RouteTarget;
+use peering_userspace::dataplane::{sg::VpcGroups, RouteTarget};
 
 const REPEAT: u32 = 250;
 const CALLS: u32 = 2000;
@@ -36,6 +37,10 @@ struct Opts {
     /// ns_max, ratio_to_floor}) instead of tables.
     #[arg(long)]
     json: bool,
+    /// Only the program-cost table (skips the scale rows, which take
+    /// minutes to program).
+    #[arg(long)]
+    cost_only: bool,
 }
 
 struct Row {
@@ -121,6 +126,84 @@ fn program_cost(h: &Harness) -> Vec<Row> {
         ),
         measure(h, "spoofed source: drop", "peering_vpc", &spoofed),
     ]
+}
+
+/// Security groups on the local-peer path: a new flow refused after its
+/// destination's whole ingress policy of `n` rules was scanned (no rule
+/// matches, so nothing is tracked and every repeat is a new flow), then a
+/// flow the last of 300 rules allows, whose repeats after the first hit
+/// its conntrack entry. Rows to read beside "route hit: forward".
+fn sg_cost(h: &mut Harness) -> Vec<Row> {
+    let mut rows = Vec::new();
+    for n in [1, 60, 300] {
+        program_sg(h, n, false);
+        let name = format!("security groups: new flow, {n} rules scanned, refused");
+        rows.push(measure(h, name, "peering_vpc", &udp(world::B_HOST)));
+    }
+    program_sg(h, 300, true);
+    let name = "security groups: tracked flow (conntrack hit), forward";
+    rows.push(measure(h, name, "peering_vpc", &udp(world::B_HOST)));
+    rows
+}
+
+/// B's host in as many groups as `n` ingress rules need (60 a group), UDP
+/// rules on ports 1000.. (the frames go to port 5000); with `allow`, the
+/// last rule is port 5000's. Everything else may send anything.
+fn program_sg(h: &mut Harness, n: u32, allow: bool) {
+    use peering_userspace::control::sg_view::*;
+    let anywhere = SgPeer::Cidr("0.0.0.0/0".parse().unwrap());
+    let rule = |dp_id: u32, port: u16| SgRuleView {
+        rule_id: format!("sgr-{dp_id}"),
+        dp_id,
+        protocol: SgProtocol::Udp {
+            from_port: port,
+            to_port: port,
+        },
+        peer: anywhere.clone(),
+    };
+    let group = |dp_id: u32, vpc: u32, ingress: Vec<SgRuleView>| SecurityGroupView {
+        group_id: format!("sg-{dp_id}"),
+        dp_id,
+        vpc_dp_id: vpc,
+        ingress,
+        egress: vec![SgRuleView {
+            protocol: SgProtocol::All,
+            ..rule(dp_id * 1000, 0)
+        }],
+    };
+    let mut groups = vec![
+        group(1, world::VPC_A, vec![]),
+        group(2, world::VPC_B, vec![]),
+    ];
+    let mut ids = Vec::new();
+    for g in 0..n.div_ceil(60) {
+        let rules = (g * 60..n.min(g * 60 + 60))
+            .map(|i| match allow && i == n - 1 {
+                true => rule(10 + i, 5000),
+                false => rule(10 + i, 1000 + i as u16),
+            })
+            .collect();
+        groups.push(group(3 + g, world::VPC_B, rules));
+        ids.push(3 + g);
+    }
+    let vpc = |id, default, cidr: &str| VpcGroups {
+        vpc_dp_id: id,
+        default_group_dp_id: default,
+        cidrs: vec![cidr.parse().unwrap()],
+    };
+    let vpcs = [
+        vpc(world::VPC_A, 1, "10.1.0.0/16"),
+        vpc(world::VPC_B, 2, "10.2.0.0/16"),
+    ];
+    let eni = InterfaceView {
+        eni_id: "eni-b".into(),
+        vpc_dp_id: world::VPC_B,
+        address: world::B_HOST.into(),
+        group_dp_ids: ids,
+    };
+    h.dp.maps
+        .program_security_groups(&vpcs, &groups, &[eni])
+        .expect("program security groups");
 }
 
 /// A prefix of length 16 to 32 anywhere outside 10.0.0.0/8 (the world's
@@ -322,12 +405,19 @@ fn main() {
             REPEAT
         );
     }
-    let h = harness();
-    let cost = program_cost(&h);
+    let mut h = harness();
+    let mut cost = program_cost(&h);
+    cost.extend(sg_cost(&mut h));
     drop(h);
     let floor = cost[0].median();
     if !quiet {
         print_table("program cost", &cost, floor);
+    }
+    if opts.cost_only {
+        if quiet {
+            print_json(cost.iter(), floor);
+        }
+        return;
     }
     let mut h = harness();
     let mut scale = scale_routes(&mut h, quiet);
