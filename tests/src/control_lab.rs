@@ -434,6 +434,38 @@ impl ControlPlane {
         self.peerctl(who, region, &args)
     }
 
+    /// The id of `vpc`'s default security group.
+    pub fn default_group(&self, who: &Account, region: &str, vpc: &str) -> String {
+        let f = format!("Name=vpc-id,Values={vpc}");
+        let args = [
+            "describe-security-groups",
+            "--filters",
+            &f,
+            "Name=group-name,Values=default",
+        ];
+        field(
+            &self.peerctl(who, region, &args),
+            &["SecurityGroups", "0", "GroupId"],
+        )
+    }
+
+    /// Lets all traffic from `cidr` into `vpc`'s default security group:
+    /// what a user does for a peer VPC once the peering is up (a default
+    /// group admits only its own members).
+    pub fn allow_from(&self, who: &Account, region: &str, vpc: &str, cidr: &str) {
+        let group = self.default_group(who, region, vpc);
+        let args = [
+            "authorize-security-group-ingress",
+            "--group-id",
+            &group,
+            "--protocol",
+            "all",
+            "--cidr",
+            cidr,
+        ];
+        self.peerctl(who, region, &args);
+    }
+
     /// `create-route` from `rtb` to `pcx`.
     pub fn create_route(&self, who: &Account, region: &str, rtb: &str, dst: &str, pcx: &str) {
         let args = [

@@ -347,7 +347,8 @@ impl InterRegionLab {
     }
 
     /// Peers `from_vpc` (owned by `from`, in `from_region`) with `to_vpc`,
-    /// accepted by `to`, and routes each side's table to the other's CIDR.
+    /// accepted by `to`, routes each side's table to the other's CIDR and
+    /// lets each side's default security group admit the other's CIDR.
     #[allow(clippy::too_many_arguments)]
     pub fn peer(
         &self,
@@ -359,6 +360,8 @@ impl InterRegionLab {
         cp.peering_action(to, to_region, "accept-vpc-peering-connection", &pcx);
         cp.create_route(from, from_region, from_rtb, to_cidr, &pcx);
         cp.create_route(to, to_region, to_rtb, from_cidr, &pcx);
+        cp.allow_from(from, from_region, from_vpc, to_cidr);
+        cp.allow_from(to, to_region, to_vpc, from_cidr);
         pcx
     }
 

@@ -65,9 +65,15 @@ fn peering_lifecycle_drives_forwarding() {
         eventually(Duration::from_secs(1), programmed),
         "programmed within 1 s"
     );
+    // Routed both ways, but a default security group admits only its own
+    // members: nothing crosses until each owner lets the peer's block in.
+    assert!(!crosses(&lab), "no rule admits the peer yet");
+    assert!(stats.stat("drop_sg_ingress") > 0);
+    cp.allow_from(&a, REGION, &vpc_a, "10.2.0.0/16");
+    cp.allow_from(&b, REGION, &vpc_b, "10.1.0.0/16");
     assert!(
         eventually(Duration::from_secs(2), || crosses(&lab)),
-        "traffic crosses after accept and routes"
+        "traffic crosses after accept, routes and rules"
     );
     assert!(stats.stat("fwd_local") >= 2);
 

@@ -62,6 +62,8 @@ fn peering_across_regions_carries_sealed_traffic_only() {
     assert!(!lab.a.ping("10.3.0.10", 1), "C has no route back yet");
 
     cp.create_route(&lab.acct_c, REGION_2, &v.rtb_c, "10.1.0.0/16", &pcx);
+    cp.allow_from(&lab.acct_a, REGION_1, &v.a, "10.3.0.0/16");
+    cp.allow_from(&lab.acct_c, REGION_2, &v.c, "10.1.0.0/16");
     assert!(
         eventually(Duration::from_secs(5), || lab.a.ping("10.3.0.10", 1)),
         "A reaches C after accept and routes"

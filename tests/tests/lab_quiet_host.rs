@@ -64,6 +64,8 @@ fn a_host_that_sent_nothing_is_reached_and_router_addresses_follow_subnets() {
     cp.peering_action(&b, REGION, "accept-vpc-peering-connection", &pcx);
     cp.create_route(&a, REGION, &rtb_a, "10.2.0.0/16", &pcx);
     cp.create_route(&b, REGION, &rtb_b, "10.1.0.0/16", &pcx);
+    cp.allow_from(&a, REGION, &vpc_a, "10.2.0.0/16");
+    cp.allow_from(&b, REGION, &vpc_b, "10.1.0.0/16");
     let programmed = || {
         stats
             .try_ok(&["show"])

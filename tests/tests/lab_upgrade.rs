@@ -244,6 +244,9 @@ fn a_changed_map_is_recreated_and_refilled_before_links_switch() {
     cp.peering_action(&b, "us-east-1", "accept-vpc-peering-connection", &pcx);
     cp.create_route(&a, "us-east-1", &rtb_a, "10.2.0.0/16", &pcx);
     cp.create_route(&b, "us-east-1", &rtb_b, "10.1.0.0/16", &pcx);
+    cp.allow_from(&a, "us-east-1", &vpc_a, "10.2.0.0/16");
+    cp.allow_from(&b, "us-east-1", &vpc_b, "10.1.0.0/16");
+    lab.hosts_announce();
     assert!(eventually(Duration::from_secs(5), || lab
         .a
         .ping("10.2.0.10", 1)));

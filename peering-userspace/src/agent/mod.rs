@@ -23,10 +23,15 @@ use anyhow::{bail, Result};
 use log::{info, warn};
 
 use crate::{
-    control::{clock::unix_ms, view::RegionView},
+    control::{
+        clock::unix_ms,
+        sg_view::{InterfaceView, SecurityGroupView},
+        view::RegionView,
+    },
     dataplane::{
         incremental::{Programmed, Step},
         reconcile::{self, Neighbour, Plan, Port},
+        sg::VpcGroups,
         tun_entry::{self, TunEntry},
         AttachMode, Attached, Dataplane, PortPath, PortPathChoice,
     },
@@ -91,7 +96,40 @@ struct Edge<'a> {
     upgraded: bool,
     /// This gateway's id, as the controllers last said.
     gateway_id: Option<u32>,
+    /// The security groups last programmed, as the view gave them (None:
+    /// not yet, or the last attempt failed).
+    security_groups: Option<SgInputs>,
     startup: Startup,
+}
+
+/// What the security-group compiler takes from a region view.
+#[derive(Debug, PartialEq)]
+struct SgInputs {
+    vpcs: Vec<VpcGroups>,
+    groups: Vec<SecurityGroupView>,
+    interfaces: Vec<InterfaceView>,
+}
+
+impl SgInputs {
+    fn of(view: &RegionView) -> Self {
+        let vpcs = view
+            .vpcs
+            .iter()
+            // A VPC of an old store, before its default group exists: no
+            // group to enforce for it yet.
+            .filter(|v| v.default_group_dp_id != 0)
+            .map(|v| VpcGroups {
+                vpc_dp_id: v.dp_id,
+                default_group_dp_id: v.default_group_dp_id,
+                cidrs: v.cidrs.clone(),
+            })
+            .collect();
+        SgInputs {
+            vpcs,
+            groups: view.security_groups.clone(),
+            interfaces: view.interfaces.clone(),
+        }
+    }
 }
 
 pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
@@ -116,6 +154,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         reprobe_at: Instant::now(),
         upgraded: false,
         gateway_id: None,
+        security_groups: None,
         startup,
     };
     let mut dns = match (cfg.dns, cfg.once) {
@@ -277,6 +316,8 @@ impl Edge<'_> {
             warn!("repairing the FIB: {e:#}");
         }
         self.dp.maps_refilled();
+        self.security_groups = None;
+        self.program_security_groups(&p);
         self.ports(&p);
         if !self.upgraded {
             // Attachments of interfaces no longer configured move to this
@@ -295,9 +336,41 @@ impl Edge<'_> {
     /// Programs one incremental step of `p`.
     fn step(&mut self, step: Step, p: &Programmed) {
         self.write(&step.plan, p.view().revision, "change");
+        self.program_security_groups(p);
         self.tunnel_dirty |= step.tunnel || step.slots;
         if step.ports {
             self.ports(p);
+        }
+    }
+
+    /// Compiles the view's security groups and interfaces and replaces
+    /// what the programs enforce, when they changed since the last time
+    /// (a full reconciliation always programs them). Over-limit input is
+    /// refused whole and the previous policies stay (logged; retried with
+    /// the next change).
+    fn program_security_groups(&mut self, p: &Programmed) {
+        let inputs = SgInputs::of(p.view());
+        if self.security_groups.as_ref() == Some(&inputs) {
+            return;
+        }
+        let revision = p.view().revision;
+        match self
+            .dp
+            .maps
+            .program_security_groups(&inputs.vpcs, &inputs.groups, &inputs.interfaces)
+        {
+            Ok(()) => {
+                info!(
+                    "security groups at revision {revision}: {} group(s), {} interface(s)",
+                    inputs.groups.len(),
+                    inputs.interfaces.len()
+                );
+                self.security_groups = Some(inputs);
+            }
+            Err(e) => {
+                warn!("security groups at revision {revision}: {e:#}");
+                self.security_groups = None;
+            }
         }
     }
 
