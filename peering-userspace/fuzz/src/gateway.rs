@@ -61,6 +61,8 @@ fn table(west: bool) -> TunnelTable {
     let view = RegionView {
         revision: 1,
         region: region.into(),
+        security_groups: vec![],
+        interfaces: vec![],
         vpcs: vec![],
         subnets: vec![],
         routes: vec![],
