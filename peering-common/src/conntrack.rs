@@ -179,6 +179,20 @@ pub const fn open(proto: u8, flags: u8) -> Open {
     }
 }
 
+/// How a flow starts with a packet leaving for another region. The
+/// receiving gateway of an inter-region flow does not track it yet (its
+/// packets reach hosts through the tunnel workers, which no program sees),
+/// so the SYN-ACK answering a SYN from another region is the first this
+/// gateway sees of the flow: it is picked up as established, like a
+/// mid-stream ACK, when the rules allow it. Everything else as [`open`].
+pub const fn open_toward_remote(proto: u8, flags: u8) -> Open {
+    let handshake = TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST;
+    if proto == IPPROTO_TCP && flags & handshake == TCP_SYN | TCP_ACK {
+        return Open::Track(CtState::TcpEstablished);
+    }
+    open(proto, flags)
+}
+
 const fn open_tcp(flags: u8) -> Open {
     let syn = flags & TCP_SYN != 0;
     let ack = flags & TCP_ACK != 0;
@@ -299,6 +313,28 @@ mod tests {
     const ACK: u8 = TCP_ACK;
     const FINACK: u8 = TCP_FIN | TCP_ACK;
     const RST: u8 = TCP_RST;
+
+    #[test]
+    fn toward_another_region_a_syn_ack_is_picked_up_and_nothing_else_changes() {
+        const IPPROTO_UDP: u8 = 17;
+        assert_eq!(
+            open_toward_remote(IPPROTO_TCP, SYNACK),
+            Open::Track(TcpEstablished)
+        );
+        assert_eq!(open(IPPROTO_TCP, SYNACK), Open::Invalid, "within a region");
+        for flags in 0..=u8::MAX {
+            if flags & (TCP_SYN | TCP_ACK | TCP_FIN | TCP_RST) != SYNACK {
+                assert_eq!(
+                    open_toward_remote(IPPROTO_TCP, flags),
+                    open(IPPROTO_TCP, flags),
+                    "{flags:#04x}"
+                );
+            }
+        }
+        for proto in [IPPROTO_ICMP, IPPROTO_UDP] {
+            assert_eq!(open_toward_remote(proto, SYNACK), open(proto, SYNACK));
+        }
+    }
 
     fn run(first: u8, rest: &[(Dir, u8)]) -> Vec<CtState> {
         let Open::Track(mut s) = open(IPPROTO_TCP, first) else {

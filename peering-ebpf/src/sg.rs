@@ -71,7 +71,12 @@ pub fn admit<C: Packet>(
     if l4.icmp_error {
         return related(ctx, l3, ip, now);
     }
-    let state = match conntrack::open(l4.key.proto, l4.tcp_flags) {
+    let open = if intra {
+        conntrack::open(l4.key.proto, l4.tcp_flags)
+    } else {
+        conntrack::open_toward_remote(l4.key.proto, l4.tcp_flags)
+    };
+    let state = match open {
         Open::Invalid => return Err(Stat::DropSgTcpInvalid),
         Open::Track(s) => Some(s),
         Open::Untracked => None,
