@@ -23,11 +23,7 @@ use anyhow::{bail, Result};
 use log::{info, warn};
 
 use crate::{
-    control::{
-        clock::unix_ms,
-        sg_view::{InterfaceView, SecurityGroupView},
-        view::RegionView,
-    },
+    control::{clock::unix_ms, view::RegionView},
     dataplane::{
         incremental::{Programmed, Step},
         reconcile::{self, Neighbour, Plan, Port},
@@ -96,40 +92,10 @@ struct Edge<'a> {
     upgraded: bool,
     /// This gateway's id, as the controllers last said.
     gateway_id: Option<u32>,
-    /// The security groups last programmed, as the view gave them (None:
-    /// not yet, or the last attempt failed).
-    security_groups: Option<SgInputs>,
+    /// The last programming of the security groups failed: try again
+    /// with the next step.
+    security_groups_failed: bool,
     startup: Startup,
-}
-
-/// What the security-group compiler takes from a region view.
-#[derive(Debug, PartialEq)]
-struct SgInputs {
-    vpcs: Vec<VpcGroups>,
-    groups: Vec<SecurityGroupView>,
-    interfaces: Vec<InterfaceView>,
-}
-
-impl SgInputs {
-    fn of(view: &RegionView) -> Self {
-        let vpcs = view
-            .vpcs
-            .iter()
-            // A VPC of an old store, before its default group exists: no
-            // group to enforce for it yet.
-            .filter(|v| v.default_group_dp_id != 0)
-            .map(|v| VpcGroups {
-                vpc_dp_id: v.dp_id,
-                default_group_dp_id: v.default_group_dp_id,
-                cidrs: v.cidrs.clone(),
-            })
-            .collect();
-        SgInputs {
-            vpcs,
-            groups: view.security_groups.clone(),
-            interfaces: view.interfaces.clone(),
-        }
-    }
 }
 
 pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
@@ -154,7 +120,7 @@ pub fn run(cfg: &AgentConfig, link: Link) -> Result<()> {
         reprobe_at: Instant::now(),
         upgraded: false,
         gateway_id: None,
-        security_groups: None,
+        security_groups_failed: false,
         startup,
     };
     let mut dns = match (cfg.dns, cfg.once) {
@@ -316,7 +282,6 @@ impl Edge<'_> {
             warn!("repairing the FIB: {e:#}");
         }
         self.dp.maps_refilled();
-        self.security_groups = None;
         self.program_security_groups(&p);
         self.ports(&p);
         if !self.upgraded {
@@ -336,7 +301,9 @@ impl Edge<'_> {
     /// Programs one incremental step of `p`.
     fn step(&mut self, step: Step, p: &Programmed) {
         self.write(&step.plan, p.view().revision, "change");
-        self.program_security_groups(p);
+        if step.security_groups || self.security_groups_failed {
+            self.program_security_groups(p);
+        }
         self.tunnel_dirty |= step.tunnel || step.slots;
         if step.ports {
             self.ports(p);
@@ -344,33 +311,37 @@ impl Edge<'_> {
     }
 
     /// Compiles the view's security groups and interfaces and replaces
-    /// what the programs enforce, when they changed since the last time
-    /// (a full reconciliation always programs them). Over-limit input is
-    /// refused whole and the previous policies stay (logged; retried with
-    /// the next change).
+    /// what the programs enforce: at every full reconciliation, and for a
+    /// step whose delta touched them. Over-limit input is refused whole
+    /// and the previous policies stay (logged; retried with the next step).
     fn program_security_groups(&mut self, p: &Programmed) {
-        let inputs = SgInputs::of(p.view());
-        if self.security_groups.as_ref() == Some(&inputs) {
-            return;
-        }
-        let revision = p.view().revision;
-        match self
+        let view = p.view();
+        let vpcs: Vec<VpcGroups> = view
+            .vpcs
+            .iter()
+            // A VPC of an old store, before its default group exists: no
+            // group to enforce for it yet.
+            .filter(|v| v.default_group_dp_id != 0)
+            .map(|v| VpcGroups {
+                vpc_dp_id: v.dp_id,
+                default_group_dp_id: v.default_group_dp_id,
+                cidrs: v.cidrs.clone(),
+            })
+            .collect();
+        let (groups, interfaces) = (&view.security_groups, &view.interfaces);
+        let result = self
             .dp
             .maps
-            .program_security_groups(&inputs.vpcs, &inputs.groups, &inputs.interfaces)
-        {
-            Ok(()) => {
-                info!(
-                    "security groups at revision {revision}: {} group(s), {} interface(s)",
-                    inputs.groups.len(),
-                    inputs.interfaces.len()
-                );
-                self.security_groups = Some(inputs);
-            }
-            Err(e) => {
-                warn!("security groups at revision {revision}: {e:#}");
-                self.security_groups = None;
-            }
+            .program_security_groups(&vpcs, groups, interfaces);
+        self.security_groups_failed = result.is_err();
+        match result {
+            Ok(()) => info!(
+                "security groups at revision {}: {} group(s), {} interface(s)",
+                view.revision,
+                groups.len(),
+                interfaces.len()
+            ),
+            Err(e) => warn!("security groups at revision {}: {e:#}", view.revision),
         }
     }
 

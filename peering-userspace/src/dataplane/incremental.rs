@@ -51,11 +51,14 @@ pub struct Step {
     pub slots: bool,
     /// The set of interfaces to attach, or the router addresses, changed.
     pub ports: bool,
+    /// Something the security-group policies are compiled from changed:
+    /// a group, an interface or a VPC (its blocks, its default group).
+    pub security_groups: bool,
 }
 
 impl Step {
     pub fn is_empty(&self) -> bool {
-        self.plan.is_empty() && !self.tunnel && !self.slots && !self.ports
+        self.plan.is_empty() && !self.tunnel && !self.slots && !self.ports && !self.security_groups
     }
 }
 
@@ -67,6 +70,7 @@ struct Reach {
     subnets: BTreeSet<(u32, Ipv4Net)>,
     names: BTreeSet<String>,
     peerings: bool,
+    security_groups: bool,
 }
 
 impl Reach {
@@ -134,6 +138,7 @@ impl Programmed {
         }
         let mut step = Step {
             tunnel: reach.peerings,
+            security_groups: reach.security_groups,
             ..Step::default()
         };
         for (table, net) in &reach.routes {
@@ -224,6 +229,7 @@ impl Programmed {
         match key {
             ViewKey::Vpc { dp_id } => {
                 reach.vpcs.insert(*dp_id);
+                reach.security_groups = true;
             }
             ViewKey::Route {
                 route_table_dp_id,
@@ -240,9 +246,10 @@ impl Programmed {
                 }
             }
             ViewKey::Peering { .. } => reach.peerings = true,
-            // Security groups and interfaces program no forwarding state
-            // (their policy maps are issue 12's dataplane part).
-            ViewKey::SecurityGroup { .. } | ViewKey::Interface { .. } => {}
+            // No forwarding state: the agent recompiles the policies.
+            ViewKey::SecurityGroup { .. } | ViewKey::Interface { .. } => {
+                reach.security_groups = true;
+            }
         }
     }
 
